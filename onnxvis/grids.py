@@ -1,0 +1,327 @@
+"""Grids of images, with torchvision's ``make_grid`` semantics, in pure numpy.
+
+Nothing here knows about ONNX, image files or disk: arrays in, arrays out. ``make_grid`` and
+``to_uint8`` reproduce ``torchvision.utils.make_grid`` and the conversion in ``save_image``, so that
+the same weights give the same pixels. The layouts (``kernel_grid``, ``split_grids``,
+``fmap_grid``) arrange convolution weights and feature maps into tiles for those two functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "make_grid",
+    "to_uint8",
+    "normalize_tiles",
+    "KernelPicture",
+    "kernel_grid",
+    "split_grids",
+    "fmap_grid",
+    "DEFAULT_MAX_TILES",
+]
+
+# A VGG16 3x3 layer has 512x512 slices; drawn in full that is a 3586x3586 picture. Past this
+# many tiles the kernels are cut to the first output channels (the CLI's --max-tiles lifts it).
+DEFAULT_MAX_TILES = 65536
+
+
+def _check_tiles(tensor: np.ndarray) -> np.ndarray:
+    if not isinstance(tensor, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(tensor).__name__}")
+    if tensor.size == 0:
+        raise ValueError(f"cannot make a grid of an empty array of shape {tensor.shape}")
+    if not (np.issubdtype(tensor.dtype, np.floating) or np.issubdtype(tensor.dtype, np.integer)):
+        raise TypeError(f"expected a real-valued array, got dtype {tensor.dtype}")
+    return tensor
+
+
+def normalize_tiles(
+    tiles: np.ndarray,
+    value_range: tuple[float, float] | None = None,
+    scale_each: bool = False,
+) -> np.ndarray:
+    """Shift and scale tiles into [0, 1], as ``make_grid(normalize=True)`` does.
+
+    Args:
+        tiles: float array (B, C, H, W).
+        value_range: (low, high) to clamp to; by default each tile's (or the whole batch's) min and max.
+        scale_each: normalise every tile on its own instead of the batch as a whole.
+
+    Returns:
+        A new float32 array of the same shape. A constant tile becomes 0 (black), as in torchvision,
+        which divides by ``max(high - low, 1e-5)``.
+    """
+    if tiles.ndim != 4:
+        raise ValueError(f"expected tiles of shape (B, C, H, W), got {tiles.shape}")
+    out = np.array(tiles, dtype=np.float32, copy=True)
+    if value_range is not None:
+        if not isinstance(value_range, tuple) or len(value_range) != 2:
+            raise TypeError("value_range has to be a tuple (min, max) if specified")
+        low = np.full((out.shape[0] if scale_each else 1, 1, 1, 1), value_range[0], dtype=np.float64)
+        high = np.full_like(low, value_range[1])
+    elif scale_each:
+        flat = out.reshape(out.shape[0], -1)
+        low = flat.min(axis=1).astype(np.float64).reshape(-1, 1, 1, 1)
+        high = flat.max(axis=1).astype(np.float64).reshape(-1, 1, 1, 1)
+    else:
+        low = np.array(out.min(), dtype=np.float64).reshape(1, 1, 1, 1)
+        high = np.array(out.max(), dtype=np.float64).reshape(1, 1, 1, 1)
+    # torchvision: img.clamp_(low, high).sub_(low).div_(max(high - low, 1e-5)); the bounds are
+    # Python floats (doubles) and the arithmetic runs in float32.
+    divisor = np.maximum(high - low, 1e-5).astype(np.float32)
+    np.clip(out, low.astype(np.float32), high.astype(np.float32), out=out)
+    out -= low.astype(np.float32)
+    out /= divisor
+    return out
+
+
+def _tile(tiles: np.ndarray, nrow: int, padding: int, pad_value: float) -> np.ndarray:
+    """Place (B, C, h, w) tiles row by row into one (C, H, W) grid; make_grid's geometry."""
+    nmaps, channels, h, w = tiles.shape
+    if nmaps == 1:
+        return tiles[0]
+    xmaps = min(nrow, nmaps)
+    ymaps = int(math.ceil(float(nmaps) / xmaps))
+    height, width = h + padding, w + padding
+    cells = np.full((ymaps * xmaps, channels, height, width), pad_value, dtype=np.float32)
+    cells[:nmaps, :, padding:, padding:] = tiles
+    grid = np.full((channels, height * ymaps + padding, width * xmaps + padding), pad_value, dtype=np.float32)
+    grid[:, : height * ymaps, : width * xmaps] = (
+        cells.reshape(ymaps, xmaps, channels, height, width)
+        .transpose(2, 0, 3, 1, 4)
+        .reshape(channels, ymaps * height, xmaps * width)
+    )
+    return grid
+
+
+def _as_batch(tensor: np.ndarray) -> np.ndarray:
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim == 3:
+        tensor = tensor[None]
+    if tensor.ndim != 4:
+        raise ValueError(f"expected an array of 2, 3 or 4 dimensions, got shape {tensor.shape}")
+    return tensor
+
+
+def _grid(
+    tiles: np.ndarray,
+    nrow: int = 8,
+    padding: int = 2,
+    normalize: bool = False,
+    value_range: tuple[float, float] | None = None,
+    scale_each: bool = False,
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """make_grid without the copy of grey tiles into three channels: (B, C, h, w) -> (C, H, W)."""
+    if not isinstance(nrow, (int, np.integer)) or nrow < 1:
+        raise ValueError(f"nrow must be a positive integer, got {nrow!r}")
+    if not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    tiles = _as_batch(_check_tiles(tiles))
+    if normalize:
+        tiles = normalize_tiles(tiles, value_range, scale_each)
+    else:
+        tiles = tiles.astype(np.float32, copy=False)
+    return _tile(tiles, int(nrow), int(padding), float(pad_value))
+
+
+def make_grid(
+    tensor: np.ndarray,
+    nrow: int = 8,
+    padding: int = 2,
+    normalize: bool = False,
+    value_range: tuple[float, float] | None = None,
+    scale_each: bool = False,
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """Make a grid of images, exactly as ``torchvision.utils.make_grid`` does.
+
+    Args:
+        tensor: (B, C, H, W) batch, or a single (C, H, W) or (H, W) image.
+        nrow: images per row of the grid.
+        padding: pixels of padding around and between images.
+        normalize: shift every image (or the batch) into [0, 1] by its min and max.
+        value_range: (min, max) used by ``normalize`` instead of the data's min and max.
+        scale_each: with ``normalize``, scale each image on its own.
+        pad_value: value of the padding.
+
+    Returns:
+        float32 array (C, H, W). One-channel input is copied to three channels, and a batch of one
+        image is returned without padding, as in torchvision.
+    """
+    tensor = _check_tiles(tensor)
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim == 3:
+        if tensor.shape[0] == 1:
+            tensor = np.concatenate([tensor] * 3, axis=0)
+        tensor = tensor[None]
+    if tensor.ndim == 4 and tensor.shape[1] == 1:
+        tensor = np.concatenate([tensor] * 3, axis=1)
+    return _grid(tensor, nrow, padding, normalize, value_range, scale_each, pad_value)
+
+
+def to_uint8(grid: np.ndarray) -> np.ndarray:
+    """Convert a [0, 1] grid to 8-bit pixels as ``torchvision.utils.save_image`` does.
+
+    Args:
+        grid: float array (C, H, W) with C = 1 or 3, or (H, W).
+
+    Returns:
+        uint8 array (H, W) for one channel or (H, W, 3), from ``x * 255 + 0.5`` clamped to [0, 255].
+    """
+    grid = np.asarray(grid)
+    if grid.ndim == 2:
+        grid = grid[None]
+    if grid.ndim != 3 or grid.shape[0] not in (1, 3):
+        raise ValueError(f"expected a grid of shape (1 or 3, H, W), got {grid.shape}")
+    pixels = grid.astype(np.float32) * np.float32(255)
+    pixels += np.float32(0.5)
+    np.clip(pixels, 0, 255, out=pixels)
+    # NaN (a weight that is NaN) would be undefined in the cast; draw it black.
+    np.nan_to_num(pixels, copy=False, nan=0.0)
+    pixels = pixels.astype(np.uint8)
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+
+
+@dataclass(frozen=True)
+class KernelPicture:
+    """A kernel grid and how it was laid out.
+
+    Attributes:
+        grid: float32 (C, H, W), C = 3 for an RGB grid and 1 for grey; values in [0, 1] when normalised.
+        layout: "rgb", "grey", "mosaic", "heatmap", "strips" or "slices".
+        shown_out_channels: how many output channels the picture holds (fewer than the layer's when capped).
+        total_out_channels: the layer's output channels.
+    """
+
+    grid: np.ndarray
+    layout: str
+    shown_out_channels: int
+    total_out_channels: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.shown_out_channels < self.total_out_channels
+
+
+def _as_4d_kernels(weight: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Bring 1-D (O, I, k) and 3-D (O, I, D, kh, kw) kernels to (O, I', kh, kw)."""
+    if weight.ndim == 3:
+        return weight[:, :, None, :], "strips"
+    if weight.ndim == 5:
+        o, i, d, kh, kw = weight.shape
+        return weight.reshape(o, i * d, kh, kw), "slices"
+    if weight.ndim == 4:
+        return weight, None
+    raise ValueError(f"expected conv weights of 3, 4 or 5 dimensions (O, I, ...), got shape {weight.shape}")
+
+
+def kernel_grid(
+    weight: np.ndarray,
+    nrow: int = 8,
+    padding: int = 2,
+    normalize: bool = True,
+    scale_each: bool = True,
+    pad_value: float = 0.0,
+    max_tiles: int | None = DEFAULT_MAX_TILES,
+) -> KernelPicture:
+    """Lay out a conv layer's kernels as one picture.
+
+    - 3 input channels: an RGB grid of all kernels (the tutorial's conv1 view).
+    - 1 input channel: a grey grid of all kernels.
+    - 1x1 kernels: an O x I heat map, one pixel per weight, normalised as one.
+    - any other layer: a grey mosaic, one row per output channel, one column per input channel
+      (``nrow`` does not apply). 1-D kernels are drawn as strips, 3-D kernels as their depth slices
+      side by side.
+
+    Args:
+        weight: float array (O, I, k), (O, I, kh, kw) or (O, I, D, kh, kw).
+        nrow, padding, normalize, scale_each, pad_value: as in :func:`make_grid`.
+        max_tiles: keep only the first output channels so that at most this many tiles are drawn;
+            None for no cap.
+
+    Returns:
+        A :class:`KernelPicture`.
+    """
+    weight = _check_tiles(weight)
+    kernels, shape_layout = _as_4d_kernels(weight)
+    out_ch, in_ch, kh, kw = kernels.shape
+    per_out = in_ch if in_ch not in (1, 3) or shape_layout else 1
+    keep = out_ch
+    if max_tiles is not None and out_ch * per_out > max_tiles:
+        keep = max(1, max_tiles // per_out)
+        kernels = kernels[:keep]
+    if kh == 1 and kw == 1 and shape_layout is None:
+        heat = kernels[:, :, 0, 0][None, None]
+        grid = _grid(heat, nrow=1, padding=0, normalize=normalize, scale_each=False, pad_value=pad_value)
+        return KernelPicture(grid, "heatmap", keep, out_ch)
+    if shape_layout is None and in_ch in (1, 3):
+        grid = _grid(kernels, nrow, padding, normalize, None, scale_each, pad_value)
+        return KernelPicture(grid, "rgb" if in_ch == 3 else "grey", keep, out_ch)
+    tiles = kernels.reshape(keep * in_ch, 1, kh, kw)
+    grid = _grid(tiles, in_ch, padding, normalize, None, scale_each, pad_value)
+    return KernelPicture(grid, shape_layout or "mosaic", keep, out_ch)
+
+
+def split_grids(
+    weight: np.ndarray,
+    out_channels: list[int] | None = None,
+    nrow: int = 8,
+    padding: int = 2,
+    normalize: bool = True,
+    scale_each: bool = True,
+    pad_value: float = 0.0,
+) -> list[tuple[int, np.ndarray]]:
+    """The tutorial's per-output-channel view: for each output channel, a grey grid of its slices.
+
+    This is ``make_grid(weight[o].unsqueeze(1), normalize=True, scale_each=True, nrow=8)``: every
+    input-channel slice of kernel ``o`` is a tile, normalised on its own.
+
+    Args:
+        weight: float array (O, I, ...) as for :func:`kernel_grid`.
+        out_channels: which output channels; all by default.
+
+    Returns:
+        (output channel, grey grid (1, H, W)) pairs.
+    """
+    kernels, _ = _as_4d_kernels(_check_tiles(weight))
+    chosen = range(kernels.shape[0]) if out_channels is None else out_channels
+    pictures = []
+    for o in chosen:
+        if not 0 <= o < kernels.shape[0]:
+            raise ValueError(f"output channel {o} is out of range for {kernels.shape[0]} channels")
+        pictures.append((o, _grid(kernels[o][:, None], nrow, padding, normalize, None, scale_each, pad_value)))
+    return pictures
+
+
+def fmap_grid(
+    maps: np.ndarray,
+    nrow: int = 8,
+    padding: int = 2,
+    normalize: bool = True,
+    scale_each: bool = True,
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """A grey grid of feature maps: ``make_grid(maps.unsqueeze(1), normalize=True, scale_each=True)``.
+
+    Args:
+        maps: (C, H, W) one image's maps, (C, L) for a 1-D conv, or (C, D, H, W) for 3-D (the
+            middle depth slice is drawn).
+
+    Returns:
+        grey grid (1, H, W).
+    """
+    maps = _check_tiles(maps)
+    if maps.ndim == 2:
+        maps = maps[:, None, :]
+    elif maps.ndim == 4:
+        maps = maps[:, maps.shape[1] // 2]
+    if maps.ndim != 3:
+        raise ValueError(f"expected feature maps (C, H, W), got shape {maps.shape}")
+    return _grid(maps[:, None], nrow, padding, normalize, None, scale_each, pad_value)

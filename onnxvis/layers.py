@@ -1,0 +1,206 @@
+"""Find the convolution layers of a model, in graph order, and select them by a user's spec.
+
+A layer is one conv-like node: Conv, ConvTranspose, QLinearConv, ConvInteger or com.microsoft's
+FusedConv / NhwcConv, in the main graph or inside an If / Loop / Scan body. Each layer records where
+its weight comes from, so that ``layers``, ``info`` and the report show it without tracing again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+from onnxvis.errors import OnnxvisError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxvis.model import Model
+    from onnxvis.weights import WeightSource
+
+# op type -> index of its weight input
+CONV_WEIGHT_INPUT = {
+    "Conv": 1,
+    "ConvTranspose": 1,
+    "QLinearConv": 3,
+    "ConvInteger": 1,
+    "FusedConv": 1,
+    "NhwcConv": 1,
+}
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One conv-like node and what a picture of it needs.
+
+    Attributes:
+        index: position among the model's conv layers (0 is the first).
+        name: the node's name, or ``<op>_<index>`` when the node has none.
+        op_type: Conv, ConvTranspose, QLinearConv, ConvInteger, FusedConv or NhwcConv.
+        domain: the node's operator domain ("" for the default one).
+        input_name: the tensor the layer convolves.
+        weight_name: the tensor feeding the weight input.
+        output_name: the node's first output: the feature map, before any activation.
+        graph_path: "" for the main graph; otherwise the node/attribute path of the subgraph.
+        attributes: strides, pads, dilations, group, kernel_shape, auto_pad when present.
+        source: where the weight comes from, traced once (see :mod:`onnxvis.weights`).
+    """
+
+    index: int
+    name: str
+    op_type: str
+    domain: str
+    input_name: str
+    weight_name: str
+    output_name: str
+    graph_path: str
+    attributes: dict = field(default_factory=dict, hash=False, compare=False)
+    source: "WeightSource | None" = field(default=None, hash=False, compare=False)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...] | None:
+        return self.source.shape if self.source is not None else None
+
+    @property
+    def group(self) -> int:
+        return int(self.attributes.get("group", 1))
+
+    @property
+    def spatial_rank(self) -> int | None:
+        shape = self.weight_shape
+        return len(shape) - 2 if shape else None
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        rank = self.spatial_rank or 2
+        return tuple(self.attributes.get("strides", (1,) * rank))
+
+    @property
+    def pads(self) -> tuple[int, ...]:
+        rank = self.spatial_rank or 2
+        return tuple(self.attributes.get("pads", (0,) * (2 * rank)))
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        rank = self.spatial_rank or 2
+        return tuple(self.attributes.get("dilations", (1,) * rank))
+
+    @property
+    def param_count(self) -> int | None:
+        shape = self.weight_shape
+        if shape is None:
+            return None
+        count = 1
+        for d in shape:
+            count *= d
+        return count
+
+    @property
+    def in_main_graph(self) -> bool:
+        return self.graph_path == ""
+
+
+def _attributes(node: "onnx.NodeProto") -> dict:
+    from onnx import helper
+
+    wanted = {"strides", "pads", "dilations", "group", "kernel_shape", "auto_pad", "activation"}
+    out = {}
+    for attr in node.attribute:
+        if attr.name in wanted:
+            value = helper.get_attribute_value(attr)
+            out[attr.name] = value.decode() if isinstance(value, bytes) else (tuple(value) if isinstance(value, list) else value)
+    return out
+
+
+def _subgraphs(node: "onnx.NodeProto", label: str) -> Iterator[tuple[str, "onnx.GraphProto"]]:
+    from onnx import AttributeProto
+
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            yield f"{label}.{attr.name}", attr.g
+        elif attr.type == AttributeProto.GRAPHS:
+            for j, sub in enumerate(attr.graphs):
+                yield f"{label}.{attr.name}[{j}]", sub
+
+
+def find_conv_layers(model: "Model") -> list[ConvLayer]:
+    """All conv-like layers of ``model`` in graph order; a subgraph's layers come at its node's place.
+
+    Returns an empty list for a model without conv layers; :func:`select_layers` turns that into
+    a user error.
+    """
+    from onnxvis.weights import GraphIndex, trace_weight
+
+    layers: list[ConvLayer] = []
+
+    def visit(graph: "onnx.GraphProto", path: str, parent: "GraphIndex | None") -> None:
+        scope = GraphIndex(graph, parent)
+        for position, node in enumerate(graph.node):
+            weight_input = CONV_WEIGHT_INPUT.get(node.op_type)
+            is_conv = weight_input is not None and len(node.input) > weight_input and node.input[weight_input]
+            if is_conv and node.op_type in ("FusedConv", "NhwcConv") and node.domain != "com.microsoft":
+                is_conv = False
+            if is_conv:
+                i = len(layers)
+                layers.append(
+                    ConvLayer(
+                        index=i,
+                        name=node.name or f"{node.op_type}_{i}",
+                        op_type=node.op_type,
+                        domain=node.domain,
+                        input_name=node.input[0],
+                        weight_name=node.input[weight_input],
+                        output_name=node.output[0],
+                        graph_path=path,
+                        attributes=_attributes(node),
+                        source=trace_weight(model, scope, node),
+                    )
+                )
+            label = node.name or f"{node.op_type}_{position}"
+            for sub_path, sub in _subgraphs(node, f"{path}/{label}" if path else label):
+                visit(sub, sub_path, scope)
+
+    visit(model.graph, "", None)
+    return layers
+
+
+def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all") -> list[ConvLayer]:
+    """Select layers by a comma list of indexes, node names, or ``all``.
+
+    Args:
+        layers: the model's conv layers.
+        spec: e.g. "0,1", "conv1,features.3", "all"; None means ``default``.
+        default: used when ``spec`` is None: "all" or "first".
+
+    Raises:
+        OnnxvisError: the model has no conv layer, or an item names no layer.
+    """
+    if not layers:
+        raise OnnxvisError("the model has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); nothing to draw")
+    spec = default if spec is None else spec
+    if spec.strip() == "first":
+        return [layers[0]]
+    if spec.strip() == "all":
+        return list(layers)
+    by_name = {layer.name: layer for layer in layers}
+    chosen: list[ConvLayer] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item in by_name:
+            layer = by_name[item]
+        elif item.lstrip("-").isdigit():
+            i = int(item)
+            if not -len(layers) <= i < len(layers):
+                raise OnnxvisError(
+                    f"layer index {i} is out of range: the model has {len(layers)} conv layers (0 to {len(layers) - 1}); "
+                    "run 'onnxvis layers MODEL' to list them"
+                )
+            layer = layers[i]
+        else:
+            raise OnnxvisError(f"no conv layer is named {item!r}; run 'onnxvis layers MODEL' to list names and indexes")
+        if layer not in chosen:
+            chosen.append(layer)
+    if not chosen:
+        raise OnnxvisError(f"--layers {spec!r} selects no layer; give indexes, names or 'all'")
+    return chosen
