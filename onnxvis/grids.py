@@ -27,6 +27,7 @@ __all__ = [
 # A VGG16 3x3 layer has 512x512 slices; drawn in full that is a 3586x3586 picture. Past this
 # many tiles the kernels are cut to the first output channels (the CLI's --max-tiles lifts it).
 DEFAULT_MAX_TILES = 65536
+_HEATMAP_PIXELS_PER_TILE = 64
 
 
 def _check_tiles(tensor: np.ndarray) -> np.ndarray:
@@ -252,12 +253,15 @@ def kernel_grid(
     weight = _check_tiles(weight)
     kernels, shape_layout = _as_4d_kernels(weight)
     out_ch, in_ch, kh, kw = kernels.shape
+    is_heatmap = kh == 1 and kw == 1 and shape_layout is None
     per_out = in_ch if in_ch not in (1, 3) or shape_layout else 1
+    # A heat map spends one pixel, not a padded tile, per weight: let it hold _HEATMAP_PIXELS_PER_TILE times more.
+    budget = None if max_tiles is None else max_tiles * (_HEATMAP_PIXELS_PER_TILE if is_heatmap else 1)
     keep = out_ch
-    if max_tiles is not None and out_ch * per_out > max_tiles:
-        keep = max(1, max_tiles // per_out)
+    if budget is not None and out_ch * per_out > budget:
+        keep = max(1, budget // per_out)
         kernels = kernels[:keep]
-    if kh == 1 and kw == 1 and shape_layout is None:
+    if is_heatmap:
         heat = kernels[:, :, 0, 0][None, None]
         grid = _grid(heat, nrow=1, padding=0, normalize=normalize, scale_each=False, pad_value=pad_value)
         return KernelPicture(grid, "heatmap", keep, out_ch)

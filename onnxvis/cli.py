@@ -1,0 +1,372 @@
+"""The ``onnxvis`` command: parse arguments, call the library, print the files written.
+
+Written paths go to stdout, one per line; messages go to stderr. A user mistake raises
+:class:`~onnxvis.errors.OnnxvisError`, printed as one line ``onnxvis: error: ...`` with exit code 2.
+Only argparse and the error type are imported at start-up, so ``onnxvis --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from onnxvis.errors import OnnxvisError
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+See what a convolutional network learned, from its ONNX file alone: the kernels of its conv layers
+and the feature maps that an image produces. No training framework needed.
+
+quick tour:
+  onnxvis export alexnet                      torchvision AlexNet -> models/alexnet.onnx (needs the export extra)
+  onnxvis layers models/alexnet.onnx          list the conv layers
+  onnxvis kernels models/alexnet.onnx         kernel grids of every conv layer -> PNG
+  onnxvis fmaps models/alexnet.onnx cat.jpg   conv1 feature maps of a photo -> PNG
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line, like every other onnxvis error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"onnxvis: error: {message}; see '{self.prog} --help'\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or H,W as whole numbers, got {text!r}") from None
+    if not 1 <= len(values) <= 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or H,W of positive numbers, got {text!r}")
+    return values
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("grid (torchvision make_grid options)")
+    g.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    g.add_argument("--padding", type=int, default=2, help="pixels between images (default 2)")
+    g.add_argument("--pad-value", type=float, default=0.0, help="value of the padding, 0 black to 1 white (default 0)")
+    g.add_argument("--no-normalize", dest="normalize", action="store_false", help="draw raw values clipped to [0, 1] instead of min-max scaling")
+    g.add_argument("--no-scale-each", dest="scale_each", action="store_false", help="scale all tiles together instead of each on its own")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default onnxvis-out/<model name>/)")
+
+
+def _add_layers(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--layers",
+        metavar="SPEC",
+        help=f"which conv layers: comma list of indexes (0 is the first conv) or node names, or 'all' (default: {default})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxvis", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"onnxvis {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "export",
+        help="export a torchvision model to ONNX (needs: pip install 'onnxvis[export]')",
+        description="Build a torchvision classification model, load its weights, export it to ONNX, check it "
+        "against torch on a random input, and record the preprocessing and labels in its metadata.",
+        epilog="examples:\n  onnxvis export alexnet\n  onnxvis export alexnet --weights alexnet-owt-7be5be79.pth\n"
+        "  onnxvis export resnet18 --weights random -o models/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="NAME", help="a torchvision model name: alexnet, resnet18, vgg16, squeezenet1_1, ...")
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="'imagenet' (pretrained, from the torch hub cache or downloaded; the default), "
+        "'random' (random init, recorded as such), or the path of a state-dict .pth file",
+    )
+    p.add_argument("-o", "--output", metavar="DIR", default="models", help="folder for the .onnx file (default models/)")
+    p.add_argument("--external-data", action="store_true", help="write the weights to NAME.onnx.data beside the model")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+
+    p = sub.add_parser(
+        "layers",
+        help="list the conv layers of a model",
+        description="Print one line per conv layer: index, node name, op, weight shape, stride, padding, group, "
+        "parameter count, and where the weight is stored.",
+        epilog="example:\n  onnxvis layers models/alexnet.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+
+    p = sub.add_parser(
+        "info",
+        help="describe a model: producer, opsets, inputs, guessed preprocessing, conv layers",
+        description="Print the producer, the opsets, the inputs with their guessed layout and preprocessing, "
+        "then the conv layers with how each one's weight is stored.",
+        epilog="example:\n  onnxvis info models/alexnet.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+
+    p = sub.add_parser(
+        "kernels",
+        help="draw the conv kernels as PNG grids",
+        description="Read the conv weights from the ONNX file and write one PNG grid per layer. A layer with 3 "
+        "input channels gives an RGB grid of its kernels, 1 input channel a grey grid, 1x1 kernels an "
+        "output x input heat map, and any other layer a grey mosaic with one row per output channel and "
+        "one column per input channel.",
+        epilog="examples:\n  onnxvis kernels models/alexnet.onnx\n  onnxvis kernels models/alexnet.onnx --layers 0,1 --split\n"
+        "  onnxvis kernels model.onnx --layers conv1 --nrow 16 -o pictures/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    _add_layers(p, "all")
+    p.add_argument("--split", action="store_true", help="also write, per output channel, the grid of its input-channel slices (the tutorial's view)")
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw at most N tiles per layer, cutting to the first output channels (default 65536; 0 = no cap)",
+    )
+    _add_grid_options(p)
+    _add_output(p)
+
+    p = sub.add_parser(
+        "fmaps",
+        help="draw the feature maps an image produces, as PNG grids",
+        description="Run the model on an image with onnxruntime and write one PNG grid of feature maps per "
+        "layer. A map is the conv node's own output, before any activation. Preprocessing comes from the "
+        "model's metadata (onnxvis export writes it), else from a guess that is printed; the options below "
+        "override it.",
+        epilog="examples:\n  onnxvis fmaps models/alexnet.onnx\n  onnxvis fmaps models/alexnet.onnx cat.jpg --layers all\n"
+        "  onnxvis fmaps models/alexnet.onnx cat.jpg --resize 224,224 \\\n"
+        "      --mean 0.49139968,0.48215827,0.44653124 --std 0.24703233,0.24348505,0.26158768",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="photo to run (default: matplotlib's sample portrait)")
+    _add_layers(p, "the first conv layer")
+    pre = p.add_argument_group("preprocessing (overrides the model's metadata)")
+    pre.add_argument("--preset", help="imagenet, caffe, tf, unit, raw or cifar10")
+    pre.add_argument("--resize", type=_ints, metavar="N|H,W", help="H,W: exact size; N: shorter side to N (use with --crop)")
+    pre.add_argument("--crop", type=_ints, metavar="H,W", help="centre crop after resizing")
+    pre.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean, in the value scale of --scale")
+    pre.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
+    pre.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe models)")
+    pre.add_argument("--scale", type=float, choices=[1.0, 255.0], help="value of white: 1 (0..1) or 255 (0..255)")
+    pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: detected from the graph)")
+    _add_grid_options(p)
+    _add_output(p)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnxvis")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _output_dir(args: argparse.Namespace, model_name: str, protect: list) -> "object":
+    from onnxvis.output import OutputDir
+
+    root = Path(args.output) if args.output else Path("onnxvis-out") / model_name
+    return OutputDir(root, protect=protect)
+
+
+def _grid_options(args: argparse.Namespace):
+    from onnxvis.render import GridOptions
+
+    return GridOptions(args.nrow, args.padding, args.pad_value, args.normalize, args.scale_each)
+
+
+def _print_paths(paths) -> None:
+    for path in paths:
+        print(path)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    try:
+        from exporters.torchvision_export import export_model
+    except ImportError as exc:
+        raise OnnxvisError(
+            f"export needs torch and torchvision ({exc.name or exc} is missing); install them with: pip install 'onnxvis[export]'"
+        ) from None
+    result = export_model(args.model, weights=args.weights, output_dir=args.output, external_data=args.external_data, opset=args.opset)
+    _print_paths(result.files)
+
+
+def _fmt_tuple(values) -> str:
+    return "x".join(str(v) for v in values) if values else "-"
+
+
+def _layer_rows(layers) -> list[str]:
+    rows = [f"{'idx':>3}  {'name':<28} {'op':<12} {'weight':<16} {'stride':<7} {'pads':<9} {'group':>5} {'params':>10}  weight source"]
+    for layer in layers:
+        shape = _fmt_tuple(layer.weight_shape) if layer.weight_shape else "?"
+        params = f"{layer.param_count:,}" if layer.param_count is not None else "?"
+        where = f" [in {layer.graph_path}]" if layer.graph_path else ""
+        rows.append(
+            f"{layer.index:>3}  {layer.name:<28} {layer.op_type:<12} {shape:<16} {_fmt_tuple(layer.strides):<7} "
+            f"{','.join(map(str, layer.pads)):<9} {layer.group:>5} {params:>10}  {layer.source.describe()}{where}"
+        )
+    return rows
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    from onnxvis.layers import find_conv_layers
+    from onnxvis.model import Model
+
+    layers = find_conv_layers(Model.open(args.model))
+    if not layers:
+        raise OnnxvisError(f"{args.model} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger)")
+    print("\n".join(_layer_rows(layers)))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from onnxvis.inputs import choose_preprocess, image_input, runtime_inputs
+    from onnxvis.layers import find_conv_layers
+    from onnxvis.model import Model
+
+    model = Model.open(args.model)
+    proto = model.proto
+    lines = [
+        f"model     {model.path}",
+        f"producer  {proto.producer_name or '?'} {proto.producer_version}".rstrip(),
+        f"ir        {proto.ir_version}",
+        "opsets    " + ", ".join(f"{d} {v}" for d, v in model.opsets.items()),
+    ]
+    for key in ("onnxvis.source", "onnxvis.weights"):
+        if key in model.metadata:
+            lines.append(f"{key.split('.')[1]:<9} {model.metadata[key]}")
+    from onnxvis.inputs import _dims, _dtype
+
+    for value in runtime_inputs(model):
+        dims = _dims(value)
+        shape = "x".join("?" if d is None else str(d) for d in dims) if dims is not None else "?"
+        lines.append(f"input     {value.name} [{shape}] {_dtype(value).name}")
+    try:
+        spec = image_input(model)
+        lines.append(f"image     {spec.describe()}")
+        lines.append(f"preproc   {choose_preprocess(model, spec).describe()}")
+    except OnnxvisError as exc:
+        lines.append(f"image     none: {exc}")
+    layers = find_conv_layers(model)
+    lines.append(f"conv layers: {len(layers)}")
+    if layers:
+        lines.extend(_layer_rows(layers))
+    print("\n".join(lines))
+
+
+def cmd_kernels(args: argparse.Namespace) -> None:
+    from onnxvis.layers import find_conv_layers, select_layers
+    from onnxvis.model import Model
+    from onnxvis.render import draw_kernels
+
+    model = Model.open(args.model)
+    chosen = select_layers(find_conv_layers(model), args.layers, default="all")
+    grid = _grid_options(args)
+    if args.max_tiles is not None and args.max_tiles < 0:
+        raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
+    out = _output_dir(args, model.name, [model.path])
+    _print_paths(draw_kernels(chosen, out, grid, split=args.split, max_tiles=args.max_tiles))
+
+
+def _preprocess_from_args(args: argparse.Namespace, model, spec):
+    from onnxvis import preprocess as pp
+    from onnxvis.inputs import choose_preprocess
+
+    chosen = choose_preprocess(model, spec, args.preset)
+    changes: dict = {}
+    if args.resize is not None:
+        if len(args.resize) == 1 and args.crop is None:
+            raise OnnxvisError("--resize N (shorter side) needs --crop H,W; for an exact size give --resize H,W")
+        changes["resize"] = args.resize
+        changes["crop"] = args.crop
+    elif args.crop is not None:
+        changes["crop"] = args.crop
+    if args.mean is not None:
+        changes["mean"] = args.mean
+    if args.std is not None:
+        changes["std"] = args.std
+    if args.bgr:
+        changes["color"] = "BGR"
+    if args.scale is not None:
+        changes["scale"] = args.scale
+    if changes:
+        changes["name"] = f"{chosen.name} + flags"
+        chosen = chosen.replace(**changes)
+    return chosen
+
+
+def cmd_fmaps(args: argparse.Namespace) -> None:
+    from onnxvis import preprocess as pp
+    from onnxvis.fmaps import feature_maps
+    from onnxvis.inputs import image_input
+    from onnxvis.layers import find_conv_layers, select_layers
+    from onnxvis.model import Model
+    from onnxvis.render import draw_fmaps
+
+    model = Model.open(args.model)
+    chosen = select_layers(find_conv_layers(model), args.layers, default="first")
+    image = Path(args.image) if args.image else pp.default_image_path()
+    grid = _grid_options(args)
+    spec = image_input(model, args.layout)
+    preprocess = _preprocess_from_args(args, model, spec)
+    result = feature_maps(model, image, chosen, preprocess, args.layout)
+    print(f"image: {image}", file=sys.stderr)
+    print(f"{result.input_spec.describe()}", file=sys.stderr)
+    print(f"preprocessing: {result.preprocess.describe()}", file=sys.stderr)
+    out = _output_dir(args, model.name, [model.path, image])
+    _print_paths(draw_fmaps(result, out, grid))
+
+
+COMMANDS = {
+    "export": cmd_export,
+    "layers": cmd_layers,
+    "info": cmd_info,
+    "kernels": cmd_kernels,
+    "fmaps": cmd_fmaps,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 1 a bug in onnxvis)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        COMMANDS[args.command](args)
+    except OnnxvisError as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split())
+        print(f"onnxvis: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("onnxvis: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
