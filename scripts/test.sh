@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run the whole test suite twice, as CI does:
+#   1. the core, in .venv-core, where torch is NOT installed (proves onnxvis/ needs no framework);
+#   2. everything, in .venv, with the export extra (torch, torchvision): exporter and torch-parity tests.
+# Each environment is created on first use and reused after. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+pytest_in() {  # pytest_in VENV [args]: exit code 5 ("no tests ran") counts as a failure of the suite
+  local venv=$1; shift
+  set +e
+  "$venv/bin/python" -m pytest "$@"
+  local rc=$?
+  set -e
+  if [ "$rc" -eq 5 ]; then
+    echo "scripts/test.sh: pytest collected no tests in $venv" >&2
+  fi
+  return "$rc"
+}
+
+echo "== core environment (no torch): .venv-core"
+[ -x .venv-core/bin/python ] || "$PYTHON" -m venv .venv-core
+.venv-core/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+if .venv-core/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'; then
+  echo "scripts/test.sh: torch is installed in .venv-core; the core must be tested without it" >&2
+  exit 1
+fi
+pytest_in .venv-core -q "$@"
+
+echo "== full environment (torch, torchvision): .venv"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,export]'
+pytest_in .venv -q "$@"

@@ -1,0 +1,109 @@
+"""Shared fixtures: the real assets in ../shared, small models built with onnx.helper, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+
+
+def asset(relative: str) -> Path:
+    """Path of a file in ../shared/assets; skips the test when the assets are not beside the repo."""
+    path = ASSETS / relative
+    if not path.exists():
+        pytest.skip(f"real test asset {path} is missing (../shared/assets is not beside the repo)")
+    return path
+
+
+@pytest.fixture
+def assets() -> Path:
+    if not ASSETS.is_dir():
+        pytest.skip(f"real test assets not found at {ASSETS}")
+    return ASSETS
+
+
+def real_models() -> list[str]:
+    """Names of the real models, for parametrize (empty when the assets are absent)."""
+    folder = ASSETS / "models"
+    return sorted(p.name for p in folder.glob("*.onnx")) if folder.is_dir() else []
+
+
+def conv_model(
+    weight: np.ndarray,
+    *,
+    op: str = "Conv",
+    input_shape: tuple | None = None,
+    attrs: dict | None = None,
+    path: Path | None = None,
+    name: str = "conv0",
+    opset: int = 17,
+):
+    """A one-node conv model whose weight is an initializer; saved to ``path`` when given."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    attrs = dict(attrs or {})
+    rank = weight.ndim - 2
+    if input_shape is None:
+        channels = weight.shape[1] * attrs.get("group", 1) if op == "Conv" else weight.shape[0]
+        input_shape = (1, channels) + (16,) * rank
+    node = helper.make_node(op, ["x", "w"], ["y"], name=name, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
+@pytest.fixture
+def make_conv_model(tmp_path):
+    """Build and save a one-conv model: make_conv_model(weight, **options) -> Path."""
+    counter = iter(range(10**6))
+
+    def build(weight: np.ndarray, **options) -> Path:
+        path = tmp_path / f"model{next(counter)}.onnx"
+        conv_model(np.asarray(weight, dtype=np.float32), path=path, **options)
+        return path
+
+    return build
+
+
+def run_onnxvis(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in a subprocess; returns the completed process (text)."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "onnxvis", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the CLI in a fresh working folder: cli('kernels', model) -> CompletedProcess."""
+
+    def run(*args, **kwargs):
+        kwargs.setdefault("cwd", tmp_path)
+        return run_onnxvis(*args, **kwargs)
+
+    return run
