@@ -1,1 +1,76 @@
-"""onnxvis: see what a CNN learned, its kernels and feature maps, from the ONNX file alone."""
+"""onnxvis: see what a CNN learned, its kernels and feature maps, from the ONNX file alone.
+
+The public API, in the order of the data's path::
+
+    import onnxvis
+    model = onnxvis.open_model("models/alexnet.onnx")
+    layers = onnxvis.find_conv_layers(model)              # conv layers, in graph order
+    weight = onnxvis.kernel_weights(layers[0])             # (O, I, kH, kW) float32
+    grid = onnxvis.make_grid(weight, normalize=True, scale_each=True)   # torchvision semantics
+    onnxvis.save_png(grid, "conv1.png")
+    maps = onnxvis.feature_maps(model, "cat.jpg", layers[:1]).maps[layers[0]]   # (C, H, W)
+
+Names are imported on first use, so ``import onnxvis`` stays cheap (no onnx, onnxruntime or
+matplotlib until they are needed, and never torch).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from onnxvis.errors import OnnxvisError
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Model": "onnxvis.model",
+    "ConvLayer": "onnxvis.layers",
+    "find_conv_layers": "onnxvis.layers",
+    "select_layers": "onnxvis.layers",
+    "WeightSource": "onnxvis.weights",
+    "kernel_weights": "onnxvis.weights",
+    "make_grid": "onnxvis.grids",
+    "to_uint8": "onnxvis.grids",
+    "kernel_grid": "onnxvis.grids",
+    "split_grids": "onnxvis.grids",
+    "fmap_grid": "onnxvis.grids",
+    "Preprocess": "onnxvis.preprocess",
+    "PRESETS": "onnxvis.preprocess",
+    "load_image": "onnxvis.preprocess",
+    "FeatureMaps": "onnxvis.fmaps",
+    "feature_maps": "onnxvis.fmaps",
+    "save_png": "onnxvis.output",
+}
+
+__all__ = ["OnnxvisError", "open_model", *_EXPORTS]
+
+
+def open_model(path: str) -> "Model":
+    """Open an ONNX file; raises OnnxvisError when it is not a readable model."""
+    from onnxvis.model import Model
+
+    return Model.open(path)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxvis' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from onnxvis.fmaps import FeatureMaps, feature_maps
+    from onnxvis.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
+    from onnxvis.layers import ConvLayer, find_conv_layers, select_layers
+    from onnxvis.model import Model
+    from onnxvis.output import save_png
+    from onnxvis.preprocess import PRESETS, Preprocess, load_image
+    from onnxvis.weights import WeightSource, kernel_weights

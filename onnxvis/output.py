@@ -129,3 +129,28 @@ def encode_png(pixels: np.ndarray) -> bytes:
     # Level 1 compresses a kernel grid to within a few percent of level 6, several times faster.
     Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info, compress_level=1)
     return buffer.getvalue()
+
+
+def save_png(grid: np.ndarray, path: str | Path) -> Path:
+    """Save a grid to ``path`` as torchvision's ``save_image`` would, atomically.
+
+    Args:
+        grid: float (C, H, W) in [0, 1] from :mod:`onnxvis.grids`, or uint8 pixels (H, W[, 3]).
+        path: the PNG to write; its folder must exist.
+    """
+    from onnxvis.grids import to_uint8
+
+    pixels = grid if grid.dtype == np.uint8 else to_uint8(grid)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".onnxvis-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encode_png(pixels))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
