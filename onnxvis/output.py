@@ -24,6 +24,16 @@ _MAX_STEM = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; finished outputs get the permissions a plain open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def sanitize(name: str, fallback: str = "layer") -> str:
     """A file-name-safe version of ``name``: ASCII letters, digits, ``._-``; no leading dot; short."""
     text = _UNSAFE.sub("_", name).strip("._-")
@@ -93,6 +103,7 @@ class OutputDir:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, _FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -110,6 +121,7 @@ class OutputDir:
         fd, tmp = tempfile.mkstemp(prefix=".onnxvis-", suffix=".tmp", dir=self.root)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, self.root / MANIFEST)
 
     def save_png(self, pixels: np.ndarray, stem: str, subdir: str | None = None) -> Path:
@@ -146,6 +158,7 @@ def save_png(grid: np.ndarray, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(encode_png(pixels))
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:
