@@ -27,7 +27,7 @@ def test_every_option_is_documented():
     for name, parser in _subcommands().items():
         for action in parser._actions:
             longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
-            if longs and not any(f"`{opt}" in README for opt in longs):
+            if longs and not any(re.search(rf"`[^`\n]*{re.escape(opt)}\b[^`\n]*`", README) for opt in longs):
                 missing.append(f"{name} {longs[0]}")
     assert not missing, f"options missing from README: {missing}"
 
