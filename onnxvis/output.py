@@ -4,14 +4,21 @@ Every file onnxvis writes goes through :class:`OutputDir`. Names made from node 
 and made unique here; writes go to a temporary file beside the target and are renamed into place,
 so an interrupted run leaves no half-written file. A file that already exists is replaced only if
 onnxvis wrote it (it is listed in the folder's manifest), and never if it is one of the inputs.
+
+The manifest, ``.onnxvis-manifest.jsonl`` in the output folder, is append-only: one JSON string
+per line, the path of a file onnxvis wrote, relative to the folder. A name is added right after its
+file is renamed into place, so that writing N files costs O(N), and an interrupted run can at worst
+leave a finished file unlisted (which the next run then refuses to replace: the safe side).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -19,9 +26,13 @@ import numpy as np
 
 from onnxvis.errors import OnnxvisError
 
-MANIFEST = ".onnxvis-manifest.json"
+MANIFEST = ".onnxvis-manifest.jsonl"
+TEMP_PREFIX = ".onnxvis-"
 _MAX_STEM = 80
+_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Names Windows reserves whatever the extension ("NUL.png" is the null device there).
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
 def _current_umask() -> int:
@@ -35,10 +46,51 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 def sanitize(name: str, fallback: str = "layer") -> str:
-    """A file-name-safe version of ``name``: ASCII letters, digits, ``._-``; no leading dot; short."""
-    text = _UNSAFE.sub("_", name).strip("._-")
+    """A file-name-safe version of ``name``: ASCII letters, digits, ``._-``; no leading dot; short.
+
+    Anything else (``/``, ``\\``, ``:``, NUL, control characters, spaces, any non-ASCII letter)
+    becomes ``_``; the result has at most 80 characters, never starts or ends with ``.``, ``_`` or
+    ``-``, is never a name Windows reserves (``CON``, ``NUL``, ...), and is ``fallback`` when
+    nothing is left.
+    """
+    text = _UNSAFE.sub("_", str(name)).strip("._-")
     text = re.sub(r"_+", "_", text)[:_MAX_STEM].strip("._-")
+    head, dot, rest = text.partition(".")
+    if head.upper() in _RESERVED:
+        text = f"{head}_{dot}{rest}"
     return text or fallback
+
+
+def _os_error(what: str, exc: OSError) -> OnnxvisError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        hint = "free some disk space or choose another folder with -o"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "choose a folder you can write to with -o"
+    else:
+        hint = "check the output folder or choose another with -o"
+    return OnnxvisError(f"{what}: {reason}; {hint}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    Whatever interrupts it (an exception, Ctrl-C), ``path`` holds either its old content or all of
+    ``data``, and the temporary file is removed. (A killed process can leave a hidden
+    ``.onnxvis-*.tmp`` file, never a partial ``path``.)
+    """
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class OutputDir:
@@ -47,6 +99,9 @@ class OutputDir:
     Args:
         root: the folder (created with its parents if missing).
         protect: paths of the user's input files, which are never overwritten.
+
+    Raises:
+        OnnxvisError: ``root`` is a file, cannot be created, or cannot be written.
     """
 
     def __init__(self, root: str | Path, protect: list[str | Path] = ()):  # type: ignore[assignment]
@@ -59,22 +114,63 @@ class OutputDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OnnxvisError(f"cannot create output folder {self.root}: {exc.strerror}; choose another with -o") from None
+            raise OnnxvisError(f"cannot create output folder {self.root}: {exc.strerror or exc}; choose another with -o") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise OnnxvisError(f"output folder {self.root} is not writable; choose another with -o")
-        self._real_root = self.root.resolve()
+        try:
+            self._real_root = self.root.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise OnnxvisError(f"cannot use output folder {self.root}: {exc}; choose another with -o") from None
         self._owned = self._read_manifest()
 
+    # ------------------------------------------------------------------------------ the manifest
+
     def _read_manifest(self) -> set[str]:
+        """Names listed in the manifest; empty when it is missing, odd or unreadable (the safe side:
+        then no existing file is replaced)."""
+        path = self.root / MANIFEST
         try:
-            data = json.loads((self.root / MANIFEST).read_text())
-            return {str(n) for n in data.get("files", [])}
-        except (OSError, ValueError, AttributeError):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
             return set()
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_MANIFEST_BYTES:
+                return set()
+            data = f.read(_MAX_MANIFEST_BYTES + 1)
+        owned = set()
+        for line in data.decode("utf-8", "replace").splitlines():
+            try:
+                name = json.loads(line)
+            except ValueError:
+                continue  # a torn last line, or junk
+            if isinstance(name, str):
+                owned.add(name)
+        return owned
+
+    def _append_manifest(self, rel: str) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.root / MANIFEST, flags, _FILE_MODE)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file")
+                os.write(fd, (json.dumps(rel) + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _os_error(f"cannot record {rel} in {self.root / MANIFEST}", exc) from None
+
+    # ---------------------------------------------------------------------------------- writing
 
     def path_for(self, stem: str, suffix: str, subdir: str | None = None) -> Path:
-        """A unique path inside the folder for a file named after ``stem`` (sanitised)."""
+        """A unique path inside the folder for a file named after ``stem`` (sanitised).
+
+        Two stems that sanitise alike (or differ only in case) get ``_2``, ``_3``, ... so that no
+        file of this run overwrites another.
+        """
         stem = sanitize(stem)
+        suffix = suffix if re.fullmatch(r"(\.[A-Za-z0-9]+)*", suffix) else "." + sanitize(suffix, "out")
         folder = sanitize(subdir) if subdir else None
         base = f"{folder}/{stem}" if folder else stem
         candidate, n = base, 2
@@ -84,45 +180,47 @@ class OutputDir:
         return self.root / (candidate + suffix)
 
     def _check_target(self, path: Path) -> str:
-        real = path.resolve()
+        """The path of ``path`` relative to the folder, once it is known safe to (over)write."""
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise OnnxvisError(f"cannot write {path}: {exc}; remove it or choose another folder with -o") from None
         if real.parent != self._real_root and self._real_root not in real.parents:
-            raise OnnxvisError(f"refusing to write {path} outside the output folder {self.root}")
+            raise OnnxvisError(f"refusing to write {path} outside the output folder {self.root}; remove the link or choose another folder with -o")
         rel = real.relative_to(self._real_root).as_posix()
-        if path.exists() or path.is_symlink():
-            if any(p.exists() and os.path.samefile(p, path) for p in self._protect):
-                raise OnnxvisError(f"{path} is one of the inputs; choose another output folder with -o")
-            if rel not in self._owned:
+        if os.path.lexists(path):
+            if path.is_dir():
+                raise OnnxvisError(f"{path} is a folder; remove it or choose another output folder with -o")
+            for p in self._protect:
+                try:
+                    same = os.path.samefile(p, path)
+                except OSError:
+                    same = False
+                if same:
+                    raise OnnxvisError(f"{path} is one of the inputs; choose another output folder with -o")
+            if rel not in self._owned or path.is_symlink():
                 raise OnnxvisError(f"{path} exists and onnxvis did not write it; remove it or choose another folder with -o")
         return rel
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
-        """Write ``data`` to ``path`` (made by :meth:`path_for`) atomically."""
+        """Write ``data`` to ``path`` (made by :meth:`path_for`) atomically, and list it in the manifest.
+
+        Raises:
+            OnnxvisError: ``path`` escapes the folder, is an input, exists without onnxvis having
+                written it, or cannot be written (no space, no permission, ...).
+        """
+        path = Path(path)
         rel = self._check_target(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".onnxvis-", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, _FILE_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        self._owned.add(rel)
-        self._save_manifest()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, data)
+        except OSError as exc:
+            raise _os_error(f"cannot write {path}", exc) from None
+        if rel not in self._owned:
+            self._append_manifest(rel)
+            self._owned.add(rel)
         self.written.append(path)
         return path
-
-    def _save_manifest(self) -> None:
-        data = json.dumps({"written_by": "onnxvis", "files": sorted(self._owned)}, indent=0).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".onnxvis-", suffix=".tmp", dir=self.root)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, self.root / MANIFEST)
 
     def save_png(self, pixels: np.ndarray, stem: str, subdir: str | None = None) -> Path:
         """Encode uint8 pixels (H, W) grey or (H, W, 3) RGB as a PNG and write it atomically."""
@@ -154,16 +252,5 @@ def save_png(grid: np.ndarray, path: str | Path) -> Path:
 
     pixels = grid if grid.dtype == np.uint8 else to_uint8(grid)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".onnxvis-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encode_png(pixels))
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _atomic_write(path, encode_png(pixels))
     return path
