@@ -386,7 +386,7 @@ def _export(
         log(f"exporting {key} at opset {opset} with torch's TorchScript exporter (the dynamo one writes opset {MIN_DYNAMO_OPSET}+), input {shape}")
         return _export_torchscript(model, example, opset, staging), "TorchScript"
 
-    log(f"exporting {key} with torch.onnx.export (dynamo), input {INPUT_NAME} {shape}, output {OUTPUT_NAME}")
+    log(f"exporting {key} with torch.onnx.export (dynamo), input '{INPUT_NAME}' {shape}, output '{OUTPUT_NAME}'")
     try:
         with contextlib.redirect_stdout(sys.stderr):
             program = torch.onnx.export(
