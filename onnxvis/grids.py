@@ -24,9 +24,9 @@ __all__ = [
     "DEFAULT_MAX_TILES",
 ]
 
-# A VGG16 3x3 layer has 512x512 slices; drawn in full that is a 3586x3586 picture. Past this
+# A VGG16 3x3 layer has 512x512 slices: 262144 tiles, a 2562x2562 picture, drawn in full. Past this
 # many tiles the kernels are cut to the first output channels (the CLI's --max-tiles lifts it).
-DEFAULT_MAX_TILES = 65536
+DEFAULT_MAX_TILES = 262144
 _HEATMAP_PIXELS_PER_TILE = 64
 
 
@@ -319,7 +319,9 @@ def fmap_grid(
             middle depth slice is drawn).
 
     Returns:
-        grey grid (1, H, W).
+        grey grid (1, H, W). Maps of a single pixel (after a global pooling, as in squeeze-and-
+        excitation blocks) are normalised together even with ``scale_each``: scaled on its own, a
+        one-pixel tile is always 0, and the grid would say nothing.
     """
     maps = _check_tiles(maps)
     if maps.ndim == 2:
@@ -328,4 +330,6 @@ def fmap_grid(
         maps = maps[:, maps.shape[1] // 2]
     if maps.ndim != 3:
         raise ValueError(f"expected feature maps (C, H, W), got shape {maps.shape}")
+    if maps.shape[1] * maps.shape[2] == 1:
+        scale_each = False
     return _grid(maps[:, None], nrow, padding, normalize, None, scale_each, pad_value)
