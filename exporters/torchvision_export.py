@@ -431,6 +431,25 @@ def _tidy(model_ir: onnx_ir.Model, keep: set[str]) -> None:
                 node.resize_inputs(2)
     onnxscript.optimizer.remove_unused_nodes(model_ir)
     ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model_ir)
+    _name_convs_after_modules(model_ir)
+
+
+def _name_convs_after_modules(model_ir: onnx_ir.Model) -> None:
+    """Name each Conv node after the torch module that owns its kernel (``features.0``).
+
+    The exporters call them ``node_conv2d_3`` or ``/features/features.0/Conv``; the module path is
+    what a torch user knows, and it makes ``--layers features.0`` and the output file names readable.
+    """
+    taken = {node.name for node in model_ir.graph}
+    for node in model_ir.graph:
+        if node.op_type != "Conv" or len(node.inputs) < 2 or node.inputs[1] is None:
+            continue
+        weight = node.inputs[1].name or ""
+        if weight.endswith(".weight"):
+            module = weight[: -len(".weight")]
+            if module and module not in taken:
+                taken.add(module)
+                node.name = module
 
 
 def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, opset: int | None, staging: Path) -> onnx_ir.Model:
@@ -459,6 +478,7 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, opset: in
     model_ir = ir.load(raw)
     ir.passes.common.IdentityEliminationPass()(model_ir)
     onnxscript.optimizer.remove_unused_nodes(model_ir)
+    _name_convs_after_modules(model_ir)
     return model_ir
 
 
