@@ -14,12 +14,13 @@ leave a finished file unlisted (which the next run then refuses to replace: the 
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import re
 import stat
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -227,18 +228,63 @@ class OutputDir:
         return self.write_bytes(self.path_for(stem, ".png", subdir), encode_png(pixels))
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    """PNG bytes of uint8 pixels (H, W) or (H, W, 3)."""
-    from PIL import Image, PngImagePlugin
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
-    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+
+def _png_scanlines(pixels: np.ndarray) -> np.ndarray:
+    """The image's scanlines, each with its PNG filter byte in front: (H, 1 + W * channels) uint8.
+
+    Each row gets the filter None, Sub or Up that makes the smallest sum of absolute values (bytes
+    read as signed), libpng's heuristic; with Z_RLE this compresses as well as Pillow's five-filter
+    search at level 1, in a third of the time.
+    """
+    height = pixels.shape[0]
+    bpp = 1 if pixels.ndim == 2 else pixels.shape[2]
+    rows = pixels.reshape(height, -1)
+    width = rows.shape[1]
+    sub = np.empty_like(rows)
+    sub[:, :bpp] = rows[:, :bpp]
+    np.subtract(rows[:, bpp:], rows[:, :-bpp], out=sub[:, bpp:])
+    up = np.empty_like(rows)
+    up[0] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=up[1:])
+    scores = np.stack([np.abs(c.view(np.int8), dtype=np.int16).sum(axis=1, dtype=np.int64) for c in (rows, sub, up)])
+    pick = scores.argmin(axis=0)
+    lines = np.empty((height, width + 1), dtype=np.uint8)
+    lines[:, 0] = pick
+    lines[:, 1:] = rows
+    for code, filtered in ((1, sub), (2, up)):
+        chosen = pick == code
+        if chosen.any():
+            lines[chosen, 1:] = filtered[chosen]
+    return lines
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of uint8 pixels (H, W) or (H, W, 3), with the text chunk ``Software: onnxvis``.
+
+    Written directly with zlib (no Pillow import on the way out): 8-bit grey or RGB, not interlaced,
+    each row filtered (None, Sub or Up) and the whole compressed at level 1 with the run-length
+    strategy, which is fast and, on filtered grids, as small as Pillow's level 1.
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
         raise ValueError(f"expected uint8 pixels (H, W) or (H, W, 3), got {pixels.dtype} {pixels.shape}")
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "onnxvis")
-    buffer = io.BytesIO()
-    # Level 1 compresses a kernel grid to within a few percent of level 6, several times faster.
-    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info, compress_level=1)
-    return buffer.getvalue()
+    height, width = pixels.shape[:2]
+    if height < 1 or width < 1 or height >= 2**31 or width >= 2**31:
+        raise ValueError(f"cannot write a PNG of {height}x{width} pixels")
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if pixels.ndim == 2 else 2, 0, 0, 0)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    data = compressor.compress(_png_scanlines(pixels)) + compressor.flush()
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"tEXt", b"Software\x00onnxvis"),
+            _png_chunk(b"IDAT", data),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
 
 
 def save_png(grid: np.ndarray, path: str | Path) -> Path:
