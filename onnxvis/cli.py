@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe models)")
     pre.add_argument("--scale", type=float, choices=[1.0, 255.0], help="value of white: 1 (0..1) or 255 (0..255)")
     pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: detected from the graph)")
+    pre.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for another model input: a number fills it, or a .npy file (repeat for several inputs)",
+    )
     _add_grid_options(p)
     _add_output(p)
     return parser
@@ -221,6 +228,10 @@ def _layer_rows(layers) -> list[str]:
         shape = _fmt_tuple(layer.weight_shape) if layer.weight_shape else "?"
         params = f"{layer.param_count:,}" if layer.param_count is not None else "?"
         where = f" [in {layer.graph_path}]" if layer.graph_path else ""
+        if layer.op_type == "ConvTranspose" and layer.weight_shape:
+            where += " [stored in x out/group; drawn per output channel]"
+        if layer.fused_activation:
+            where += f" [{layer.fused_activation} fused: maps are after it]"
         rows.append(
             f"{layer.index:>3}  {layer.name:<28} {layer.op_type:<12} {shape:<16} {_fmt_tuple(layer.strides):<7} "
             f"{','.join(map(str, layer.pads)):<9} {layer.group:>5} {params:>10}  {layer.source.describe()}{where}"
@@ -238,12 +249,14 @@ def cmd_layers(args: argparse.Namespace) -> None:
     print("\n".join(_layer_rows(layers)))
 
 
-def cmd_info(args: argparse.Namespace) -> None:
-    from onnxvis.inputs import choose_preprocess, image_input, runtime_inputs
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+def _info_lines(model) -> list[str]:
+    """What `onnxvis info` prints: the model, its inputs (the image one with layout, size and
+    preprocessing), its outputs, then the conv layers and how their weights are stored."""
+    from collections import Counter
 
-    model = Model.open(args.model)
+    from onnxvis.inputs import GUESS_HINT, _describe_value, explain_preprocess, image_input, runtime_inputs, size_multiple
+    from onnxvis.layers import find_conv_layers
+
     proto = model.proto
     lines = [
         f"model     {model.path}",
@@ -251,26 +264,59 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"ir        {proto.ir_version}",
         "opsets    " + ", ".join(f"{d} {v}" for d, v in model.opsets.items()),
     ]
+    if proto.doc_string.strip():
+        lines.append(f"doc       {' '.join(proto.doc_string.split())[:200]}")
     for key in ("onnxvis.source", "onnxvis.weights"):
         if key in model.metadata:
             lines.append(f"{key.split('.')[1]:<9} {model.metadata[key]}")
-    from onnxvis.inputs import _dims, _dtype
-
-    for value in runtime_inputs(model):
-        dims = _dims(value)
-        shape = "x".join("?" if d is None else str(d) for d in dims) if dims is not None else "?"
-        lines.append(f"input     {value.name} [{shape}] {_dtype(value).name}")
     try:
         spec = image_input(model)
-        lines.append(f"image     {spec.describe()}")
-        lines.append(f"preproc   {choose_preprocess(model, spec).describe()}")
+        problem = None
     except OnnxvisError as exc:
-        lines.append(f"image     none: {exc}")
+        spec, problem = None, str(exc)
+    for value in runtime_inputs(model):
+        if spec is not None and value.name == spec.name:
+            lines.append(f"input     {_describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})")
+        else:
+            lines.append(f"input     {_describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE")
+    for value in model.graph.output:
+        lines.append(f"output    {_describe_value(value)}")
+    if spec is None:
+        lines.append(f"image     none: {problem}")
+    else:
+        height, width = spec.size
+        if height and width:
+            lines.append(f"size      fixed {height}x{width}")
+        else:
+            multiple, why = size_multiple(model)
+            rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
+            lines.append(
+                f"size      dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"
+            )
+        if spec.channels == 1:
+            lines.append("channels  1: colour photos are converted to grey (luma)")
+        elif spec.channels == 3:
+            lines.append("channels  3: grey photos are repeated into 3 channels")
+        choice = explain_preprocess(model, spec)
+        lines.append(f"preproc   {choice.preprocess.describe()}")
+        lines.append(f"          ({choice.origin})")
+        if choice.guessed:
+            lines.append(f"          {GUESS_HINT}")
     layers = find_conv_layers(model)
-    lines.append(f"conv layers: {len(layers)}")
+    kinds = Counter(layer.source.describe() for layer in layers)
+    summary = "; ".join(f"{n} {text}" for text, n in kinds.most_common(4))
+    if len(kinds) > 4:
+        summary += f"; {len(kinds) - 4} other kinds"
+    lines.append(f"conv layers: {len(layers)}" + (f" (weights: {summary})" if layers else ""))
     if layers:
         lines.extend(_layer_rows(layers))
-    print("\n".join(lines))
+    return lines
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from onnxvis.model import Model
+
+    print("\n".join(_info_lines(Model.open(args.model))))
 
 
 def cmd_kernels(args: argparse.Namespace) -> None:
@@ -288,10 +334,10 @@ def cmd_kernels(args: argparse.Namespace) -> None:
 
 
 def _preprocess_from_args(args: argparse.Namespace, model, spec):
-    from onnxvis import preprocess as pp
-    from onnxvis.inputs import choose_preprocess
+    from onnxvis.inputs import GUESS_HINT, explain_preprocess
 
-    chosen = choose_preprocess(model, spec, args.preset)
+    choice = explain_preprocess(model, spec, args.preset)
+    chosen = choice.preprocess
     changes: dict = {}
     if args.resize is not None:
         if len(args.resize) == 1 and args.crop is None:
@@ -311,6 +357,8 @@ def _preprocess_from_args(args: argparse.Namespace, model, spec):
     if changes:
         changes["name"] = f"{chosen.name} + flags"
         chosen = chosen.replace(**changes)
+    elif choice.guessed:
+        print(f"note: the preprocessing is {choice.origin}; {GUESS_HINT}", file=sys.stderr)
     return chosen
 
 
@@ -328,7 +376,12 @@ def cmd_fmaps(args: argparse.Namespace) -> None:
     grid = _grid_options(args)
     spec = image_input(model, args.layout)
     preprocess = _preprocess_from_args(args, model, spec)
-    result = feature_maps(model, image, chosen, preprocess, args.layout)
+    from onnxvis.inputs import parse_input_values
+
+    explicit_size = args.resize is not None or args.crop is not None
+    result = feature_maps(
+        model, image, chosen, preprocess, args.layout, parse_input_values(args.inputs), explicit_size=explicit_size
+    )
     print(f"image: {image}", file=sys.stderr)
     print(f"{result.input_spec.describe()}", file=sys.stderr)
     print(f"preprocessing: {result.preprocess.describe()}", file=sys.stderr)

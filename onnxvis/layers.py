@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from onnxvis.model import Model
     from onnxvis.weights import WeightSource
 
-# op type -> index of its weight input
+# op type -> index of its weight input. Standard ops count in the default domain; FusedConv and
+# NhwcConv only in com.microsoft, where onnxruntime also defines a QLinearConv.
 CONV_WEIGHT_INPUT = {
     "Conv": 1,
     "ConvTranspose": 1,
@@ -26,6 +27,14 @@ CONV_WEIGHT_INPUT = {
     "ConvInteger": 1,
     "FusedConv": 1,
     "NhwcConv": 1,
+}
+_DOMAINS = {
+    "Conv": ("", "ai.onnx"),
+    "ConvTranspose": ("", "ai.onnx"),
+    "QLinearConv": ("", "ai.onnx", "com.microsoft"),
+    "ConvInteger": ("", "ai.onnx"),
+    "FusedConv": ("com.microsoft",),
+    "NhwcConv": ("com.microsoft",),
 }
 
 
@@ -99,6 +108,24 @@ class ConvLayer:
     def in_main_graph(self) -> bool:
         return self.graph_path == ""
 
+    @property
+    def out_channels(self) -> int | None:
+        """Output channels (kernels drawn); ConvTranspose stores (C_in, C_out/group, ...)."""
+        shape = self.weight_shape
+        if not shape:
+            return None
+        return shape[1] * self.group if self.op_type == "ConvTranspose" else shape[0]
+
+    @property
+    def kernel_size(self) -> tuple[int, ...] | None:
+        shape = self.weight_shape
+        return tuple(shape[2:]) if shape else None
+
+    @property
+    def fused_activation(self) -> str | None:
+        """The activation a FusedConv applies inside the node (its output is after it), else None."""
+        return self.attributes.get("activation") if self.op_type == "FusedConv" else None
+
 
 def _attributes(node: "onnx.NodeProto") -> dict:
     from onnx import helper
@@ -134,12 +161,15 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
     layers: list[ConvLayer] = []
 
     def visit(graph: "onnx.GraphProto", path: str, parent: "GraphIndex | None") -> None:
-        scope = GraphIndex(graph, parent)
+        scope = GraphIndex(graph, parent, path)
         for position, node in enumerate(graph.node):
             weight_input = CONV_WEIGHT_INPUT.get(node.op_type)
-            is_conv = weight_input is not None and len(node.input) > weight_input and node.input[weight_input]
-            if is_conv and node.op_type in ("FusedConv", "NhwcConv") and node.domain != "com.microsoft":
-                is_conv = False
+            is_conv = (
+                weight_input is not None
+                and node.domain in _DOMAINS[node.op_type]
+                and len(node.input) > weight_input
+                and bool(node.input[weight_input])
+            )
             if is_conv:
                 i = len(layers)
                 layers.append(
@@ -182,7 +212,9 @@ def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all
         return [layers[0]]
     if spec.strip() == "all":
         return list(layers)
-    by_name = {layer.name: layer for layer in layers}
+    by_name: dict[str, ConvLayer] = {}
+    for layer in layers:
+        by_name.setdefault(layer.name, layer)
     chosen: list[ConvLayer] = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
