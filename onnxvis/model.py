@@ -219,6 +219,37 @@ class Model:
         t = self._get(name)
         return tuple(t.dims), t.data_type
 
+    def raw_data_range(self, name: str) -> tuple[int, int] | None:
+        """(offset, length) of a top-level initializer's ``raw_data`` bytes inside the model file.
+
+        None when its data is not one ``raw_data`` field of the model file: external data, typed
+        data fields, segments, or a model built in memory. This lets a reader that maps the file
+        itself (onnxruntime, see :mod:`onnxvis.runner`) take the bytes from where they lie; call
+        :meth:`check_unchanged` first.
+        """
+        skeleton = self._get(name)
+        span = self._spans.get(name) if self._spans is not None else None
+        if span is None or span.raw is None or span.has_typed_data or skeleton.HasField("segment"):
+            return None
+        from onnx import external_data_helper
+
+        if external_data_helper.uses_external_data(skeleton):
+            return None
+        return span.raw
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`OnnxvisError` when the model file changed on disk since :meth:`open`."""
+        if self._stat is None:
+            return
+        try:
+            st = os.stat(self._abspath)
+        except OSError as exc:
+            raise OnnxvisError(
+                f"cannot read {self.path}: {exc.strerror or exc}; check that the file is still there and readable"
+            ) from None
+        if st.st_size != self._stat.st_size or st.st_mtime_ns != self._stat.st_mtime_ns:
+            raise OnnxvisError(f"{self.path} changed on disk after it was opened; open the model again")
+
     # ------------------------------------------------------------------------------------- data
 
     def _get(self, name: str) -> "onnx.TensorProto":

@@ -4,10 +4,16 @@ This is the only module that imports onnxruntime. A feature map of conv1 needs c
 else, so the graph handed to onnxruntime holds only the ancestors of the requested tensors and
 only the initializers they read. Every requested tensor is a graph output, so no optimisation can
 fuse it away (a Conv followed by Relu stays a Conv output).
+
+The big initializers do not travel inside that small model: each is a reference to the byte range
+where its data lies in the model file, which onnxruntime maps itself (or, when the weights sit in an
+external data file, a numpy array read once and lent to onnxruntime without a copy). So the cost of
+a run follows the layers asked for, not the size of the file.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
@@ -70,23 +76,97 @@ def _outer_names(node: "onnx.NodeProto") -> set[str]:
     return names
 
 
-def minimal_model(model: "Model", targets: list[str]) -> "onnx.ModelProto":
-    """A model whose outputs are ``targets``, holding only the nodes and initializers they need."""
-    from onnx import helper
+# Initializers at least this big do not travel inside the serialized model (where protobuf would copy
+# them three times and onnxruntime once more): onnxruntime maps them from the model file itself, or
+# takes them as numpy arrays without copying.
+_BIG_BYTES = 1 << 16
+# Where the proto says an initializer handed over as an array lies. Nothing is ever read from there:
+# the session options supply the array under the initializer's name before the model is loaded.
+_IN_MEMORY = "onnxvis-in-memory-initializer"
+# Item sizes of the TensorProto data types that onnxruntime's OrtValue.ortvalue_from_numpy takes as
+# plain numpy dtypes: FLOAT, UINT8, INT8, UINT16, INT16, INT32, INT64, BOOL, FLOAT16, DOUBLE, UINT32,
+# UINT64. Other types (strings, bfloat16, float8, 4-bit) stay inside the proto unless read from the file.
+_ARRAY_ITEM_SIZES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8}
+# onnxruntime >= 1.21: the folder that external data locations are relative to, for a model given as bytes.
+_DATA_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
+
+def minimal_model(
+    model: "Model",
+    targets: list[str],
+    arrays: dict[str, np.ndarray] | None = None,
+    from_file: bool = False,
+) -> "onnx.ModelProto":
+    """A model whose outputs are ``targets``, holding only the nodes and initializers they need.
+
+    By default every needed initializer holds its data, so the result is a complete model. Two
+    options keep the big ones (64 KiB and more) out of it, for :func:`run_tensors`:
+
+    Args:
+        model: the opened model.
+        targets: tensor names of the main graph.
+        arrays: when a dict is given, a big initializer of a plain numeric type becomes a data-less
+            TensorProto marked as external, and its array (read once from the file) is put in
+            ``arrays`` under its name, for ``SessionOptions.add_external_initializers``.
+        from_file: a big initializer stored as ``raw_data`` in the model file becomes an external
+            data reference to that very file (location: its name; offset and length of the bytes),
+            so that onnxruntime maps the bytes itself; the session needs :data:`_DATA_FOLDER_KEY`
+            set to the file's folder (see :func:`session_options`). Takes precedence over ``arrays``.
+    """
+    from onnx import TensorProto, helper
 
     graph = model.graph
     nodes, read = required_nodes(graph, targets)
-    initializers = [model.initializer_proto(t.name) for t in graph.initializer if t.name in read]
+    real_file = os.path.realpath(model.path) if from_file else ""
+    initializers = []
+    seen: set[str] = set()
+    for stub in graph.initializer:
+        if stub.name not in read or stub.name in seen:
+            continue
+        seen.add(stub.name)
+        where = model.raw_data_range(stub.name) if from_file and _is_big(stub) else None
+        if where is not None:
+            initializers.append(_external_stub(stub, os.path.basename(real_file), *where))
+        elif arrays is not None and stub.data_type in _ARRAY_ITEM_SIZES and _is_big(stub) and not stub.HasField("segment"):
+            arrays[stub.name] = np.ascontiguousarray(model.tensor(stub.name))
+            initializers.append(_external_stub(stub, _IN_MEMORY))
+        else:
+            initializers.append(model.initializer_proto(stub.name))
     init_names = {t.name for t in initializers}
     inputs = [i for i in graph.input if i.name in read and i.name not in init_names]
     known = {v.name: v for v in list(graph.value_info) + list(graph.output)}
     outputs = [known[t] if t in known else helper.make_empty_tensor_value_info(t) for t in targets]
     small = helper.make_graph(nodes, graph.name or "onnxvis", inputs, outputs, initializers)
-    small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in set(targets))
+    wanted = set(targets)
+    small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in wanted)
     result = helper.make_model(small, opset_imports=list(model.proto.opset_import))
-    result.ir_version = model.proto.ir_version
+    # External data needs IR version 4 or later (and the initializers are not graph inputs here).
+    external = any(t.data_location == TensorProto.EXTERNAL for t in initializers)
+    result.ir_version = max(model.proto.ir_version, 4) if external else model.proto.ir_version
     result.functions.extend(model.proto.functions)
     return result
+
+
+def _is_big(stub: "onnx.TensorProto") -> bool:
+    count = 1
+    for d in stub.dims:
+        count *= d
+    return count * _ARRAY_ITEM_SIZES.get(stub.data_type, 1) >= _BIG_BYTES
+
+
+def _external_stub(stub: "onnx.TensorProto", location: str, offset: int | None = None, length: int | None = None) -> "onnx.TensorProto":
+    """A data-less copy of initializer ``stub`` whose data is external, at ``location``."""
+    from onnx import TensorProto
+
+    tensor = TensorProto(name=stub.name, dims=stub.dims, data_type=stub.data_type)
+    tensor.data_location = TensorProto.EXTERNAL
+    entries = [("location", location)]
+    if offset is not None:
+        entries += [("offset", str(offset)), ("length", str(length))]
+    for key, value in entries:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
 
 
 def needed_inputs(model: "Model", targets: list[str]) -> list["onnx.ValueInfoProto"]:
@@ -96,20 +176,57 @@ def needed_inputs(model: "Model", targets: list[str]) -> list["onnx.ValueInfoPro
     return [i for i in graph.input if i.name in read and not model.has_initializer(i.name)]
 
 
-def _session_options():
+def session_options(data_folder: str | None = None):
+    """onnxruntime session options for one run in a short-lived process.
+
+    Args:
+        data_folder: the folder that external data locations are relative to (the model's, when
+            :func:`minimal_model` was asked for ``from_file``).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    # One run per process: full optimisation and a memory arena cost more than they save.
+    # One run per process: basic optimisations only (constant folding, eliminations; the extended
+    # level's layout transforms and fusions cost more time than they save on a single run, and the
+    # requested tensors are graph outputs, which no fusion removes), and no memory arena or
+    # memory-pattern planning (they pay off from the second run).
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
     options.log_severity_level = 3
+    # Threads that finish their share go to sleep instead of spinning: on a busy machine spinning
+    # burns CPU time that the process's other work (or other processes) needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if data_folder is not None:
+        options.add_session_config_entry(_DATA_FOLDER_KEY, data_folder)
     return options
+
+
+def _session(model: "Model", targets: list[str], from_file: bool):
+    """An InferenceSession of the minimal model, and the arrays it borrows (keep them alive)."""
+    import onnxruntime as ort
+
+    arrays: dict[str, np.ndarray] = {}
+    small = minimal_model(model, targets, arrays, from_file=from_file)
+    options = session_options(os.path.dirname(os.path.realpath(model.path)) if from_file else None)
+    # The OrtValues wrap the arrays without copying; both must outlive the session.
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+    if arrays:
+        options.add_external_initializers(list(arrays), values)
+    if from_file:
+        model.check_unchanged()
+    data = small.SerializeToString()
+    del small
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return session, (arrays, values)
 
 
 def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[str]) -> dict[str, np.ndarray]:
     """Compute the named tensors of the main graph for the given inputs.
+
+    onnxruntime gets the smallest graph that computes them (:func:`minimal_model`); it maps the big
+    weights from the model file itself, so they are neither copied nor all read.
 
     Args:
         model: the opened model.
@@ -122,25 +239,32 @@ def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[s
     Raises:
         OnnxvisError: an input is missing, or onnxruntime refuses the model or the input.
     """
-    import onnxruntime as ort
-
     if not targets:
         return {}
     targets = list(dict.fromkeys(targets))
     missing = [i.name for i in needed_inputs(model, targets) if i.name not in feeds]
     if missing:
         raise OnnxvisError(f"the model needs input {missing[0]!r} to compute these feature maps; it cannot be fed from an image")
-    small = minimal_model(model, targets)
-    used_inputs = {i.name for i in small.graph.input}
     try:
-        session = ort.InferenceSession(small.SerializeToString(), _session_options(), providers=["CPUExecutionProvider"])
+        try:
+            session, borrowed = _session(model, targets, from_file=True)
+        except OnnxvisError:
+            raise
+        except Exception:
+            # An onnxruntime older than 1.21 (no data-folder option), or a file it will not map:
+            # hand every weight over as an array instead.
+            session, borrowed = _session(model, targets, from_file=False)
+    except OnnxvisError:
+        raise
     except Exception as exc:
         raise OnnxvisError(f"onnxruntime cannot load the part of {model.path.name} that computes these layers: {_first_line(exc)}") from None
+    used_inputs = {i.name for i in session.get_inputs()}
     try:
-        values = session.run(targets, {k: v for k, v in feeds.items() if k in used_inputs})
+        results = session.run(targets, {k: v for k, v in feeds.items() if k in used_inputs})
     except Exception as exc:
         raise OnnxvisError(f"onnxruntime cannot run {model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing") from None
-    return dict(zip(targets, values))
+    del session, borrowed
+    return dict(zip(targets, results))
 
 
 def _first_line(exc: Exception) -> str:
