@@ -130,3 +130,59 @@ def test_a_very_large_layer_is_capped_and_the_flag_lifts_the_cap(cli, tmp_path):
     # one row of tiles (3 px + 2 px padding) per output channel
     assert small.shape[0] == 2 + 50 * 5 and large.shape[0] == 2 + 300 * 5
     assert small.shape[1] == large.shape[1] == 2 + 20 * 5
+
+
+@pytest.mark.parametrize(
+    "op, weight_shape, attrs, x_shape, layout, png_shape",
+    [
+        ("Conv", (4, 2, 5), {}, [1, 2, 16], "strips", (2 + 4 * 3, 2 + 2 * 7)),  # 1-D: one strip per input channel
+        ("Conv", (3, 2, 2, 3, 3), {}, [1, 2, 6, 8, 8], "slices", (2 + 3 * 5, 2 + 4 * 5)),  # 3-D: 2 inputs x 2 depth slices
+        ("ConvTranspose", (4, 3, 2, 2), {"group": 2}, [1, 4, 8, 8], "mosaic", (2 + 6 * 4, 2 + 2 * 4)),  # 6 kernels of 2 inputs
+        ("Conv", (6, 1, 3, 3), {"group": 6}, [1, 6, 8, 8], "grey", (2 + 5, 2 + 6 * 5)),  # depthwise: one grey tile each
+        ("Conv", (5, 4, 1, 1), {}, [1, 4, 8, 8], "heatmap", (5, 4)),  # 1x1: one pixel per weight, O x I
+    ],
+)
+def test_kernels_of_every_conv_kind_through_the_cli(cli, tmp_path, op, weight_shape, attrs, x_shape, layout, png_shape):
+    from onnxvis import grids
+    from onnxvis.layers import find_conv_layers
+    from onnxvis.model import Model
+    from onnxvis.weights import kernel_weights
+
+    path = _save(
+        tmp_path / "m.onnx", [helper.make_node(op, ["x", "w"], ["y"], name="k", **attrs)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)], [numpy_helper.from_array(_weight(*weight_shape), "w")],
+    )
+    done = cli("kernels", path, "-o", tmp_path / "o")
+    assert done.returncode == 0, done.stderr
+    (png,) = done.stdout.split()
+    pixels = np.asarray(Image.open(png))
+    assert pixels.shape == png_shape and pixels.std() > 0
+    (layer,) = find_conv_layers(Model.open(path))
+    picture = grids.kernel_grid(kernel_weights(layer))
+    assert picture.layout == layout
+    assert np.array_equal(pixels, grids.to_uint8(picture.grid))
+
+
+def test_kernels_of_a_conv_inside_a_loop_body_through_the_cli(cli, tmp_path):
+    w = _weight(3, 3, 3, 3)
+    body = helper.make_graph(
+        [helper.make_node("Conv", ["s", "w"], ["s_out"], name="body_conv", pads=[1, 1, 1, 1]), helper.make_node("Identity", ["c"], ["c_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("s_out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    path = _save(
+        tmp_path / "m.onnx", [helper.make_node("Loop", ["n", "", "x"], ["y"], name="loop", body=body)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])], [numpy_helper.from_array(np.array(2, np.int64), "n")],
+    )
+    rows = _rows(cli("layers", path))
+    assert len(rows) == 1 and rows[0].endswith("[in loop.body]") and "initializer float32 (in subgraph loop.body)" in rows[0]
+    done = cli("kernels", path, "-o", tmp_path / "o")
+    assert done.returncode == 0, done.stderr
+    (png,) = done.stdout.split()
+    pixels = np.asarray(Image.open(png))
+    assert pixels.shape == (2 + 5, 2 + 3 * 5, 3) and pixels.std() > 0  # an RGB grid of 3 kernels
+    refused = cli("fmaps", path, "--layers", "body_conv", "-o", tmp_path / "f")
+    assert refused.returncode == 2 and "inside a subgraph (loop.body)" in refused.stderr
