@@ -40,6 +40,7 @@ _EXPORTS = {
     "load_image": "onnxvis.preprocess",
     "FeatureMaps": "onnxvis.fmaps",
     "feature_maps": "onnxvis.fmaps",
+    "predict": "onnxvis.fmaps",
     "save_png": "onnxvis.output",
 }
 
@@ -67,7 +68,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from onnxvis.fmaps import FeatureMaps, feature_maps
+    from onnxvis.fmaps import FeatureMaps, feature_maps, predict
     from onnxvis.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
     from onnxvis.layers import ConvLayer, find_conv_layers, select_layers
     from onnxvis.model import Model

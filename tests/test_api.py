@@ -24,6 +24,8 @@ def test_public_api_path_of_the_data(tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), onnxvis.to_uint8(grid))
     result = onnxvis.feature_maps(model, asset("images/skimage_camera.png"), layers[:1])
     assert result.maps[layers[0]].shape == (8, 28, 28)
+    (scores,) = onnxvis.predict(model, asset("images/skimage_camera.png")).values()
+    assert scores.shape == (1, 10) and np.isfinite(scores).all()
 
 
 def test_unknown_attribute_is_an_attribute_error():
