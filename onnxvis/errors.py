@@ -12,3 +12,15 @@ class OnnxvisError(Exception):
 
     The message is one line: what is wrong, then what to do about it.
     """
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (newline, NUL, ESC, ...) shown escaped, e.g. ``\\x1b``,
+    so that a name from a model file can neither break a line nor drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: whitespace runs become one space, other control characters
+    are shown escaped (see :func:`printable`)."""
+    return printable(" ".join(str(text).split()))

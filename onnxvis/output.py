@@ -5,10 +5,12 @@ and made unique here; writes go to a temporary file beside the target and are re
 so an interrupted run leaves no half-written file. A file that already exists is replaced only if
 onnxvis wrote it (it is listed in the folder's manifest), and never if it is one of the inputs.
 
-The manifest, ``.onnxvis-manifest.jsonl`` in the output folder, is append-only: one JSON string
-per line, the path of a file onnxvis wrote, relative to the folder. A name is added right after its
-file is renamed into place, so that writing N files costs O(N), and an interrupted run can at worst
-leave a finished file unlisted (which the next run then refuses to replace: the safe side).
+The manifest, ``.onnxvis-manifest.jsonl`` in the output folder, is append-only: one JSON array
+per line, ``[path relative to the folder, size, mtime_ns]`` of a file onnxvis wrote. A file is
+replaced only if it still has that size and modification time, so a picture the user edited or put
+there under the same name is kept. A line is added right after its file is renamed into place:
+writing N files costs O(N), and an interrupted run can at worst leave a finished file unlisted
+(which the next run then refuses to replace: the safe side).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import errno
 import json
 import os
 import re
+import secrets
 import stat
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -34,16 +36,6 @@ _MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Names Windows reserves whatever the extension ("NUL.png" is the null device there).
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; finished outputs get the permissions a plain open() would give.
-_FILE_MODE = 0o666 & ~_current_umask()
 
 
 def sanitize(name: str, fallback: str = "layer") -> str:
@@ -76,21 +68,32 @@ def _os_error(what: str, exc: OSError) -> OnnxvisError:
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    Whatever interrupts it (an exception, Ctrl-C), ``path`` holds either its old content or all of
-    ``data``, and the temporary file is removed. (A killed process can leave a hidden
-    ``.onnxvis-*.tmp`` file, never a partial ``path``.)
+    Whatever interrupts it (an exception, Ctrl-C at any point), ``path`` holds either its old
+    content or all of ``data``, and the temporary file is removed. (Only a killed process can leave
+    a hidden ``.onnxvis-*.tmp`` file; never a partial ``path``.) The file gets the permissions a
+    plain ``open()`` would give (0666 minus the umask).
     """
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    temp = None  # set before the file exists, so that an interruption right after it is created still removes it
     try:
+        while True:
+            temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            try:
+                fd = os.open(temp, flags, 0o666)
+            except FileExistsError:  # not ours: never remove it
+                temp = None
+                continue
+            break
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        os.replace(temp, path)
+        temp = None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
         raise
 
 
@@ -126,41 +129,63 @@ class OutputDir:
 
     # ------------------------------------------------------------------------------ the manifest
 
-    def _read_manifest(self) -> set[str]:
-        """Names listed in the manifest; empty when it is missing, odd or unreadable (the safe side:
-        then no existing file is replaced)."""
+    def _read_manifest(self) -> dict[str, tuple[int, int]]:
+        """What the manifest lists: path -> (size, mtime_ns) of the file as onnxvis left it.
+
+        Empty when the manifest is missing, odd or unreadable: the safe side, since then no existing
+        file is replaced. A torn last line (an interrupted append) or junk is skipped. A manifest that
+        has grown to more than twice its entries (many reruns) is rewritten, atomically.
+        """
         path = self.root / MANIFEST
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError:
-            return set()
+            return {}
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_MANIFEST_BYTES:
-                return set()
+                return {}
             data = f.read(_MAX_MANIFEST_BYTES + 1)
-        owned = set()
-        for line in data.decode("utf-8", "replace").splitlines():
+        owned: dict[str, tuple[int, int]] = {}
+        lines = data.decode("utf-8", "replace").splitlines()
+        for line in lines:
             try:
-                name = json.loads(line)
-            except ValueError:
-                continue  # a torn last line, or junk
-            if isinstance(name, str):
-                owned.add(name)
+                rel, size, mtime = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(rel, str) and isinstance(size, int) and isinstance(mtime, int):
+                owned[rel] = (size, mtime)  # the last line of a name wins
+        if len(lines) > 2 * len(owned) + 64:
+            text = "".join(json.dumps([rel, *entry]) + "\n" for rel, entry in owned.items())
+            try:
+                _atomic_write(path, text.encode())
+            except OSError:
+                pass  # compaction is an optimisation only
         return owned
 
-    def _append_manifest(self, rel: str) -> None:
+    def _append_manifest(self, rel: str, st: os.stat_result) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            fd = os.open(self.root / MANIFEST, flags, _FILE_MODE)
+            fd = os.open(self.root / MANIFEST, flags, 0o666)
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise OSError(errno.EINVAL, "not a regular file")
-                os.write(fd, (json.dumps(rel) + "\n").encode())
+                os.write(fd, (json.dumps([rel, st.st_size, st.st_mtime_ns]) + "\n").encode())
             finally:
                 os.close(fd)
         except OSError as exc:
             raise _os_error(f"cannot record {rel} in {self.root / MANIFEST}", exc) from None
+        self._owned[rel] = (st.st_size, st.st_mtime_ns)
+
+    def _is_ours(self, rel: str, path: Path) -> bool:
+        """Whether ``path`` is a file onnxvis wrote and nobody changed since (same size and mtime)."""
+        if rel not in self._owned or path.is_symlink():
+            return False
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and self._owned[rel] == (st.st_size, st.st_mtime_ns)
 
     # ---------------------------------------------------------------------------------- writing
 
@@ -199,8 +224,11 @@ class OutputDir:
                     same = False
                 if same:
                     raise OnnxvisError(f"{path} is one of the inputs; choose another output folder with -o")
-            if rel not in self._owned or path.is_symlink():
-                raise OnnxvisError(f"{path} exists and onnxvis did not write it; remove it or choose another folder with -o")
+            if not self._is_ours(rel, path):
+                raise OnnxvisError(
+                    f"{path} exists and onnxvis did not write it (or it was changed since); "
+                    "remove it or choose another folder with -o"
+                )
         return rel
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
@@ -217,9 +245,12 @@ class OutputDir:
             _atomic_write(path, data)
         except OSError as exc:
             raise _os_error(f"cannot write {path}", exc) from None
-        if rel not in self._owned:
-            self._append_manifest(rel)
-            self._owned.add(rel)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise _os_error(f"cannot check {path} after writing it", exc) from None
+        if self._owned.get(rel) != (st.st_size, st.st_mtime_ns):
+            self._append_manifest(rel, st)
         self.written.append(path)
         return path
 

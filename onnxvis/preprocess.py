@@ -416,6 +416,8 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
             ) from None
         except OSError as exc:
             raise OnnxvisError(f"cannot open image {path} ({_one_line(exc)}); check the file") from None
+        except Exception as exc:  # a damaged header: PIL plugins raise ValueError, SyntaxError, struct.error, ...
+            raise OnnxvisError(f"{path} is not an image file PIL can read ({_one_line(exc)}); give a PNG, JPEG, ... photo") from None
     with img:
         width, height = img.size
         if width < 1 or height < 1:
@@ -480,6 +482,16 @@ def center_crop(img: Image.Image, crop: tuple[int, int]) -> Image.Image:
     return img.crop((left, top, left + crop_w, top + crop_h))
 
 
+def _check_size(size: tuple[int, int], what: str) -> None:
+    """Refuse a target size over DEFAULT_MAX_PIXELS (a model can declare any input size)."""
+    width, height = size
+    if width * height > DEFAULT_MAX_PIXELS:
+        raise OnnxvisError(
+            f"{what} would make a {height}x{width} image, more than the limit of {DEFAULT_MAX_PIXELS / 1e6:g} "
+            "megapixels; the model's declared input size or --resize/--crop is too large, give a smaller --resize H,W"
+        )
+
+
 def preprocess(image: Image.Image, pp: Preprocess) -> np.ndarray:
     """Apply ``pp`` to an image: colour, resize, centre crop, scale, normalise.
 
@@ -502,9 +514,11 @@ def preprocess(image: Image.Image, pp: Preprocess) -> np.ndarray:
         img = img.convert(want)
     if pp.resize is not None:
         size = resized_size(img.width, img.height, pp.resize)
+        _check_size(size, "resizing")
         if size != img.size:  # torchvision returns the image untouched in that case
             img = img.resize(size, _BILINEAR)
     if pp.crop is not None:
+        _check_size((pp.crop[1], pp.crop[0]), "cropping")
         img = center_crop(img, pp.crop)
 
     pixels = np.asarray(img, dtype=np.uint8)

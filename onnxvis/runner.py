@@ -137,6 +137,11 @@ def minimal_model(
     known = {v.name: v for v in list(graph.value_info) + list(graph.output)}
     outputs = [known[t] if t in known else helper.make_empty_tensor_value_info(t) for t in targets]
     small = helper.make_graph(nodes, graph.name or "onnxvis", inputs, outputs, initializers)
+    named = [n.name for n in small.node if n.name]
+    if len(set(named)) < len(named):  # ONNX allows equal node names; onnxruntime refuses them
+        for i, node in enumerate(small.node):
+            if node.name:
+                node.name = f"{node.name}#{i}"
     wanted = set(targets)
     small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in wanted)
     result = helper.make_model(small, opset_imports=list(model.proto.opset_import))
@@ -193,7 +198,9 @@ def session_options(data_folder: str | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
-    options.log_severity_level = 3
+    # Fatal only: onnxruntime's own error lines would go to stderr beside the one-line
+    # OnnxvisError that run_tensors raises for the same failure.
+    options.log_severity_level = 4
     # Threads that finish their share go to sleep instead of spinning: on a busy machine spinning
     # burns CPU time that the process's other work (or other processes) needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -199,25 +199,44 @@ def test_rerun_replaces_only_what_onnxvis_wrote(tmp_path):
     second = OutputDir(tmp_path)
     replaced = second.save_png(PIXELS[:2], "kernels_00_conv")
     assert replaced == ours and np.asarray(Image.open(ours)).shape == (2, 4, 3)
-    with pytest.raises(OnnxvisError, match="exists and onnxvis did not write it; remove it or choose another folder"):
+    with pytest.raises(OnnxvisError, match=r"exists and onnxvis did not write it.*; remove it or choose another folder"):
         second.save_png(PIXELS, "kernels_01_conv")
     assert theirs.read_bytes() == b"the user's own file"
 
 
-def test_manifest_lists_each_file_once_and_survives_a_torn_line(tmp_path):
+def test_manifest_lists_every_file_and_survives_a_torn_line(tmp_path):
     for _ in range(3):
         out = OutputDir(tmp_path)
         out.save_png(PIXELS, "a")
         out.save_png(PIXELS, "b", subdir="s")
     lines = (tmp_path / MANIFEST).read_text().splitlines()
-    assert sorted(json.loads(line) for line in lines) == ["a.png", "s/b.png"]
+    last = {rel: [size, mtime] for rel, size, mtime in map(json.loads, lines)}  # the last line of a name wins
+    assert sorted(last) == ["a.png", "s/b.png"]
+    st = (tmp_path / "a.png").stat()
+    assert last["a.png"] == [st.st_size, st.st_mtime_ns]
     with open(tmp_path / MANIFEST, "a") as f:
-        f.write('"c.pn')  # an interrupted append
+        f.write('["c.pn')  # an interrupted append
     (tmp_path / "c.png").write_bytes(b"user")
     out = OutputDir(tmp_path)
     out.save_png(PIXELS, "a")
     with pytest.raises(OnnxvisError, match="did not write it"):
         out.save_png(PIXELS, "c")
+
+
+def test_an_output_the_user_changed_is_no_longer_replaced(tmp_path):
+    path = OutputDir(tmp_path).save_png(PIXELS, "k")
+    OutputDir(tmp_path).save_png(PIXELS[:1], "k")  # unchanged since onnxvis wrote it: replaced
+    path.write_bytes(b"annotated by the user")
+    with pytest.raises(OnnxvisError, match=r"did not write it \(or it was changed since\)"):
+        OutputDir(tmp_path).save_png(PIXELS, "k")
+    assert path.read_bytes() == b"annotated by the user"
+
+
+def test_a_manifest_grown_by_many_reruns_is_compacted(tmp_path):
+    for i in range(150):
+        OutputDir(tmp_path).write_bytes(tmp_path / "k.png", bytes([i % 7]) * (1 + i % 2))
+    assert len((tmp_path / MANIFEST).read_text().splitlines()) <= 2 + 64
+    assert OutputDir(tmp_path)._owned.keys() == {"k.png"}
 
 
 def test_a_junk_manifest_protects_everything(tmp_path):
@@ -240,7 +259,7 @@ def test_a_manifest_that_is_a_fifo_or_a_link_to_a_device_does_not_hang(tmp_path)
     os.mkfifo(tmp_path / "c" / MANIFEST)
     for folder in "abc":
         out = OutputDir(tmp_path / folder)
-        assert out._owned == set()
+        assert out._owned == {}
         with pytest.raises(OnnxvisError, match="cannot record"):
             out.save_png(PIXELS, "k")  # the manifest cannot be appended to: said, not hung
 
@@ -259,7 +278,8 @@ def test_an_input_reached_through_a_hard_link_is_protected(tmp_path):
     model.write_bytes(b"model")
     os.link(model, tmp_path / "o.png")
     out = OutputDir(tmp_path, protect=[model])
-    out._owned.add("o.png")
+    st = (tmp_path / "o.png").stat()
+    out._owned["o.png"] = (st.st_size, st.st_mtime_ns)
     with pytest.raises(OnnxvisError, match="one of the inputs"):
         out.write_bytes(tmp_path / "o.png", b"x")
     assert model.read_bytes() == b"model"
@@ -283,7 +303,7 @@ def test_a_symlink_in_the_folder_is_never_followed_out_of_it(tmp_path):
     out_dir.mkdir()
     os.symlink(victim, out_dir / "k.png")
     os.symlink(tmp_path, out_dir / "k_split")
-    (out_dir / MANIFEST).write_text('"k.png"\n"k_split/out0000.png"\n')
+    (out_dir / MANIFEST).write_text('["k.png", 1, 1]\n["k_split/out0000.png", 1, 1]\n')
     out = OutputDir(out_dir)
     with pytest.raises(OnnxvisError, match="outside the output folder"):
         out.save_png(PIXELS, "k")
@@ -296,7 +316,7 @@ def test_a_symlink_loop_or_a_folder_in_the_way_is_a_clear_error(tmp_path):
     os.symlink("k.png", tmp_path / "k.png")
     (tmp_path / "d.png").mkdir()
     out = OutputDir(tmp_path)
-    out._owned.update({"k.png", "d.png"})
+    out._owned.update({"k.png": (0, 0), "d.png": (0, 0)})
     with pytest.raises(OnnxvisError, match="k.png"):
         out.save_png(PIXELS, "k")
     with pytest.raises(OnnxvisError, match="is a folder"):
