@@ -71,32 +71,55 @@ def normalize_tiles(
     else:
         low = np.array(out.min(), dtype=np.float64).reshape(1, 1, 1, 1)
         high = np.array(out.max(), dtype=np.float64).reshape(1, 1, 1, 1)
-    # torchvision: img.clamp_(low, high).sub_(low).div_(max(high - low, 1e-5)); the bounds are
-    # Python floats (doubles) and the arithmetic runs in float32.
+    _shift_and_scale(out, low, high, clamp=value_range is not None)
+    return out
+
+
+def _shift_and_scale(out: np.ndarray, low: np.ndarray, high: np.ndarray, clamp: bool) -> None:
+    """torchvision's ``img.clamp_(low, high).sub_(low).div_(max(high - low, 1e-5))``, in place.
+
+    The bounds are doubles (Python floats in torchvision) and the arithmetic runs in float32. When
+    the bounds are the data's own min and max the clamp changes nothing (with a NaN the bounds are
+    NaN and everything becomes NaN either way), so it is skipped: one pass less over big maps.
+    """
     divisor = np.maximum(high - low, 1e-5).astype(np.float32)
-    np.clip(out, low.astype(np.float32), high.astype(np.float32), out=out)
+    if clamp:
+        np.clip(out, low.astype(np.float32), high.astype(np.float32), out=out)
     out -= low.astype(np.float32)
     out /= divisor
-    return out
 
 
 def _tile(tiles: np.ndarray, nrow: int, padding: int, pad_value: float) -> np.ndarray:
     """Place (B, C, h, w) tiles row by row into one (C, H, W) grid; make_grid's geometry."""
-    nmaps, channels, h, w = tiles.shape
-    if nmaps == 1:
+    if tiles.shape[0] == 1:
         return tiles[0]
+    return _tile_groups(tiles[None], nrow, padding, pad_value)[0]
+
+
+def _tile_groups(groups: np.ndarray, nrow: int, padding: int, pad_value: float) -> np.ndarray:
+    """Tile G batches of B tiles at once, (G, B, C, h, w) -> (G, C, H, W), with B > 1.
+
+    The grids are filled with ``pad_value`` and every tile is written once into its cell through
+    a view, without intermediate copies.
+    """
+    count, nmaps, channels, h, w = groups.shape
     xmaps = min(nrow, nmaps)
     ymaps = int(math.ceil(float(nmaps) / xmaps))
     height, width = h + padding, w + padding
-    cells = np.full((ymaps * xmaps, channels, height, width), pad_value, dtype=np.float32)
-    cells[:nmaps, :, padding:, padding:] = tiles
-    grid = np.full((channels, height * ymaps + padding, width * xmaps + padding), pad_value, dtype=np.float32)
-    grid[:, : height * ymaps, : width * xmaps] = (
-        cells.reshape(ymaps, xmaps, channels, height, width)
-        .transpose(2, 0, 3, 1, 4)
-        .reshape(channels, ymaps * height, xmaps * width)
-    )
-    return grid
+    grids = np.full((count, channels, height * ymaps + padding, width * xmaps + padding), pad_value, dtype=np.float32)
+    # cell (y, x) of grid g starts at row y * height + padding, column x * width + padding
+    cells = grids[:, :, padding : padding + ymaps * height, padding : padding + xmaps * width].reshape(
+        count, channels, ymaps, height, xmaps, width
+    )[:, :, :, :h, :, :w]
+    full = nmaps // xmaps
+    if full:
+        cells[:, :, :full] = (
+            groups[:, : full * xmaps].reshape(count, full, xmaps, channels, h, w).transpose(0, 3, 1, 4, 2, 5)
+        )
+    rest = nmaps - full * xmaps
+    if rest:
+        cells[:, :, full, :, :rest] = groups[:, full * xmaps :].transpose(0, 2, 3, 1, 4)
+    return grids
 
 
 def _as_batch(tensor: np.ndarray) -> np.ndarray:
@@ -181,11 +204,11 @@ def to_uint8(grid: np.ndarray) -> np.ndarray:
         grid = grid[None]
     if grid.ndim != 3 or grid.shape[0] not in (1, 3):
         raise ValueError(f"expected a grid of shape (1 or 3, H, W), got {grid.shape}")
-    pixels = grid.astype(np.float32) * np.float32(255)
+    pixels = np.multiply(grid, np.float32(255), dtype=np.float32)
     pixels += np.float32(0.5)
-    np.clip(pixels, 0, 255, out=pixels)
-    # NaN (a weight that is NaN) would be undefined in the cast; draw it black.
-    np.nan_to_num(pixels, copy=False, nan=0.0)
+    # clamp to [0, 255]; fmax/fmin turn NaN (a weight that is NaN), undefined in the cast, into 0: black
+    np.fmax(pixels, np.float32(0), out=pixels)
+    np.fmin(pixels, np.float32(255), out=pixels)
     pixels = pixels.astype(np.uint8)
     return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
 
@@ -295,13 +318,31 @@ def split_grids(
         (output channel, grey grid (1, H, W)) pairs.
     """
     kernels, _ = _as_4d_kernels(_check_tiles(weight))
-    chosen = range(kernels.shape[0]) if out_channels is None else out_channels
-    pictures = []
+    chosen = list(range(kernels.shape[0])) if out_channels is None else list(out_channels)
     for o in chosen:
         if not 0 <= o < kernels.shape[0]:
             raise ValueError(f"output channel {o} is out of range for {kernels.shape[0]} channels")
-        pictures.append((o, _grid(kernels[o][:, None], nrow, padding, normalize, None, scale_each, pad_value)))
-    return pictures
+    if not isinstance(nrow, (int, np.integer)) or nrow < 1:
+        raise ValueError(f"nrow must be a positive integer, got {nrow!r}")
+    if not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    if not chosen:
+        return []
+    # All the chosen channels at once: every grid has the same geometry, so one normalisation and
+    # one tiling of a (G, I, 1, kh, kw) batch give the same pixels as one make_grid call per channel.
+    groups = np.array(kernels[chosen][:, :, None], dtype=np.float32, copy=True)
+    if normalize:
+        count, per = groups.shape[:2]
+        flat = groups.reshape(count * per, -1) if scale_each else groups.reshape(count, -1)
+        shape = (count, per, 1, 1, 1) if scale_each else (count, 1, 1, 1, 1)
+        low = flat.min(axis=1).astype(np.float64).reshape(shape)
+        high = flat.max(axis=1).astype(np.float64).reshape(shape)
+        _shift_and_scale(groups, low, high, clamp=False)
+    if groups.shape[1] == 1:
+        tiled = groups[:, 0]  # one tile: no padding, as make_grid does for a batch of one
+    else:
+        tiled = _tile_groups(groups, int(nrow), int(padding), float(pad_value))
+    return [(o, tiled[i]) for i, o in enumerate(chosen)]
 
 
 def fmap_grid(
