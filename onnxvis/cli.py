@@ -62,6 +62,47 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-scale-each", dest="scale_each", action="store_false", help="scale all tiles together instead of each on its own")
 
 
+def _add_preprocess_options(p: argparse.ArgumentParser) -> None:
+    pre = p.add_argument_group("preprocessing (overrides the model's metadata)")
+    pre.add_argument("--preset", help="imagenet, caffe, tf, unit, raw or cifar10")
+    pre.add_argument("--resize", type=_ints, metavar="N|H,W", help="H,W: exact size; N: shorter side to N (use with --crop)")
+    pre.add_argument("--crop", type=_ints, metavar="H,W", help="centre crop after resizing")
+    pre.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean, in the value scale of --scale")
+    pre.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
+    pre.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe models)")
+    pre.add_argument("--scale", type=float, choices=[1.0, 255.0], help="value of white: 1 (0..1) or 255 (0..255)")
+    pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: detected from the graph)")
+    pre.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for another model input: a number fills it, or a .npy file (repeat for several inputs)",
+    )
+
+
+def _add_formats(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        dest="formats",
+        default="png",
+        metavar="png,tensorboard",
+        help="what to write: png (default), tensorboard (an event file in the output folder; needs "
+        "pip install 'onnxvis[tensorboard]'), or both, comma-separated",
+    )
+
+
+def _add_colormap(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--colormap",
+        choices=["grey", "diverging"],
+        default="grey",
+        help="grey: torchvision's picture (RGB for 3 input channels), min-max scaled (default); diverging: "
+        "blue negative, white zero, red positive, each tile scaled by its largest magnitude, so the sign "
+        "of every weight shows",
+    )
+
+
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default onnxvis-out/<model name>/)")
 
@@ -141,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="draw at most N tiles per layer, cutting to the first output channels (default 65536; 0 = no cap)",
     )
+    _add_colormap(p)
+    _add_formats(p)
     _add_grid_options(p)
     _add_output(p)
 
@@ -159,22 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("image", metavar="IMAGE", nargs="?", help="photo to run (default: matplotlib's sample portrait)")
     _add_layers(p, "the first conv layer")
-    pre = p.add_argument_group("preprocessing (overrides the model's metadata)")
-    pre.add_argument("--preset", help="imagenet, caffe, tf, unit, raw or cifar10")
-    pre.add_argument("--resize", type=_ints, metavar="N|H,W", help="H,W: exact size; N: shorter side to N (use with --crop)")
-    pre.add_argument("--crop", type=_ints, metavar="H,W", help="centre crop after resizing")
-    pre.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean, in the value scale of --scale")
-    pre.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel std")
-    pre.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe models)")
-    pre.add_argument("--scale", type=float, choices=[1.0, 255.0], help="value of white: 1 (0..1) or 255 (0..255)")
-    pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: detected from the graph)")
-    pre.add_argument(
-        "--input",
-        dest="inputs",
-        action="append",
-        metavar="NAME=VALUE",
-        help="a value for another model input: a number fills it, or a .npy file (repeat for several inputs)",
+    _add_preprocess_options(p)
+    _add_formats(p)
+    _add_grid_options(p)
+    _add_output(p)
+
+    p = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report: summary, weight statistics, kernels, feature maps, top-5",
+        description="Write report.html: the model's summary (producer, opsets, inputs, preprocessing), a table "
+        "of the conv layers with weight statistics (min, max, mean, std, the norm of each filter, near-dead "
+        "filters), the kernel grid of every conv layer, and for each IMAGE the feature maps of the chosen "
+        "layers with per-channel activation statistics and, when the model carries class labels, the top-5 "
+        "predictions. Pictures are embedded; the file fetches nothing from the network.",
+        epilog="examples:\n  onnxvis report models/alexnet.onnx cat.jpg dog.jpg\n"
+        "  onnxvis report models/vgg16.onnx cat.jpg --layers 0,4,8 --colormap diverging -o reports/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="photos to run (none: a report of the weights alone)")
+    _add_layers(p, "the first conv layer; the feature maps shown")
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        default=8192,
+        metavar="N",
+        help="kernel tiles per layer in the report, cutting to the first output channels (default 8192; 0 = no cap)",
+    )
+    _add_colormap(p)
+    _add_preprocess_options(p)
     _add_grid_options(p)
     _add_output(p)
     return parser
@@ -200,6 +256,18 @@ def _grid_options(args: argparse.Namespace):
     from onnxvis.render import GridOptions
 
     return GridOptions(args.nrow, args.padding, args.pad_value, args.normalize, args.scale_each)
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...]:
+    """--format, checked before any work (and whether the tensorboard package is there)."""
+    from onnxvis.render import parse_formats
+
+    formats = parse_formats(args.formats)
+    if "tensorboard" in formats:
+        from onnxvis.tensorboard import check_available
+
+        check_available()
+    return formats
 
 
 def _print_paths(paths) -> None:
@@ -329,8 +397,13 @@ def cmd_kernels(args: argparse.Namespace) -> None:
     grid = _grid_options(args)
     if args.max_tiles is not None and args.max_tiles < 0:
         raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
+    formats = _formats(args)
     out = _output_dir(args, model.name, [model.path])
-    _print_paths(draw_kernels(chosen, out, grid, split=args.split, max_tiles=args.max_tiles))
+    _print_paths(
+        draw_kernels(
+            chosen, out, grid, split=args.split, max_tiles=args.max_tiles, formats=formats, colormap=args.colormap, progress=True
+        )
+    )
 
 
 def _preprocess_from_args(args: argparse.Namespace, model, spec):
@@ -374,6 +447,7 @@ def cmd_fmaps(args: argparse.Namespace) -> None:
     chosen = select_layers(find_conv_layers(model), args.layers, default="first")
     image = Path(args.image) if args.image else pp.default_image_path()
     grid = _grid_options(args)
+    formats = _formats(args)
     spec = image_input(model, args.layout)
     preprocess = _preprocess_from_args(args, model, spec)
     from onnxvis.inputs import parse_input_values
@@ -386,7 +460,39 @@ def cmd_fmaps(args: argparse.Namespace) -> None:
     print(f"{result.input_spec.describe()}", file=sys.stderr)
     print(f"preprocessing: {result.preprocess.describe()}", file=sys.stderr)
     out = _output_dir(args, model.name, [model.path, image])
-    _print_paths(draw_fmaps(result, out, grid))
+    _print_paths(draw_fmaps(result, out, grid, formats=formats, progress=True))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from onnxvis.inputs import image_input, parse_input_values
+    from onnxvis.layers import find_conv_layers, select_layers
+    from onnxvis.model import Model
+    from onnxvis.report import build_report, write_report
+
+    model = Model.open(args.model)
+    if args.max_tiles < 0:
+        raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
+    grid = _grid_options(args)
+    layers = select_layers(find_conv_layers(model), args.layers, default="first")
+    images = [Path(image) for image in args.images]
+    preprocess = None
+    if images:
+        preprocess = _preprocess_from_args(args, model, image_input(model, args.layout))
+    out = _output_dir(args, model.name, [model.path, *images])
+    text = build_report(
+        model,
+        images,
+        layers,
+        preprocess,
+        args.layout,
+        grid=grid,
+        colormap=args.colormap,
+        max_tiles=args.max_tiles,
+        inputs=parse_input_values(args.inputs),
+        explicit_size=args.resize is not None or args.crop is not None,
+        progress=True,
+    )
+    _print_paths([write_report(out, text)])
 
 
 COMMANDS = {
@@ -395,6 +501,7 @@ COMMANDS = {
     "info": cmd_info,
     "kernels": cmd_kernels,
     "fmaps": cmd_fmaps,
+    "report": cmd_report,
 }
 
 

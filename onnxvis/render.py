@@ -1,7 +1,9 @@
 """Turn layers into pictures and hand them to the output writers.
 
 The commands ``kernels`` and ``fmaps`` are these two functions plus argument parsing. Pictures are
-made by :mod:`onnxvis.grids` and written by :mod:`onnxvis.output`.
+made by :mod:`onnxvis.grids` (and coloured by :mod:`onnxvis.figures` for ``--colormap diverging``),
+encoded once as PNG, and handed to the sinks chosen with ``--format``: PNG files written by
+:mod:`onnxvis.output`, and a TensorBoard event file written by :mod:`onnxvis.tensorboard`.
 """
 
 from __future__ import annotations
@@ -9,20 +11,83 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+import numpy as np
 
 from onnxvis.errors import OnnxvisError
 
 if TYPE_CHECKING:
     from onnxvis.fmaps import FeatureMaps
+    from onnxvis.grids import KernelPicture
     from onnxvis.layers import ConvLayer
     from onnxvis.output import OutputDir
 
 Log = Callable[[str], None]
 
+FORMATS = ("png", "tensorboard")
+
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"png,tensorboard"`` (or a sequence of names) -> ``("png", "tensorboard")``, checked."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        if item not in FORMATS:
+            raise OnnxvisError(f"unknown output format {item!r}; choose from {', '.join(FORMATS)}, e.g. --format png,tensorboard")
+        if item not in chosen:
+            chosen.append(item)
+    if not chosen:
+        raise OnnxvisError(f"no output format given; choose from {', '.join(FORMATS)}")
+    return tuple(chosen)
+
+
+class Sinks:
+    """Where finished pictures go: PNG files and/or one TensorBoard event file.
+
+    Each picture is encoded as PNG once; the PNG file and the TensorBoard image hold the same bytes.
+
+    Args:
+        out: the output folder.
+        formats: "png", "tensorboard" or both.
+        name: names the event file (``events.out.tfevents.<name>.onnxvis``), e.g. "kernels".
+    """
+
+    def __init__(self, out: "OutputDir", formats: str | Sequence[str] = ("png",), name: str = "onnxvis"):
+        formats = parse_formats(formats)
+        self.out = out
+        self.name = name
+        self.png = "png" in formats
+        self.events = None
+        if "tensorboard" in formats:
+            from onnxvis.tensorboard import EventFile
+
+            self.events = EventFile()
+        self.written: list[Path] = []
+
+    def add(self, pixels: np.ndarray, stem: str, tag: str, step: int = 0, subdir: str | None = None) -> None:
+        """One picture: ``stem`` (and ``subdir``) name its PNG, ``tag`` and ``step`` place it in TensorBoard."""
+        from onnxvis.output import encode_png
+
+        data = encode_png(pixels)
+        if self.png:
+            self.written.append(self.out.write_bytes(self.out.path_for(stem, ".png", subdir), data))
+        if self.events is not None:
+            channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+            self.events.add_png(tag, data, pixels.shape[0], pixels.shape[1], channels, step)
+
+    def close(self) -> list[Path]:
+        """Write the event file, if any, and return every path written, in order."""
+        if self.events is not None and self.events.images:
+            self.written.append(self.events.save(self.out, self.name))
+        self.events = None
+        return self.written
 
 
 @dataclass(frozen=True)
@@ -46,6 +111,55 @@ def layer_stem(layer: "ConvLayer") -> str:
     return f"{layer.index:02d}_{layer.name}"
 
 
+def layer_tag(layer: "ConvLayer", kind: str) -> str:
+    """The TensorBoard tag of a layer's picture: ``kind/`` and the PNG's name without ``kind_``."""
+    from onnxvis.output import sanitize
+
+    return f"{kind}/{sanitize(layer_stem(layer))}"
+
+
+def layer_title(layer: "ConvLayer", what: str) -> str:
+    """A picture's title, e.g. ``0 conv1 - kernels 64x3x11x11`` (``what="kernels"`` adds the weight shape)."""
+    if what == "kernels":
+        what += " " + ("x".join(map(str, layer.weight_shape)) if layer.weight_shape else "?")
+    return f"{layer.index} {layer.name} - {what}"
+
+
+def kernel_pixels(
+    weight: np.ndarray, grid: GridOptions = GridOptions(), max_tiles: int | None = None, colormap: str = "grey"
+) -> tuple[np.ndarray, "KernelPicture"]:
+    """A layer's kernel grid as uint8 pixels, and how it was laid out.
+
+    Args:
+        weight: the layer's kernels (O, I, ...).
+        max_tiles: the cap on tiles; None for the default, 0 for no cap.
+        colormap: "grey" (torchvision's picture: RGB for 3 input channels, else grey) or
+            "diverging" (blue negative, white zero, red positive; see :mod:`onnxvis.figures`).
+    """
+    from onnxvis import figures, grids
+
+    figures.check_colormap(colormap)
+    cap = grids.DEFAULT_MAX_TILES if max_tiles is None else (None if max_tiles == 0 else max_tiles)
+    if colormap == "diverging":
+        picture = figures.signed_kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, cap)
+        return figures.diverging_rgb(picture.grid, grid.pad_value), picture
+    picture = grids.kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value, cap)
+    return grids.to_uint8(picture.grid), picture
+
+
+def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap: str = "grey") -> Iterator[tuple[int, np.ndarray]]:
+    """The per-output-channel view (the tutorial's) as (output channel, uint8 pixels) pairs."""
+    from onnxvis import figures, grids
+
+    if figures.check_colormap(colormap) == "diverging":
+        values = figures.signed_kernels(weight, grid.scale_each) if grid.normalize else weight
+        for o, tiles in grids.split_grids(values, None, grid.nrow, grid.padding, False, False, float("nan")):
+            yield o, figures.diverging_rgb(tiles, grid.pad_value)
+        return
+    for o, tiles in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
+        yield o, grids.to_uint8(tiles)
+
+
 def draw_kernels(
     layers: list["ConvLayer"],
     out: "OutputDir",
@@ -53,48 +167,74 @@ def draw_kernels(
     split: bool = False,
     max_tiles: int | None = None,
     log: Log = _stderr,
+    formats: str | Sequence[str] = ("png",),
+    colormap: str = "grey",
+    progress: bool = False,
 ) -> list[Path]:
-    """Write a kernel grid PNG per layer, and with ``split`` the per-output-channel grids.
+    """Write a kernel grid per layer, and with ``split`` the per-output-channel grids.
 
+    PNG files are named ``kernels_<idx>_<layer>.png`` (split: ``kernels_<idx>_<layer>_split/outNNNN.png``).
+    In TensorBoard the grid is the tag ``kernels/<idx>_<layer>`` and the split view the tag
+    ``kernels_split/<idx>_<layer>``, one step per output channel.
     A layer whose weight cannot be read is reported on ``log`` and skipped, unless it is the only one.
+
+    Args:
+        formats: "png", "tensorboard" or both.
+        colormap: "grey" or "diverging" (see :func:`kernel_pixels`).
+        progress: show a progress bar on stderr when it is a terminal.
     """
-    from onnxvis import grids
+    from onnxvis.progress import Progress
     from onnxvis.weights import kernel_weights
 
-    cap = grids.DEFAULT_MAX_TILES if max_tiles is None else (None if max_tiles == 0 else max_tiles)
-    written: list[Path] = []
+    sinks = Sinks(out, formats, "kernels")
     failures: list[OnnxvisError] = []
-    for layer in layers:
-        try:
-            weight = kernel_weights(layer)
-        except OnnxvisError as exc:
-            if len(layers) == 1:
-                raise
-            failures.append(exc)
-            log(f"skipped: {exc}")
-            continue
-        picture = grids.kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value, cap)
-        if picture.truncated:
-            log(
-                f"layer {layer.index} ({layer.name}): drew the first {picture.shown_out_channels} of "
-                f"{picture.total_out_channels} output channels; --max-tiles 0 draws all"
-            )
-        written.append(out.save_png(grids.to_uint8(picture.grid), f"kernels_{layer_stem(layer)}"))
-        if split:
-            subdir = f"kernels_{layer_stem(layer)}_split"
-            for o, tile_grid in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
-                written.append(out.save_png(grids.to_uint8(tile_grid), f"out{o:04d}", subdir))
+    with Progress(len(layers), "kernels", enabled=None if progress else False) as bar:
+        say = bar.write if bar.enabled else log
+        for layer in layers:
+            try:
+                weight = kernel_weights(layer)
+            except OnnxvisError as exc:
+                if len(layers) == 1:
+                    raise
+                failures.append(exc)
+                say(f"skipped: {exc}")
+                bar.advance(layer.name)
+                continue
+            pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
+            if picture.truncated:
+                say(
+                    f"layer {layer.index} ({layer.name}): drew the first {picture.shown_out_channels} of "
+                    f"{picture.total_out_channels} output channels; --max-tiles 0 draws all"
+                )
+            sinks.add(pixels, f"kernels_{layer_stem(layer)}", layer_tag(layer, "kernels"))
+            if split:
+                subdir = f"kernels_{layer_stem(layer)}_split"
+                for o, tiles in split_pixels(weight, grid, colormap):
+                    sinks.add(tiles, f"out{o:04d}", layer_tag(layer, "kernels_split"), step=o, subdir=subdir)
+            bar.advance(layer.name)
+    written = sinks.close()
     if not written and failures:
         raise failures[0]
     return written
 
 
-def draw_fmaps(result: "FeatureMaps", out: "OutputDir", grid: GridOptions = GridOptions(), prefix: str = "fmaps") -> list[Path]:
-    """Write a feature-map grid PNG per layer of ``result``."""
+def draw_fmaps(
+    result: "FeatureMaps",
+    out: "OutputDir",
+    grid: GridOptions = GridOptions(),
+    prefix: str = "fmaps",
+    formats: str | Sequence[str] = ("png",),
+    progress: bool = False,
+) -> list[Path]:
+    """Write a feature-map grid per layer of ``result``: ``<prefix>_<idx>_<layer>.png`` and/or the
+    TensorBoard tag ``<prefix>/<idx>_<layer>``."""
     from onnxvis import grids
+    from onnxvis.progress import Progress
 
-    written = []
-    for layer, maps in result.maps.items():
-        picture = grids.fmap_grid(maps, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value)
-        written.append(out.save_png(grids.to_uint8(picture), f"{prefix}_{layer_stem(layer)}"))
-    return written
+    sinks = Sinks(out, formats, prefix)
+    with Progress(len(result.maps), prefix, enabled=None if progress else False) as bar:
+        for layer, maps in result.maps.items():
+            picture = grids.fmap_grid(maps, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value)
+            sinks.add(grids.to_uint8(picture), f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix))
+            bar.advance(layer.name)
+    return sinks.close()

@@ -1,0 +1,524 @@
+"""One self-contained HTML report of a model: summary, weight statistics, kernels, feature maps, predictions.
+
+Everything is inside the one file: pictures are PNG (and the photos JPEG) data URLs, charts are
+inline SVG, the style sheet is inline, and there is no script. A Content-Security-Policy in the page
+forbids fetching anything, so the report opens the same offline, from e-mail or from a CI artefact.
+
+The pictures are the ones the ``kernels`` and ``fmaps`` commands write, made by the same functions
+(:func:`onnxvis.render.kernel_pixels`, :func:`onnxvis.grids.fmap_grid`). To keep the file a sensible
+size on big models, kernel grids are capped at :data:`REPORT_MAX_TILES` tiles per layer (the first
+output channels; ``--max-tiles`` changes it) and each picture says when it is cut.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import numpy as np
+
+from onnxvis.errors import OnnxvisError
+
+if TYPE_CHECKING:
+    from onnxvis.fmaps import FeatureMaps
+    from onnxvis.layers import ConvLayer
+    from onnxvis.model import Model
+    from onnxvis.output import OutputDir
+    from onnxvis.preprocess import Preprocess
+    from onnxvis.render import GridOptions
+
+REPORT_MAX_TILES = 8192
+"""Tiles per kernel grid in a report: VGG16's 512x512 layers show their first 16 filters."""
+DEAD_FRACTION = 0.01
+"""A filter is near-dead when its L2 norm is below this fraction of the median filter norm of its layer."""
+LABELS_KEY = "onnxvis.labels"
+TOP_K = 5
+_THUMBNAIL = 256
+# Feature-map grids wider than this, or with more pixels, are shown at 1/2, 1/3, ... resolution.
+_FMAP_WIDTH = 1024
+_FMAP_PIXELS = 1_000_000
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbers
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    """Statistics of one conv layer's weight.
+
+    Attributes:
+        min, max, mean, std: over all weights.
+        norms: the L2 norm of each filter (``weight[o]``), one per output channel.
+        dead: per filter, whether it is near-dead: its norm is below ``DEAD_FRACTION`` x the layer's
+            median filter norm, or zero.
+    """
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    norms: np.ndarray
+    dead: np.ndarray
+
+    @property
+    def near_dead(self) -> int:
+        return int(np.count_nonzero(self.dead))
+
+
+def weight_stats(weight: np.ndarray) -> WeightStats:
+    w = np.asarray(weight, dtype=np.float32)
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+    dead = (norms < DEAD_FRACTION * np.median(norms)) | (norms == 0)
+    return WeightStats(float(flat.min()), float(flat.max()), float(flat.mean()), float(flat.std()), norms, dead)
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """Per-channel statistics of one layer's feature maps for one image (arrays of length C)."""
+
+    min: np.ndarray
+    max: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    positive: np.ndarray  # fraction of values > 0
+
+    @property
+    def silent(self) -> int:
+        """Channels with no positive value: all zero after a ReLU."""
+        return int(np.count_nonzero(self.max <= 0))
+
+
+def activation_stats(maps: np.ndarray) -> ActivationStats:
+    flat = np.asarray(maps, dtype=np.float32).reshape(maps.shape[0], -1)
+    return ActivationStats(
+        flat.min(axis=1), flat.max(axis=1), flat.mean(axis=1, dtype=np.float64), flat.std(axis=1, dtype=np.float64),
+        (flat > 0).mean(axis=1),
+    )
+
+
+def labels_from_metadata(metadata: dict[str, str]) -> list[str] | None:
+    """The class names our exporter stores under ``onnxvis.labels`` (a JSON list), or None."""
+    text = metadata.get(LABELS_KEY)
+    if text is None:
+        return None
+    try:
+        labels = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(labels, list) or not labels:
+        return None
+    return [str(label) for label in labels]
+
+
+def top_k(scores: np.ndarray, labels: Sequence[str], k: int = TOP_K) -> list[tuple[int, str, float]]:
+    """The k best classes as (index, name, probability).
+
+    Scores that are already probabilities (in [0, 1], summing to 1) are kept; others (logits) go
+    through a softmax.
+    """
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if values.min() >= 0 and values.max() <= 1 and abs(values.sum() - 1) < 1e-3:
+        probs = values
+    else:
+        shifted = np.exp(values - values.max())
+        probs = shifted / shifted.sum()
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(int(i), labels[i] if i < len(labels) else str(i), float(probs[i])) for i in order]
+
+
+def _class_output(model: "Model", labels: Sequence[str]) -> str | None:
+    """The graph output whose values are one score per label (batch dimension aside)."""
+    from onnxvis.inputs import input_shape
+
+    for output in model.graph.output:
+        shape = input_shape(output)
+        if not shape:
+            continue
+        known = [d for d in shape[1:] if d != 1]
+        if known == [len(labels)] or (len(shape) == 1 and shape[0] == len(labels)):
+            return output.name
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML pieces
+# ------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;background:#fff;margin:0 auto;max-width:1280px;padding:1em 2em 4em}
+h1{font-size:1.6em;margin:.6em 0 .2em}h2{margin-top:1.8em;border-bottom:2px solid #e5e5e5;padding-bottom:.2em}
+h3{margin:1.4em 0 .4em;font-size:1.05em}
+table{border-collapse:collapse;font-size:12px;margin:.4em 0}
+th,td{padding:2px 7px;border-bottom:1px solid #e5e5e5;text-align:right;vertical-align:middle;white-space:nowrap}
+th{background:#f5f5f7;position:sticky;top:0}
+.l{text-align:left}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1.2em;margin:.6em 0}dt{color:#6e6e73}dd{margin:0;word-break:break-word}
+figure{margin:.6em 0 1.4em;overflow-x:auto}figure img{image-rendering:pixelated;border:1px solid #e5e5e5;background:#fafafa;display:block}
+figcaption{color:#6e6e73;font-size:12.5px}
+.photo img{image-rendering:auto}
+.side{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
+.warn{color:#b3261e}.note{color:#6e6e73}
+nav a{margin-right:1em}
+details{margin:.3em 0 1em}summary{cursor:pointer;color:#0066cc}
+.scroll{overflow-x:auto;max-width:100%}
+.bar{display:inline-block;height:10px;background:#0066cc;vertical-align:middle}
+"""
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num(x: float) -> str:
+    if x == 0:
+        return "0"
+    return f"{x:.4g}"
+
+
+def _img(pixels: np.ndarray, alt: str) -> str:
+    from onnxvis.figures import display_scale
+    from onnxvis.output import encode_png
+
+    height, width = pixels.shape[:2]
+    scale = display_scale(width, height)
+    data = base64.b64encode(encode_png(pixels)).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" width="{width * scale}" height="{height * scale}" alt="{_e(alt)}">'
+
+
+def _photo(path: Path) -> str:
+    from onnxvis.preprocess import load_image
+
+    img = load_image(path)
+    img.thumbnail((_THUMBNAIL, _THUMBNAIL))
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=85)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/jpeg;base64,{data}" width="{img.width}" height="{img.height}" alt="{_e(path.name)}">'
+
+
+def _bars_svg(values: np.ndarray, width: int = 150, height: int = 18, marked: np.ndarray | None = None) -> str:
+    """A tiny bar chart as inline SVG: one bar per value, from zero (signed values around a middle line)."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    if values.size == 0:
+        return ""
+    low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))
+    span = (high - low) or 1.0
+    zero = height * high / span
+    step = width / values.size
+    path = []
+    for i, v in enumerate(values):
+        x = (i + 0.5) * step
+        path.append(f"M{x:.1f} {zero:.1f}V{zero - v / span * height:.1f}")
+    stroke = max(0.6, min(4.0, step * 0.8))
+    parts = [f'<path d="{"".join(path)}" stroke="#0066cc" stroke-width="{stroke:.2f}"/>']
+    if marked is not None and marked.any():
+        ticks = "".join(f"M{(i + 0.5) * step:.1f} {height}V{height - 4}" for i in np.flatnonzero(marked))
+        parts.append(f'<path d="{ticks}" stroke="#b3261e" stroke-width="{max(1.0, stroke):.2f}"/>')
+    if low < 0:
+        parts.append(f'<path d="M0 {zero:.1f}H{width}" stroke="#999" stroke-width="0.5"/>')
+    return (
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img">{"".join(parts)}</svg>'
+    )
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> str:
+    def cells(tag: str, row: Sequence[str]) -> str:
+        return "".join(f'<{tag}{" class=l" if i in left else ""}>{c}</{tag}>' for i, c in enumerate(row))
+
+    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
+    return f"<div class=scroll><table><thead><tr>{cells('th', [_e(h) for h in head])}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    layer: "ConvLayer"
+    stats: WeightStats | None
+    picture: str  # HTML of the kernel grid, or the reason there is none
+
+
+def _summary(model: "Model", preprocess_text: str, layers: list["ConvLayer"]) -> str:
+    from onnxvis.inputs import image_input, input_dtype, input_shape, runtime_inputs
+
+    proto = model.proto
+    rows: list[tuple[str, str]] = [
+        ("file", f"{model.path} ({model.path.stat().st_size / 1e6:.1f} MB)"),
+        ("producer", f"{proto.producer_name or '?'} {proto.producer_version}".strip()),
+        ("IR version", str(proto.ir_version)),
+        ("opsets", ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in model.opsets.items())),
+    ]
+    for key in ("onnxvis.source", "onnxvis.weights"):
+        if key in model.metadata:
+            rows.append((key.split(".", 1)[1], model.metadata[key]))
+    for value in runtime_inputs(model):
+        shape = input_shape(value)
+        dims = "x".join("?" if d is None else str(d) for d in shape) if shape is not None else "?"
+        dtype = input_dtype(value)
+        rows.append(("input", f"{value.name} [{dims}] {dtype.name if dtype is not None else '?'}"))
+    try:
+        rows.append(("image input", image_input(model).describe()))
+    except OnnxvisError as exc:
+        rows.append(("image input", f"none: {exc}"))
+    rows.append(("preprocessing", preprocess_text))
+    params = sum(layer.param_count or 0 for layer in layers)
+    rows.append(("conv layers", f"{len(layers)}, {params:,} weights"))
+    labels = labels_from_metadata(model.metadata)
+    rows.append(("labels", f"{len(labels)} classes" if labels else "none in the model"))
+    return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows) + "</dl>"
+
+
+def _layer_table(entries: list[_Layer]) -> str:
+    head = ["#", "name", "op", "weight", "stride", "group", "stored as", "min", "max", "mean", "std",
+            "filter norms", "norm min / median / max", "near-dead"]
+    rows = []
+    for entry in entries:
+        layer, s = entry.layer, entry.stats
+        shape = "x".join(map(str, layer.weight_shape)) if layer.weight_shape else "?"
+        row = [str(layer.index), f'<a href="#k{layer.index}">{_e(layer.name)}</a>', _e(layer.op_type), shape,
+               "x".join(map(str, layer.strides)), str(layer.group), _e(layer.source.describe() if layer.source else "?")]
+        if s is None:
+            row += ["-"] * 7
+        else:
+            median = float(np.median(s.norms))
+            row += [_num(s.min), _num(s.max), _num(s.mean), _num(s.std), _bars_svg(s.norms, marked=s.dead),
+                    f"{_num(float(s.norms.min()))} / {_num(median)} / {_num(float(s.norms.max()))}",
+                    f'<span class="warn">{s.near_dead}</span>' if s.near_dead else "0"]
+        rows.append(row)
+    return _table(head, rows, left=(1, 2, 6))
+
+
+def _norms_details(entries: list[_Layer]) -> str:
+    parts = []
+    for entry in entries:
+        if entry.stats is None:
+            continue
+        values = ", ".join(_num(float(v)) for v in entry.stats.norms)
+        parts.append(f"<p><b>{entry.layer.index} {_e(entry.layer.name)}</b>: {values}</p>")
+    return "<details><summary>the norm of every filter, in order</summary>" + "".join(parts) + "</details>"
+
+
+def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: "GridOptions", max_tiles: int, colormap: str) -> str:
+    from onnxvis.render import kernel_pixels, layer_title
+
+    pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
+    caption = f"{picture.layout}"
+    if picture.truncated:
+        caption += f"; the first {picture.shown_out_channels} of {picture.total_out_channels} filters (--max-tiles)"
+    title = layer_title(layer, "kernels")
+    return f'<figure id="k{layer.index}"><figcaption><b>{_e(title)}</b> - {_e(caption)}</figcaption>{_img(pixels, title)}</figure>'
+
+
+def _shrink(maps: np.ndarray, grid: "GridOptions") -> tuple[np.ndarray, int]:
+    """Average k x k blocks of each map so that the grid is at most about _FMAP_WIDTH pixels wide
+    and _FMAP_PIXELS pixels in all."""
+    if maps.ndim != 3:
+        return maps, 1
+    c, h, w = maps.shape
+    columns = min(grid.nrow, c)
+    width = columns * (w + grid.padding)
+    pixels = c * (h + grid.padding) * (w + grid.padding)
+    k = max(-(-width // _FMAP_WIDTH), int(np.ceil(np.sqrt(pixels / _FMAP_PIXELS))))
+    if k <= 1 or min(h, w) < 2 * k:
+        return maps, 1
+    blocks = maps[:, : h // k * k, : w // k * k].reshape(c, h // k, k, w // k, k)
+    return blocks.mean(axis=(2, 4), dtype=np.float32), k
+
+
+def _activation_table(stats: ActivationStats) -> str:
+    rows = [
+        [str(c), _num(float(stats.min[c])), _num(float(stats.max[c])), _num(float(stats.mean[c])), _num(float(stats.std[c])),
+         f'{stats.positive[c] * 100:.1f}% <span class="bar" style="width:{stats.positive[c] * 60:.0f}px"></span>']
+        for c in range(stats.min.shape[0])
+    ]
+    return _table(["channel", "min", "max", "mean", "std", "> 0"], rows, left=())
+
+
+def _image_section(number: int, result: "FeatureMaps", grid: "GridOptions", predictions: str) -> str:
+    from onnxvis import grids
+    from onnxvis.render import layer_title
+
+    parts = [f'<h2 id="image{number}">Image {number + 1}: {_e(result.image.name)}</h2>',
+             f'<div class=side><figure class="photo">{_photo(result.image)}<figcaption>{_e(result.image)}</figcaption></figure>'
+             f"<div>{predictions}</div></div>",
+             f"<p class=note>preprocessing: {_e(result.preprocess.describe())}; {_e(result.input_spec.describe())}</p>"]
+    for layer, maps in result.maps.items():
+        stats = activation_stats(maps)
+        shown, k = _shrink(maps, grid)
+        pixels = grids.to_uint8(grids.fmap_grid(shown, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value))
+        title = layer_title(layer, "feature maps")
+        shape = "x".join(map(str, maps.shape))
+        silent = f'; <span class="warn">{stats.silent} silent</span> (no value above 0)' if stats.silent else ""
+        scaled = f"<figcaption>shown at 1/{k} resolution (the mean of {k}x{k} blocks); onnxvis fmaps writes them in full</figcaption>" if k > 1 else ""
+        parts.append(
+            f"<h3>{_e(title)}</h3><p class=note>maps {shape}; per-channel mean {_bars_svg(stats.mean, 240, 28)}{silent}</p>"
+            f"<figure>{_img(pixels, title)}{scaled}</figure>"
+            f"<details><summary>activation statistics of the {maps.shape[0]} channels</summary>{_activation_table(stats)}</details>"
+        )
+    return "\n".join(parts)
+
+
+def _predictions(model: "Model", image: str | Path, labels: list[str] | None, run: Callable[[list[str]], dict], log: Log) -> str:
+    """The top-5 table; ``run(outputs)`` runs the whole model on the image."""
+    if not labels:
+        return ""
+    output = _class_output(model, labels)
+    if output is None:
+        return f"<p class=note>The model has {len(labels)} labels but no output with one score per label.</p>"
+    try:
+        scores = run([output])[output]
+    except OnnxvisError as exc:
+        log(f"no predictions for {image}: {exc}")
+        return f"<p class=warn>No predictions: {_e(exc)}</p>"
+    scores = np.asarray(scores)
+    best = top_k(scores[0] if scores.ndim > 1 else scores, labels)
+    rows = [[str(i + 1), _e(name), str(index), f"{p * 100:.2f}%", f'<span class="bar" style="width:{p * 200:.0f}px"></span>']
+            for i, (index, name, p) in enumerate(best)]
+    return f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)})</h3>" + _table(["#", "class", "index", "probability", ""], rows, left=(1, 4))
+
+
+def build_report(
+    model: "Model",
+    images: Sequence[str | Path] = (),
+    fmap_layers: Sequence["ConvLayer"] | None = None,
+    preprocess: "Preprocess | None" = None,
+    layout: str | None = None,
+    grid: "GridOptions | None" = None,
+    colormap: str = "grey",
+    max_tiles: int = REPORT_MAX_TILES,
+    inputs: Mapping[str, "float | np.ndarray"] | None = None,
+    explicit_size: bool = False,
+    progress: bool = False,
+    log: Log = _stderr,
+) -> str:
+    """The report's HTML text.
+
+    Args:
+        model: the opened model.
+        images: photos to run; none gives a report of the weights alone.
+        fmap_layers: the layers whose feature maps are shown (default: the first conv layer).
+        preprocess: overrides the model's metadata or the guess.
+        layout: "NCHW" or "NHWC" to override the detected layout.
+        grid: make_grid options for kernels and feature maps.
+        colormap: "grey" or "diverging", for the kernels.
+        max_tiles: tiles per kernel grid (0: no cap).
+        inputs, explicit_size: as for :func:`onnxvis.fmaps.feature_maps`.
+        progress: show a progress bar on stderr when it is a terminal.
+        log: where messages go.
+
+    Raises:
+        OnnxvisError: the model has no conv layer, or an image cannot be used.
+    """
+    from onnxvis.figures import check_colormap
+    from onnxvis.fmaps import feature_maps, predict
+    from onnxvis.layers import find_conv_layers
+    from onnxvis.progress import Progress
+    from onnxvis.render import GridOptions
+    from onnxvis.weights import kernel_weights
+
+    check_colormap(colormap)
+    grid = grid or GridOptions()
+    layers = find_conv_layers(model)
+    if not layers:
+        raise OnnxvisError(
+            f"{model.path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger), so there is "
+            "nothing to report; 'onnxvis info MODEL' describes its inputs and outputs"
+        )
+    chosen = list(fmap_layers) if fmap_layers else layers[:1]
+    labels = labels_from_metadata(model.metadata)
+    entries: list[_Layer] = []
+    image_parts: list[str] = []
+    preprocess_text = ""
+    with Progress(len(layers) + len(images), "report", enabled=None if progress else False) as bar:
+        say = bar.write if bar.enabled else log
+        for layer in layers:
+            try:
+                weight = kernel_weights(layer)
+            except OnnxvisError as exc:
+                say(f"layer {layer.index} ({layer.name}): no kernels: {exc}")
+                entries.append(_Layer(layer, None, f'<p id="k{layer.index}" class=warn>{layer.index} {_e(layer.name)}: {_e(exc)}</p>'))
+            else:
+                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, weight, grid, max_tiles, colormap)))
+            bar.advance(f"kernels {layer.name}")
+        for number, image in enumerate(images):
+            result = feature_maps(model, image, chosen, preprocess, layout, inputs, explicit_size=explicit_size)
+            preprocess_text = result.preprocess.describe()
+
+            def run(outputs: list[str], image=image) -> dict:
+                return predict(model, image, preprocess, layout, inputs, outputs, explicit_size=explicit_size)
+
+            image_parts.append(_image_section(number, result, grid, _predictions(model, image, labels, run, say)))
+            bar.advance(f"image {Path(image).name}")
+    if not preprocess_text:
+        preprocess_text = _default_preprocess(model, preprocess, layout)
+    return _page(model, preprocess_text, layers, entries, image_parts, colormap)
+
+
+def _default_preprocess(model: "Model", preprocess: "Preprocess | None", layout: str | None) -> str:
+    if preprocess is not None:
+        return preprocess.describe()
+    from onnxvis.inputs import choose_preprocess, image_input
+
+    try:
+        return choose_preprocess(model, image_input(model, layout)).describe()
+    except OnnxvisError as exc:
+        return f"none: {exc}"
+
+
+def _page(model: "Model", preprocess_text: str, layers: list["ConvLayer"], entries: list[_Layer], image_parts: list[str], colormap: str) -> str:
+    title = f"onnxvis report: {model.path.name}"
+    nav = ['<a href="#summary">summary</a>', '<a href="#layers">conv layers</a>', '<a href="#kernels">kernels</a>']
+    nav += [f'<a href="#image{i}">image {i + 1}</a>' for i in range(len(image_parts))]
+    cmap_note = ("Diverging colour map centred on zero: blue negative, white zero, red positive; each tile scaled by its largest magnitude."
+                 if colormap == "diverging" else "Each tile min-max scaled on its own, as torchvision's make_grid(normalize=True, scale_each=True).")
+    images = "\n".join(image_parts) if image_parts else (
+        '<h2 id="images">Feature maps</h2><p class=note>No image given: run <code>onnxvis report MODEL IMAGE ...</code> '
+        "to see feature maps, their statistics and the predictions.</p>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="onnxvis">
+<title>{_e(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+<nav>{" ".join(nav)}</nav>
+<h2 id="summary">Model</h2>
+{_summary(model, preprocess_text, layers)}
+<h2 id="layers">Conv layers and their weights</h2>
+<p class=note>Filter norms: the L2 norm of each output channel's kernel, one bar per filter; a red tick marks a near-dead
+filter (norm below {DEAD_FRACTION:g} of the layer's median filter norm).</p>
+{_layer_table(entries)}
+{_norms_details(entries)}
+<h2 id="kernels">Kernels</h2>
+<p class=note>{_e(cmap_note)}</p>
+{"".join(entry.picture for entry in entries)}
+{images}
+</body></html>
+"""
+
+
+def write_report(out: "OutputDir", text: str, name: str = "report") -> Path:
+    """Write the report as ``<name>.html`` in the output folder, atomically."""
+    return out.write_bytes(out.path_for(name, ".html"), text.encode("utf-8"))
