@@ -171,8 +171,8 @@ def feature_maps(
     maps = {}
     for layer in layers:
         value = np.asarray(values[layer.output_name])
-        if value.ndim < 3:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not feature maps")
+        if value.ndim < 3 or value.size == 0:
+            raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not feature maps; check the model")
         first = value[0]
         if layer.op_type == "NhwcConv":
             first = np.moveaxis(first, -1, 0)

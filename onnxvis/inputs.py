@@ -163,7 +163,13 @@ def _describe_value(value: "onnx.ValueInfoProto") -> str:
         return f"{value.name!r} ({kind.replace('_type', '')})"
     from onnx import TensorProto
 
-    type_name = dtype.name if dtype is not None else TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()
+    elem_type = value.type.tensor_type.elem_type
+    if dtype is not None:
+        type_name = dtype.name
+    elif elem_type in TensorProto.DataType.values():
+        type_name = TensorProto.DataType.Name(elem_type).lower()
+    else:  # a damaged file
+        type_name = f"unknown type {elem_type}"
     dims = "?" if shape is None else "x".join("?" if d is None else str(d) for d in shape)
     return f"{value.name!r} [{dims}] {type_name}"
 

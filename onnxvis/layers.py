@@ -131,11 +131,22 @@ def _attributes(node: "onnx.NodeProto") -> dict:
     from onnx import helper
 
     wanted = {"strides", "pads", "dilations", "group", "kernel_shape", "auto_pad", "activation"}
+    int_lists = {"strides", "pads", "dilations", "kernel_shape"}
     out = {}
     for attr in node.attribute:
         if attr.name in wanted:
-            value = helper.get_attribute_value(attr)
-            out[attr.name] = value.decode() if isinstance(value, bytes) else (tuple(value) if isinstance(value, list) else value)
+            try:
+                value = helper.get_attribute_value(attr)
+            except Exception:  # an attribute of undefined type in a damaged file
+                continue
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else (tuple(value) if isinstance(value, list) else value)
+            # A damaged or hand-made file can hold any type (strides as a float, group as a list):
+            # keep only the types ONNX defines, so that the properties above cannot fail.
+            if attr.name in int_lists and not (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
+                continue
+            if attr.name == "group" and not isinstance(value, int):
+                continue
+            out[attr.name] = value
     return out
 
 

@@ -553,7 +553,7 @@ def to_layout(chw: np.ndarray, layout: str = "NCHW", dtype: Any = np.float32) ->
         A C-contiguous ``(1, C, H, W)`` or ``(1, H, W, C)`` array of ``dtype``.
 
     Raises:
-        OnnxvisError: the layout is unknown.
+        OnnxvisError: the layout is unknown, or ``dtype`` is neither a float nor an integer type.
     """
     chw = np.asarray(chw)
     if chw.ndim != 3:
@@ -567,5 +567,5 @@ def to_layout(chw: np.ndarray, layout: str = "NCHW", dtype: Any = np.float32) ->
         info = np.iinfo(dtype)
         x = np.clip(np.rint(x), info.min, info.max)
     elif not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"unsupported input dtype {dtype}; expected a float or integer type")
+        raise OnnxvisError(f"the model's input is of type {dtype}, which an image cannot be turned into; give a model whose input is a float or integer image")
     return np.ascontiguousarray(x[None].astype(dtype, copy=False))

@@ -609,7 +609,7 @@ def _evaluate(model: "Model", nodes, leaves, name: str) -> np.ndarray:
 
 def _trace_computed(model: "Model", scope: GraphIndex, name: str) -> WeightSource:
     nodes, leaves, runtime = _ancestors(scope, name)
-    ops = sorted({n.op_type for _, n in nodes})
+    ops = sorted({str(n.op_type) for _, n in nodes})  # str(): a damaged file can hold a non-UTF-8 (bytes) op type
     what = f"computed by {', '.join(ops)}" if ops else "computed"
     if runtime:
         return WeightSource("runtime input", f"{what} from the run-time input {sorted(runtime)[0]!r}", None)
@@ -671,6 +671,10 @@ def kernel_weights(layer: "ConvLayer") -> np.ndarray:
     if weight.ndim < 3:
         raise OnnxvisError(
             f"layer {layer.index} ({layer.name}) has a weight of shape {weight.shape}; a conv weight has at least 3 dimensions"
+        )
+    if weight.size == 0:
+        raise OnnxvisError(
+            f"layer {layer.index} ({layer.name}) has an empty weight of shape {weight.shape}; the file is damaged, export it again"
         )
     if layer.op_type == "ConvTranspose":
         group = layer.group
