@@ -17,8 +17,10 @@ skeleton never half-holds data: code that wants values must ask for them. Data i
 attributes (``Constant`` nodes, subgraph initializers) and in ``training_info`` / ``functions``
 is not touched and stays in the skeleton.
 
-The scanner only reads tags and lengths: a 500 MB file is mapped with ``mmap`` and the pages of
-the weight bytes are never touched. Every length is checked against the end of its enclosing
+The scanner only reads tags and lengths: :func:`scan_file` reads a 500 MB file with ``pread`` in
+small blocks, only where the scan looks, so the weight bytes are never read. (Not a memory map:
+each fault on a map of a cached file can bring in a whole large folio, and those count towards the
+process's memory: 22 MB for the 33 tensor headers of VGG16.) Every length is checked against the end of its enclosing
 message (and so against the file size) before use, so garbage claiming huge lengths costs nothing.
 Any malformed wire data raises :class:`WireFormatError` (internal; ``onnxvis.model`` turns it into
 an ``OnnxvisError`` for the user).
@@ -31,7 +33,6 @@ uint64_data 11, doc_string 12, external_data 13, data_location 14, metadata_prop
 
 from __future__ import annotations
 
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,8 +250,57 @@ def scan(buf) -> ScanResult:
     return ScanResult(skeleton=out.finish(end), initializers=spans, graph_count=graphs)
 
 
+class _FileBytes:
+    """The bytes of an open file, read on demand with ``pread``: what :func:`scan` needs of a buffer.
+
+    Single bytes come from a few cached blocks (the scan reads tags and lengths close together);
+    slices (the parts copied into the skeleton) are read directly. A file that shrinks under the
+    scan gives an IndexError, which :func:`scan` reports as a WireFormatError.
+    """
+
+    _BLOCK = 1 << 14
+    _MAX_BLOCKS = 8
+
+    def __init__(self, fd: int, size: int):
+        self._fd = fd
+        self._size = size
+        self._blocks: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._size)
+            if step != 1:
+                raise ValueError("only contiguous slices")
+            return self._read(start, stop - start) if stop > start else b""
+        if key < 0:
+            key += self._size
+        if not 0 <= key < self._size:
+            raise IndexError(f"byte {key} is outside the file")
+        index, offset = divmod(key, self._BLOCK)
+        block = self._blocks.get(index)
+        if block is None:
+            if len(self._blocks) >= self._MAX_BLOCKS:
+                self._blocks.clear()
+            block = self._blocks[index] = os.pread(self._fd, self._BLOCK, index * self._BLOCK)
+        return block[offset]
+
+    def _read(self, start: int, length: int) -> bytes:
+        parts = []
+        while length > 0:
+            chunk = os.pread(self._fd, length, start)
+            if not chunk:
+                raise IndexError(f"the file ended before byte {start + length}")
+            parts.append(chunk)
+            start += len(chunk)
+            length -= len(chunk)
+        return b"".join(parts)
+
+
 def scan_file(path: str | os.PathLike) -> tuple[ScanResult, os.stat_result]:
-    """Scan the file at ``path`` through a read-only memory map, closed before returning.
+    """Scan the file at ``path``, reading only the bytes the scan needs; the file is closed on return.
 
     Returns the scan and the ``os.stat_result`` of the opened file (to notice later changes).
     Raises OSError for I/O problems and WireFormatError for malformed content; an empty file is
@@ -260,14 +310,6 @@ def scan_file(path: str | os.PathLike) -> tuple[ScanResult, os.stat_result]:
         st = os.fstat(f.fileno())
         if st.st_size == 0:
             raise WireFormatError("the file is empty")
-        try:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):  # a file system without mmap: read it (slow, but correct)
+        if not hasattr(os, "pread"):  # Windows: read it all (slow for big files, but correct)
             return scan(f.read()), st
-        try:
-            if hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-                # Sparse access (a header here, a header 400 MB later): no read-ahead of weights.
-                mm.madvise(mmap.MADV_RANDOM)
-            return scan(mm), st
-        finally:
-            mm.close()
+        return scan(_FileBytes(f.fileno(), st.st_size)), st

@@ -3,11 +3,11 @@
 Callers ask :class:`Model` for the graph structure and for named tensors; they never see how the
 bytes are read.
 
-How it stays fast on big files (VGG16's ONNX is 528 MB): :meth:`Model.open` maps the file and
-walks only the protobuf tags and lengths (:mod:`onnxvis._protoscan`), building a small "skeleton"
+How it stays fast on big files (VGG16's ONNX is 528 MB): :meth:`Model.open` reads only the
+protobuf tags and lengths (:mod:`onnxvis._protoscan`), building a small "skeleton"
 ModelProto in which the top-level initializers have no data. :meth:`Model.tensor` then reads the
 bytes of just that one tensor from the file (or from its external data file) and decodes them.
-No file handle or memory map stays open between calls: each read reopens the file and checks
+No file handle stays open between calls: each read reopens the file and checks
 that it has not changed since :meth:`Model.open`.
 """
 
