@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from onnxvis.errors import OnnxvisError
+from onnxvis.errors import OnnxvisError, one_line, printable
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 
 DESCRIPTION = """\
 See what a convolutional network learned, from its ONNX file alone: the kernels of its conv layers
@@ -32,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake as one line, like every other onnxvis error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"onnxvis: error: {message}; see '{self.prog} --help'\n")
+        sys.stderr.write(f"onnxvis: error: {one_line(message)}; see '{self.prog} --help'\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -300,10 +301,10 @@ def _layer_rows(layers) -> list[str]:
             where += " [stored in x out/group; drawn per output channel]"
         if layer.fused_activation:
             where += f" [{layer.fused_activation} fused: maps are after it]"
-        rows.append(
+        rows.append(printable(
             f"{layer.index:>3}  {layer.name:<28} {layer.op_type:<12} {shape:<16} {_fmt_tuple(layer.strides):<7} "
             f"{','.join(map(str, layer.pads)):<9} {layer.group:>5} {params:>10}  {layer.source.describe()}{where}"
-        )
+        ))
     return rows
 
 
@@ -313,7 +314,10 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
     layers = find_conv_layers(Model.open(args.model))
     if not layers:
-        raise OnnxvisError(f"{args.model} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger)")
+        raise OnnxvisError(
+            f"{args.model} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); "
+            "onnxvis draws conv layers only, check that this is the model you meant"
+        )
     print("\n".join(_layer_rows(layers)))
 
 
@@ -384,7 +388,7 @@ def _info_lines(model) -> list[str]:
 def cmd_info(args: argparse.Namespace) -> None:
     from onnxvis.model import Model
 
-    print("\n".join(_info_lines(Model.open(args.model))))
+    print("\n".join(printable(line) for line in _info_lines(Model.open(args.model))))
 
 
 def cmd_kernels(args: argparse.Namespace) -> None:
@@ -406,7 +410,7 @@ def cmd_kernels(args: argparse.Namespace) -> None:
     )
 
 
-def _preprocess_from_args(args: argparse.Namespace, model, spec):
+def _preprocess_from_args(args: argparse.Namespace, model, spec, notes: list | None = None):
     from onnxvis.inputs import GUESS_HINT, explain_preprocess
 
     choice = explain_preprocess(model, spec, args.preset)
@@ -431,7 +435,11 @@ def _preprocess_from_args(args: argparse.Namespace, model, spec):
         changes["name"] = f"{chosen.name} + flags"
         chosen = chosen.replace(**changes)
     elif choice.guessed:
-        print(f"note: the preprocessing is {choice.origin}; {GUESS_HINT}", file=sys.stderr)
+        note = f"note: the preprocessing is {choice.origin}; {GUESS_HINT}"
+        if notes is None:
+            print(note, file=sys.stderr)
+        else:  # printed by the caller once the run worked, so that an error stays one line
+            notes.append(note)
     return chosen
 
 
@@ -449,18 +457,23 @@ def cmd_fmaps(args: argparse.Namespace) -> None:
     grid = _grid_options(args)
     formats = _formats(args)
     spec = image_input(model, args.layout)
-    preprocess = _preprocess_from_args(args, model, spec)
+    notes: list[str] = []
+    preprocess = _preprocess_from_args(args, model, spec, notes)
     from onnxvis.inputs import parse_input_values
 
     explicit_size = args.resize is not None or args.crop is not None
+    out = _output_dir(args, model.name, [model.path, image])  # a bad -o fails before the run
     result = feature_maps(
         model, image, chosen, preprocess, args.layout, parse_input_values(args.inputs), explicit_size=explicit_size
     )
+    written = draw_fmaps(result, out, grid, formats=formats, progress=True)
+    # What was assumed, once it all worked: a failure above stays one line.
+    for note in notes:
+        print(note, file=sys.stderr)
     print(f"image: {image}", file=sys.stderr)
     print(f"{result.input_spec.describe()}", file=sys.stderr)
     print(f"preprocessing: {result.preprocess.describe()}", file=sys.stderr)
-    out = _output_dir(args, model.name, [model.path, image])
-    _print_paths(draw_fmaps(result, out, grid, formats=formats, progress=True))
+    _print_paths(written)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -512,20 +525,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    # Paths are printed as the OS gave them, even when they are not valid in the locale's encoding.
+    restore = _stdout_errors("surrogateescape")
     try:
         COMMANDS[args.command](args)
     except OnnxvisError as exc:
         if args.debug:
             raise
-        message = " ".join(str(exc).split())
-        print(f"onnxvis: error: {message}", file=sys.stderr)
+        print(f"onnxvis: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("onnxvis: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        if args.debug:
+            raise
+        print(
+            "onnxvis: error: out of memory: the model or the image is too large for this machine; "
+            "choose fewer layers with --layers, a smaller image, or a smaller --resize",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except Exception as exc:  # a bug in onnxvis: still one line, the traceback only with --debug
+        if args.debug:
+            raise
+        print(
+            f"onnxvis: error: internal error ({one_line(f'{type(exc).__name__}: {exc}')[:300]}); this is a bug "
+            "in onnxvis: please report it with the output of the same command run with --debug",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+    finally:
+        restore()
     return 0
+
+
+def _stdout_errors(errors: str):
+    """Set the error handler of stdout; returns a function that puts the old one back."""
+    stream = sys.stdout
+    old = getattr(stream, "errors", None)
+    if old is None or not hasattr(stream, "reconfigure"):
+        return lambda: None
+    try:
+        stream.reconfigure(errors=errors)
+    except (ValueError, OSError):  # a closed or detached stream
+        return lambda: None
+
+    def restore() -> None:
+        try:
+            stream.reconfigure(errors=old)
+        except (ValueError, OSError):
+            pass
+
+    return restore
 
 
 if __name__ == "__main__":
