@@ -157,16 +157,10 @@ class Picture:
 
         return save_png(self.pixels, path)
 
-    def html(self, scale: int | None = None) -> str:
-        """An ``<figure>`` with the picture embedded as a data URL and its title as caption."""
-        height, width = self.pixels.shape[:2]
-        scale = scale or display_scale(width, height)
-        data = base64.b64encode(self.png()).decode("ascii")
-        return (
-            f'<figure style="margin:0 0 1em 0"><img src="data:image/png;base64,{data}" '
-            f'width="{width * scale}" height="{height * scale}" style="image-rendering:pixelated;max-width:100%;height:auto" '
-            f'alt="{html.escape(self.title)}"><figcaption>{html.escape(self.title)}</figcaption></figure>'
-        )
+    def html(self) -> str:
+        """A ``<figure>``: the picture embedded as a data URL (:func:`img_tag`), its title as caption."""
+        title = html.escape(self.title)
+        return f'<figure style="margin:0 0 1em 0">{img_tag(self.pixels, self.title)}<figcaption>{title}</figcaption></figure>'
 
 
 class Pictures(list):
@@ -179,6 +173,19 @@ class Pictures(list):
 def display_scale(width: int, height: int, target: int = 384, most: int = 8) -> int:
     """A whole-number zoom that shows a small grid at about ``target`` pixels, sharp and undistorted."""
     return int(max(1, min(most, target // max(1, width, height))))
+
+
+def img_tag(pixels: np.ndarray, alt: str) -> str:
+    """An ``<img>`` holding ``pixels`` as a PNG data URL, zoomed by :func:`display_scale`, drawn sharp."""
+    from onnxvis.output import encode_png
+
+    height, width = pixels.shape[:2]
+    scale = display_scale(width, height)
+    data = base64.b64encode(encode_png(pixels)).decode("ascii")
+    return (
+        f'<img src="data:image/png;base64,{data}" width="{width * scale}" height="{height * scale}" '
+        f'style="image-rendering:pixelated" alt="{html.escape(alt)}">'
+    )
 
 
 def _open(model: "str | Path | Model") -> "Model":

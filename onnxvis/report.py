@@ -192,16 +192,6 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _img(pixels: np.ndarray, alt: str) -> str:
-    from onnxvis.figures import display_scale
-    from onnxvis.output import encode_png
-
-    height, width = pixels.shape[:2]
-    scale = display_scale(width, height)
-    data = base64.b64encode(encode_png(pixels)).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" width="{width * scale}" height="{height * scale}" alt="{_e(alt)}">'
-
-
 def _photo(path: Path) -> str:
     from onnxvis.preprocess import load_image
 
@@ -320,6 +310,7 @@ def _norms_details(entries: list[_Layer]) -> str:
 
 
 def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: "GridOptions", max_tiles: int, colormap: str) -> str:
+    from onnxvis.figures import img_tag
     from onnxvis.render import kernel_pixels, layer_title
 
     pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
@@ -327,7 +318,7 @@ def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: "GridOptions",
     if picture.truncated:
         caption += f"; the first {picture.shown_out_channels} of {picture.total_out_channels} filters (--max-tiles)"
     title = layer_title(layer, "kernels")
-    return f'<figure id="k{layer.index}"><figcaption><b>{_e(title)}</b> - {_e(caption)}</figcaption>{_img(pixels, title)}</figure>'
+    return f'<figure id="k{layer.index}"><figcaption><b>{_e(title)}</b> - {_e(caption)}</figcaption>{img_tag(pixels, title)}</figure>'
 
 
 def _shrink(maps: np.ndarray, grid: "GridOptions") -> tuple[np.ndarray, int]:
@@ -357,6 +348,7 @@ def _activation_table(stats: ActivationStats) -> str:
 
 def _image_section(number: int, result: "FeatureMaps", grid: "GridOptions", predictions: str) -> str:
     from onnxvis import grids
+    from onnxvis.figures import img_tag
     from onnxvis.render import layer_title
 
     parts = [f'<h2 id="image{number}">Image {number + 1}: {_e(result.image.name)}</h2>',
@@ -373,7 +365,7 @@ def _image_section(number: int, result: "FeatureMaps", grid: "GridOptions", pred
         scaled = f"<figcaption>shown at 1/{k} resolution (the mean of {k}x{k} blocks); onnxvis fmaps writes them in full</figcaption>" if k > 1 else ""
         parts.append(
             f"<h3>{_e(title)}</h3><p class=note>maps {shape}; per-channel mean {_bars_svg(stats.mean, 240, 28)}{silent}</p>"
-            f"<figure>{_img(pixels, title)}{scaled}</figure>"
+            f"<figure>{img_tag(pixels, title)}{scaled}</figure>"
             f"<details><summary>activation statistics of the {maps.shape[0]} channels</summary>{_activation_table(stats)}</details>"
         )
     return "\n".join(parts)
