@@ -336,11 +336,12 @@ def size_multiple(model: "Model") -> tuple[int, str]:
         if node.op_type in _NEEDS_MULTIPLE and upsamples is None:
             upsamples = node.op_type
         if node.op_type in _DOWNSAMPLING and node.op_type != "ConvTranspose":
-            strides = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "strides"), None)
-            if strides:
-                f *= max(int(s) for s in strides)
+            strides = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "strides"), None)
+            if isinstance(strides, list) and strides and all(isinstance(s, int) for s in strides):  # a damaged file can hold anything
+                f *= max(1, max(strides))
         elif node.op_type == "SpaceToDepth":
-            f *= int(next((helper.get_attribute_value(a) for a in node.attribute if a.name == "blocksize"), 1))
+            blocksize = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "blocksize"), 1)
+            f *= max(1, blocksize) if isinstance(blocksize, int) else 1
         for out in node.output:
             if out:
                 factor[out] = f

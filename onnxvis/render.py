@@ -188,6 +188,8 @@ def draw_kernels(
 
     sinks = Sinks(out, formats, "kernels")
     failures: list[OnnxvisError] = []
+    # "skipped" notes wait until a layer is drawn: when none is, the error alone is shown, on one line.
+    pending: list[str] | None = []
     with Progress(len(layers), "kernels", enabled=None if progress else False) as bar:
         say = bar.write if bar.enabled else log
         for layer in layers:
@@ -197,9 +199,15 @@ def draw_kernels(
                 if len(layers) == 1:
                     raise
                 failures.append(exc)
-                say(f"skipped: {exc}")
+                if pending is None:
+                    say(f"skipped: {exc}")
+                else:
+                    pending.append(f"skipped: {exc}")
                 bar.advance(layer.name)
                 continue
+            for note in pending or ():
+                say(note)
+            pending = None
             pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
             if picture.truncated:
                 say(
@@ -209,7 +217,8 @@ def draw_kernels(
             sinks.add(pixels, f"kernels_{layer_stem(layer)}", layer_tag(layer, "kernels"))
             if split:
                 subdir = f"kernels_{layer_stem(layer)}_split"
-                for o, tiles in split_pixels(weight, grid, colormap):
+                # the same output channels as the grid: --max-tiles bounds the files written too
+                for o, tiles in split_pixels(weight[: picture.shown_out_channels], grid, colormap):
                     sinks.add(tiles, f"out{o:04d}", layer_tag(layer, "kernels_split"), step=o, subdir=subdir)
             bar.advance(layer.name)
     written = sinks.close()

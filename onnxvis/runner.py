@@ -199,8 +199,10 @@ def session_options(data_folder: str | None = None):
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
     # Fatal only: onnxruntime's own error lines would go to stderr beside the one-line
-    # OnnxvisError that run_tensors raises for the same failure.
+    # OnnxvisError that run_tensors raises for the same failure. Its default logger (used by the
+    # allocator, e.g. for a tensor whose size overflows) is set too.
     options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
     # Threads that finish their share go to sleep instead of spinning: on a busy machine spinning
     # burns CPU time that the process's other work (or other processes) needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

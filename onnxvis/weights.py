@@ -292,7 +292,10 @@ def _trace_pass(model: "Model", scope: GraphIndex, node: "onnx.NodeProto", depth
     if op == "Identity":
         return inner._with(detail=detail)
     if op == "Cast":
-        target = _np_dtype(_attr(node, "to"))
+        try:
+            target = _np_dtype(_attr(node, "to"))
+        except Exception:  # no "to", or not a type numpy has: a damaged file
+            return WeightSource("unknown", f"a Cast to the invalid type {_attr(node, 'to')!r}", None, inner.dtype)
         return inner._with(detail=detail, _load=lambda: inner._load().astype(target))
     if op == "CastLike":
         like = extra[0]
