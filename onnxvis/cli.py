@@ -489,8 +489,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     layers = select_layers(find_conv_layers(model), args.layers, default="first")
     images = [Path(image) for image in args.images]
     preprocess = None
+    notes: list[str] = []
     if images:
-        preprocess = _preprocess_from_args(args, model, image_input(model, args.layout))
+        preprocess = _preprocess_from_args(args, model, image_input(model, args.layout), notes)
     out = _output_dir(args, model.name, [model.path, *images])
     text = build_report(
         model,
@@ -505,7 +506,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         explicit_size=args.resize is not None or args.crop is not None,
         progress=True,
     )
-    _print_paths([write_report(out, text)])
+    written = write_report(out, text)
+    for note in notes:  # once it worked: a failure above stays one line
+        print(note, file=sys.stderr)
+    _print_paths([written])
 
 
 COMMANDS = {

@@ -16,6 +16,9 @@ import numpy as np
 
 from onnxvis.errors import OnnxvisError
 
+# A model with a fixed batch gets the image repeated to fill it, up to this many bytes.
+_MAX_BATCH_BYTES = 1 << 30
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -103,6 +106,11 @@ def prepare_input(
         )
     array = pp.to_layout(chw, spec.layout, spec.dtype)
     if spec.batch is not None and spec.batch > 1:
+        if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
+            raise OnnxvisError(
+                f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
+                f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
+            )
         array = np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
     return spec, chosen, array
 

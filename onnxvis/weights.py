@@ -671,9 +671,10 @@ def kernel_weights(layer: "ConvLayer") -> np.ndarray:
         weight = layer.source.load()
     except OnnxvisError as exc:
         raise OnnxvisError(f"layer {layer.index} ({layer.name}): {exc}") from None
-    if weight.ndim < 3:
+    if not 3 <= weight.ndim <= 5:
         raise OnnxvisError(
-            f"layer {layer.index} ({layer.name}) has a weight of shape {weight.shape}; a conv weight has at least 3 dimensions"
+            f"layer {layer.index} ({layer.name}) has a weight of shape {weight.shape}; a conv weight has 3 to 5 "
+            "dimensions (1-D to 3-D kernels), check the model"
         )
     if weight.size == 0:
         raise OnnxvisError(

@@ -612,6 +612,14 @@ def test_bad_image(box, kind):
     assert rss < 1_000_000_000, f"{rss / 1e6:.0f} MB for a bad image"
 
 
+@pytest.mark.parametrize("kind", ["missing", "truncated jpeg", "bomb 40000x40000"])
+def test_bad_image_in_a_report(box, kind):
+    model = _rgb_model(box.inputs / "m.onnx")
+    done = box.run("report", model, _photo(box), _bad_image(box, kind))
+    assert_user_error(done, BAD_IMAGES[kind].replace("40000x40000", "(40000x40000|too many pixels)"))
+    assert box.outputs() == []
+
+
 def _fmaps_pixels(box: Sandbox, image: Path, model: Path, *extra: str) -> np.ndarray:
     out = box.root / f"out-{image.stem}-{len(list(box.root.glob('out-*')))}"
     done = run_onnxvis("fmaps", model, image, *extra, "-o", out, cwd=box.cwd)
