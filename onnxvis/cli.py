@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="draw at most N tiles per layer, cutting to the first output channels (default 65536; 0 = no cap)",
+        help="draw at most N tiles per layer, cutting to the first output channels (default 262144, a VGG16 layer in full; 0 = no cap)",
     )
     _add_colormap(p)
     _add_formats(p)
