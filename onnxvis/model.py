@@ -46,6 +46,29 @@ def _np_dtype_for_raw(data_type: int) -> np.dtype | None:
         return None
 
 
+def _first_non_utf8_string(message: "onnx.ModelProto") -> str | None:
+    """The path of the first string field that is not valid UTF-8, or None.
+
+    protobuf's proto2 parser lets such bytes through, and every name, op type or producer would
+    then reach the rest of onnxvis as ``bytes`` instead of ``str``.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list[tuple[str, object]] = [("model", message)]
+    while stack:
+        where, msg = stack.pop()
+        for field, value in msg.ListFields():  # type: ignore[attr-defined]
+            # protobuf 5.28+ has is_repeated; protobuf 7 dropped label
+            repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
+            values = value if repeated else [value]
+            if field.type == FieldDescriptor.TYPE_STRING:
+                if any(not isinstance(v, str) for v in values):
+                    return f"{where}.{field.name}"
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                stack.extend((f"{where}.{field.name}", v) for v in values)
+    return None
+
+
 def _looks_like_text(head: bytes) -> bool:
     if not head:
         return False
@@ -157,6 +180,12 @@ class Model:
         if not proto.graph.node:
             raise _not_an_onnx_model(
                 path, "", OnnxvisError(f"{path} has an empty ONNX graph (no nodes); check that it is the whole model")
+            )
+        bad_text = _first_non_utf8_string(proto)
+        if bad_text is not None:
+            raise OnnxvisError(
+                f"{path} is damaged: its field {bad_text!r} is not UTF-8 text, as ONNX requires; "
+                "export or download the model again"
             )
         inits = list(proto.graph.initializer)
         if len(inits) != len(scan.initializers):  # cannot happen for bytes protobuf accepted

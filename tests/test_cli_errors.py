@@ -999,21 +999,15 @@ def _non_utf8_model(path: Path, where: str) -> Path:
     return path
 
 
-_NON_UTF8_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="known bug for onnxvis/model.py: Model.open accepts string fields that are not UTF-8, and the "
-    "bytes it then hands out crash layers/info/fmaps (TypeError, UnicodeDecodeError); it should refuse "
-    "the file with an OnnxvisError. tests/test_fuzz.py skips such models (assume) until this is fixed.",
-)
 
 
 @pytest.mark.parametrize(
     "command, where",
     [
-        pytest.param("layers", "node name", marks=_NON_UTF8_BUG),
-        pytest.param("info", "node name", marks=_NON_UTF8_BUG),
-        pytest.param("info", "producer", marks=_NON_UTF8_BUG),
-        pytest.param("fmaps", "producer", marks=_NON_UTF8_BUG),
+        ("layers", "node name"),
+        ("info", "node name"),
+        ("info", "producer"),
+        ("fmaps", "producer"),
         ("layers", "producer"),
         ("fmaps", "node name"),
         ("kernels", "node name"),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ASSETS, ROOT
@@ -45,13 +45,6 @@ PHOTO = ASSETS / "images" / "skimage_chelsea.png"
 HANG_GUARD_SECONDS = 300
 
 pytestmark = pytest.mark.skipif(not MODELS, reason=f"real models not found in {ASSETS / 'models'}")
-
-# Known bug, left out of the two model tests below until it is fixed: a string field that is not
-# valid UTF-8 (a node name, an op type, the producer) reaches the code as bytes and crashes it in
-# many places; Model.open should refuse such a model (ONNX strings are UTF-8). The strict xfail
-# test_non_utf8_names_in_a_model in tests/test_cli_errors.py fails once that is fixed: then remove
-# it and these two assume() calls.
-_KNOWN_BUG = "non-UTF-8 strings in a model"
 
 FUZZ = dict(
     deadline=None,
@@ -91,7 +84,6 @@ model_names = st.sampled_from(sorted(MODELS) or ["none"])
 def test_mutated_models_through_the_cli(name, rng):
     donors = [MODELS[n] for n in rng.sample(sorted(MODELS), min(2, len(MODELS)))]
     data = fuzz.mutate_model(MODELS[name], rng, donors)
-    assume(not fuzz.has_non_utf8_strings(data))  # a known bug, see _KNOWN_BUG
     # --split is left out here: on a mutated layer with a million output channels it writes a
     # million files (see the report of issue 6); scripts/fuzz.py keeps it.
     commands = fuzz.model_commands(rng, PHOTO if PHOTO.is_file() else None, split=False)
@@ -110,7 +102,6 @@ def test_byte_mutated_models_through_the_library(name, rng):
     from onnxvis.weights import kernel_weights
 
     data = fuzz.mutate_bytes(MODELS[name], rng, [MODELS[n] for n in sorted(MODELS)[:2]])
-    assume(not fuzz.has_non_utf8_strings(data))  # a known bug, see _KNOWN_BUG
     with tempfile.TemporaryDirectory(prefix="onnxvis-fuzz-") as tmp, hang_guard():
         path = Path(tmp) / "model.onnx"
         path.write_bytes(data)
