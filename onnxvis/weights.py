@@ -42,6 +42,10 @@ _SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}
 _RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 # A weight computed by more nodes than this is not folded.
 _MAX_FOLD_NODES = 500
+# The largest conv weight drawn: 64 Mi values (256 MiB as float32), far above any real conv layer
+# (VGG16's largest is 2.4 Mi). A computed weight (ConstantOfShape of a stored shape) can claim any
+# size in a few bytes of file; past this it is refused before it is made.
+MAX_KERNEL_VALUES = 1 << 26
 # Leaves smaller than this are given to shape inference with their data (shapes, axes, fill values).
 _SMALL_LEAF_BYTES = 1 << 16
 
@@ -199,8 +203,14 @@ def _run_node(model: "Model", node: "onnx.NodeProto", values: list[np.ndarray | 
 
     names = [name for name in node.input]
     feeds = {name: value for name, value in zip(names, values) if name and value is not None}
-    evaluator = ReferenceEvaluator(node, opsets=_opsets(model))
-    return np.asarray(evaluator.run(None, feeds)[0])
+    try:
+        evaluator = ReferenceEvaluator(node, opsets=_opsets(model))
+        return np.asarray(evaluator.run(None, feeds)[0])
+    except Exception as exc:  # the reference implementation raises anything on odd attributes or inputs
+        raise OnnxvisError(
+            f"the weight goes through a {node.op_type} node that cannot be evaluated ({type(exc).__name__}); "
+            "the model is damaged, or uses it in a way onnxvis cannot follow"
+        ) from None
 
 
 def _attr(node: "onnx.NodeProto", name: str, default=None):
@@ -392,6 +402,8 @@ def _scale_text(scale_shape: tuple[int, ...] | None, axis: int, block_size: int 
 
 
 def _trace_dequantize(model: "Model", scope: GraphIndex, node: "onnx.NodeProto", depth: int) -> WeightSource:
+    if len(node.input) < 2 or not node.input[1]:  # a damaged file
+        return WeightSource("unknown", "a DequantizeLinear without its scale input", None)
     stored = _trace_tensor(model, scope, node.input[0], depth + 1)
     scale_src = _trace_tensor(model, scope, node.input[1], depth + 1)
     zp_src = _trace_tensor(model, scope, node.input[2], depth + 1) if len(node.input) > 2 and node.input[2] else None
@@ -654,6 +666,14 @@ def trace_weight(model: "Model", scope: GraphIndex, node: "onnx.NodeProto") -> W
     return _trace_tensor(model, scope, node.input[1])
 
 
+def _check_kernel_size(layer: "ConvLayer", shape: tuple[int, ...] | None) -> None:
+    if shape is not None and math.prod(shape) > MAX_KERNEL_VALUES:
+        raise OnnxvisError(
+            f"layer {layer.index} ({layer.name}) has a weight of shape {_fmt_shape(shape)}, {math.prod(shape):,} values, "
+            f"more than the {MAX_KERNEL_VALUES:,} onnxvis draws; choose other layers with --layers"
+        )
+
+
 def kernel_weights(layer: "ConvLayer") -> np.ndarray:
     """The layer's kernels as float32, one per output channel: (O, I/group, *kernel).
 
@@ -667,10 +687,12 @@ def kernel_weights(layer: "ConvLayer") -> np.ndarray:
     """
     if layer.source is None:
         raise OnnxvisError(f"layer {layer.index} ({layer.name}) has no traced weight")
+    _check_kernel_size(layer, layer.weight_shape)
     try:
         weight = layer.source.load()
     except OnnxvisError as exc:
         raise OnnxvisError(f"layer {layer.index} ({layer.name}): {exc}") from None
+    _check_kernel_size(layer, weight.shape)
     if not 3 <= weight.ndim <= 5:
         raise OnnxvisError(
             f"layer {layer.index} ({layer.name}) has a weight of shape {weight.shape}; a conv weight has 3 to 5 "

@@ -441,6 +441,30 @@ def test_model_claiming_a_huge_input_size_is_refused_not_allocated(box):
     assert rss < 1_000_000_000
 
 
+def test_computed_weight_claiming_gigabytes_is_refused_not_allocated(box):
+    """A 200-byte model whose conv weight is ConstantOfShape([64, 3, 1500, 1500]): 1.7 GB if made."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([64, 3, 1500, 1500], np.int64), "shape")
+    fill = numpy_helper.from_array(np.array([0.02], np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["w"], value=fill), helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = box.inputs / "claims.onnx"
+    onnx.save(model, str(path))
+    assert path.stat().st_size < 500
+    done, rss = _maxrss_run(box, "kernels", path, "-o", box.out)
+    assert_user_error(done, r"64x3x1500x1500, 432,000,000 values, more than .* onnxvis draws; choose other layers")
+    assert rss < 1_000_000_000
+
+
 # ---------------------------------------------------------------------------------- node names
 
 ODD_NAMES = [
