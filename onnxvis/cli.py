@@ -118,7 +118,7 @@ def _add_layers(p: argparse.ArgumentParser, default: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onnxvis", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"onnxvis {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -237,13 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _VersionAction(argparse.Action):
+    """--version that imports nothing until it is asked for."""
 
-    try:
-        return version("onnxvis")
-    except PackageNotFoundError:
-        return "unknown"
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        print(f"onnxvis {_version()}")
+        parser.exit()
+
+
+def _version() -> str:
+    from onnxvis import __version__
+
+    return __version__
 
 
 def _output_dir(args: argparse.Namespace, model_name: str, protect: list) -> "object":
