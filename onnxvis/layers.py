@@ -191,7 +191,7 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
                         domain=node.domain,
                         input_name=node.input[0],
                         weight_name=node.input[weight_input],
-                        output_name=node.output[0],
+                        output_name=node.output[0] if node.output else "",
                         graph_path=path,
                         attributes=_attributes(node),
                         source=trace_weight(model, scope, node),

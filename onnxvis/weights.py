@@ -118,6 +118,7 @@ class GraphIndex:
         self.inputs = {i.name for i in graph.input}
         self.depth = 0 if parent is None else parent.depth + 1
         self._consumers: dict[str, list["onnx.NodeProto"]] | None = None
+        self.traced: dict[str, object] = {}  # node outputs already traced (see _trace_tensor)
 
     @property
     def is_main(self) -> bool:
@@ -250,6 +251,28 @@ def _trace_tensor(model: "Model", scope: GraphIndex, name: str, depth: int = 0) 
     if how == "input":
         where = "the model" if owner.is_main else f"subgraph {owner.path}"
         return WeightSource("runtime input", f"fed at run time as input {name!r} of {where}", None)
+    # Each node output is traced once: a damaged file can make a node read its own output (a cycle),
+    # or chain nodes that each read the one before twice (2^n paths to follow without this).
+    cached = owner.traced.get(name)
+    if cached is _TRACING:
+        return WeightSource("unknown", f"tensor {name!r} depends on itself (a cycle in the graph)", None)
+    if cached is not None:
+        return cached  # type: ignore[return-value]
+    owner.traced[name] = _TRACING
+    try:
+        result = _trace_produced(model, owner, name, depth)
+    except BaseException:
+        owner.traced.pop(name, None)
+        raise
+    owner.traced[name] = result
+    return result
+
+
+_TRACING = object()
+
+
+def _trace_produced(model: "Model", owner: GraphIndex, name: str, depth: int) -> WeightSource:
+    """_trace_tensor for a tensor that a node of ``owner`` produces."""
     node = owner.producers[name]
     op = node.op_type
     if node.domain not in ("", "ai.onnx"):
