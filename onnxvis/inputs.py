@@ -183,23 +183,6 @@ def _consumers(graph: "onnx.GraphProto") -> dict[str, list["onnx.NodeProto"]]:
     return out
 
 
-def _ancestor_inputs(model: "Model", tensor: str) -> list[str]:
-    """Runtime inputs of the main graph that ``tensor`` depends on, in graph-input order."""
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output if out}
-    seen: set[str] = set()
-    stack = [tensor]
-    while stack:
-        name = stack.pop()
-        if name in seen or not name:
-            continue
-        seen.add(name)
-        node = producers.get(name)
-        if node is not None:
-            stack.extend(node.input)
-    return [i.name for i in runtime_inputs(model) if i.name in seen]
-
-
 def _first_conv(model: "Model") -> "onnx.NodeProto | None":
     for node in model.graph.node:
         if node.op_type in _CONV_OPS and len(node.input) > 1:
@@ -262,12 +245,14 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
     Raises:
         OnnxvisError: no input looks like an image (rank 4, numeric, 1 or 3 channels), with the reason.
     """
+    from onnxvis.runner import needed_inputs
+
     inputs = runtime_inputs(model)
     by_name = {i.name: i for i in inputs}
     if not inputs:
         raise OnnxvisError("the model has no run-time input, so there is no image to feed; 'onnxvis kernels' still works")
     conv = _first_conv(model)
-    feeding = _ancestor_inputs(model, conv.input[0]) if conv is not None else []
+    feeding = [i.name for i in needed_inputs(model, [conv.input[0]])] if conv is not None else []
     candidates = [by_name[n] for n in feeding] or inputs
 
     def score(value) -> int:

@@ -49,10 +49,18 @@ def required_nodes(graph: "onnx.GraphProto", targets: Iterable[str]) -> tuple[li
     return [graph.node[i] for i in sorted(needed)], read
 
 
-def _outer_names(node: "onnx.NodeProto") -> set[str]:
-    """Names a node's subgraphs use without defining them (ONNX outer-scope references)."""
+def _subgraphs(node: "onnx.NodeProto") -> Iterable["onnx.GraphProto"]:
     from onnx import AttributeProto
 
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def _outer_names(node: "onnx.NodeProto") -> set[str]:
+    """Names a node's subgraphs use without defining them (ONNX outer-scope references)."""
     names: set[str] = set()
 
     def scan(graph: "onnx.GraphProto") -> None:
@@ -60,19 +68,11 @@ def _outer_names(node: "onnx.NodeProto") -> set[str]:
         for sub_node in graph.node:
             names.update(n for n in sub_node.input if n and n not in defined)
             defined.update(sub_node.output)
-            for attr in sub_node.attribute:
-                if attr.type == AttributeProto.GRAPH:
-                    scan(attr.g)
-                elif attr.type == AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        scan(g)
+            for sub in _subgraphs(sub_node):
+                scan(sub)
 
-    for attr in node.attribute:
-        if attr.type == AttributeProto.GRAPH:
-            scan(attr.g)
-        elif attr.type == AttributeProto.GRAPHS:
-            for g in attr.graphs:
-                scan(g)
+    for sub in _subgraphs(node):
+        scan(sub)
     return names
 
 
