@@ -38,6 +38,10 @@ _DOMAINS = {
 }
 
 
+# op type -> index of its optional bias input
+_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "FusedConv": 2, "NhwcConv": 2, "QLinearConv": 8}
+
+
 @dataclass(frozen=True)
 class ConvLayer:
     """One conv-like node and what a picture of it needs.
@@ -53,6 +57,7 @@ class ConvLayer:
         graph_path: "" for the main graph; otherwise the node/attribute path of the subgraph.
         attributes: strides, pads, dilations, group, kernel_shape, auto_pad when present.
         source: where the weight comes from, traced once (see :mod:`onnxvis.weights`).
+        has_bias: the node adds a bias (one value per output channel).
     """
 
     index: int
@@ -65,6 +70,7 @@ class ConvLayer:
     graph_path: str
     attributes: dict = field(default_factory=dict, hash=False, compare=False)
     source: "WeightSource | None" = field(default=None, hash=False, compare=False)
+    has_bias: bool = field(default=False, compare=False)
 
     @property
     def weight_shape(self) -> tuple[int, ...] | None:
@@ -95,7 +101,8 @@ class ConvLayer:
         return tuple(self.attributes.get("dilations", (1,) * rank))
 
     @property
-    def param_count(self) -> int | None:
+    def weight_count(self) -> int | None:
+        """Number of kernel weights."""
         shape = self.weight_shape
         if shape is None:
             return None
@@ -103,6 +110,14 @@ class ConvLayer:
         for d in shape:
             count *= d
         return count
+
+    @property
+    def param_count(self) -> int | None:
+        """Kernel weights plus the bias, as torch's ``numel`` of the layer's parameters counts them."""
+        weights = self.weight_count
+        if weights is None:
+            return None
+        return weights + ((self.out_channels or 0) if self.has_bias else 0)
 
     @property
     def in_main_graph(self) -> bool:
@@ -195,6 +210,7 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
                         graph_path=path,
                         attributes=_attributes(node),
                         source=trace_weight(model, scope, node),
+                        has_bias=len(node.input) > _BIAS_INPUT.get(node.op_type, 99) and bool(node.input[_BIAS_INPUT[node.op_type]]),
                     )
                 )
             label = node.name or f"{node.op_type}_{position}"

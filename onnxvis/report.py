@@ -272,8 +272,8 @@ def _summary(model: "Model", preprocess_text: str, layers: list["ConvLayer"]) ->
     except OnnxvisError as exc:
         rows.append(("image input", f"none: {exc}"))
     rows.append(("preprocessing", preprocess_text))
-    params = sum(layer.param_count or 0 for layer in layers)
-    rows.append(("conv layers", f"{len(layers)}, {params:,} weights"))
+    weights = sum(layer.weight_count or 0 for layer in layers)
+    rows.append(("conv layers", f"{len(layers)}, {weights:,} kernel weights"))
     labels = labels_from_metadata(model.metadata)
     rows.append(("labels", f"{len(labels)} classes" if labels else "none in the model"))
     return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows) + "</dl>"

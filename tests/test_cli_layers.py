@@ -51,8 +51,8 @@ def test_layers_of_every_real_model(cli, name):
     [
         ("mnist_cntk_int8_qdq.onnx", "0  Convolution28 Conv 8x1x5x5 1x1 0,0,0,0 1 200 quantized (int8 per-channel (axis 0, 8 scales) via DequantizeLinear)"),
         ("ppocr_mobile_v2.0_cls_paddle.onnx", "0  Conv@0 Conv 8x3x3x3 2x2 1,1,1,1 1 216 constant float32"),
-        ("light_squeezenet_constantofshape.onnx", "0  n0 Conv 64x3x3x3 2x2 0,0,0,0 1 1,728 computed by ConstantOfShape, folded"),
-        ("squeezenet1.0_caffe2_fp16.onnx", "0  Conv_0 Conv 64x3x3x3 2x2 0,0,0,0 1 1,728 initializer float16"),
+        ("light_squeezenet_constantofshape.onnx", "0  n0 Conv 64x3x3x3 2x2 0,0,0,0 1 1,792 computed by ConstantOfShape, folded"),
+        ("squeezenet1.0_caffe2_fp16.onnx", "0  Conv_0 Conv 64x3x3x3 2x2 0,0,0,0 1 1,792 initializer float16"),  # 1,728 weights + 64 biases
     ],
 )
 def test_first_rows_say_how_the_weights_are_stored(cli, name, first_row):

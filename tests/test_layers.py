@@ -277,3 +277,35 @@ def test_real_depthwise_layers_of_ultraface():
     for layer in depthwise:
         assert layer.weight_shape[1] == 1 and layer.group == layer.out_channels
         assert kernel_weights(layer).shape == layer.weight_shape
+
+
+def test_param_count_includes_the_bias_like_torch(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxvis.layers import find_conv_layers
+    from onnxvis.model import Model
+
+    w = np.zeros((6, 3, 3, 3), np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="with_bias"),
+        helper.make_node("Conv", ["y", "w2"], ["z"], name="without"),
+        helper.make_node("ConvTranspose", ["z", "wt", "bt"], ["t"], name="up", group=2),
+    ]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.zeros(6, np.float32), "b"),
+        numpy_helper.from_array(np.zeros((4, 6, 3, 3), np.float32), "w2"),
+        numpy_helper.from_array(np.zeros((4, 5, 2, 2), np.float32), "wt"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "bt"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
+                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "bias.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with_bias, without, up = find_conv_layers(Model.open(path))
+    assert (with_bias.has_bias, without.has_bias, up.has_bias) == (True, False, True)
+    assert with_bias.param_count == 6 * 3 * 3 * 3 + 6 and with_bias.weight_count == 162
+    assert without.param_count == 4 * 6 * 3 * 3
+    # ConvTranspose (C_in=4, C_out/group=5, group 2): 10 output channels, 10 biases
+    assert up.out_channels == 10 and up.param_count == 4 * 5 * 2 * 2 + 10
