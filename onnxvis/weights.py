@@ -308,6 +308,8 @@ def _trace_constant(model: "Model", node: "onnx.NodeProto") -> WeightSource:
 
 def _trace_pass(model: "Model", scope: GraphIndex, node: "onnx.NodeProto", depth: int) -> WeightSource:
     """Identity, Cast, CastLike and the pure reshaping ops: the stored weight, rearranged or cast."""
+    if not node.input or not node.input[0]:  # a damaged file
+        return WeightSource("unknown", f"a {node.op_type} node without its input", None)
     inner = _trace_tensor(model, scope, node.input[0], depth + 1)
     op = node.op_type
     extra = [_trace_tensor(model, scope, n, depth + 1) if n else None for n in node.input[1:]]
