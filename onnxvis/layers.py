@@ -127,7 +127,7 @@ class ConvLayer:
     def out_channels(self) -> int | None:
         """Output channels (kernels drawn); ConvTranspose stores (C_in, C_out/group, ...)."""
         shape = self.weight_shape
-        if not shape:
+        if not shape or len(shape) < 2:  # not a conv weight's shape: a damaged file
             return None
         return shape[1] * self.group if self.op_type == "ConvTranspose" else shape[0]
 
