@@ -342,6 +342,19 @@ def _maxrss_run(box: Sandbox, *args) -> tuple[subprocess.CompletedProcess, int]:
 BIG = 2**31 + 4096  # bytes: a tensor over 2 GB
 
 
+def _assert_draws_in_bounded_memory(box, path, weight) -> None:
+    """kernels draws the right grid and fmaps one picture, each in under 1 GB of memory."""
+    from onnxvis import grids
+
+    done, rss = _maxrss_run(box, "kernels", path, "-o", box.out)
+    (png,) = assert_ok(done)
+    assert np.array_equal(_png(png), grids.to_uint8(grids.kernel_grid(weight).grid))
+    assert rss < 1_000_000_000, f"kernels used {rss / 1e6:.0f} MB"
+    done, rss = _maxrss_run(box, "fmaps", path, _photo(box), "-o", box.out)
+    assert len(assert_ok(done)) == 1
+    assert rss < 1_000_000_000, f"fmaps used {rss / 1e6:.0f} MB"
+
+
 def test_model_over_2gb_with_external_data_draws_in_bounded_memory(box):
     """A >2 GB model (a 2 GB tensor the conv does not use, in a sparse data file): onnxvis reads only
     the conv's own weight, so kernels and feature maps work without the 2 GB ever being in memory."""
@@ -374,15 +387,7 @@ def test_model_over_2gb_with_external_data_draws_in_bounded_memory(box):
         f.write(weight.tobytes())
     assert os.path.getsize(box.inputs / "big.bin") > 2**31
 
-    done, rss = _maxrss_run(box, "kernels", path, "-o", box.out)
-    (png,) = assert_ok(done)
-    from onnxvis import grids
-
-    assert np.array_equal(_png(png), grids.to_uint8(grids.kernel_grid(weight).grid))
-    assert rss < 1_000_000_000, f"kernels used {rss / 1e6:.0f} MB"
-    done, rss = _maxrss_run(box, "fmaps", path, _photo(box), "-o", box.out)
-    assert len(assert_ok(done)) == 1
-    assert rss < 1_000_000_000, f"fmaps used {rss / 1e6:.0f} MB"
+    _assert_draws_in_bounded_memory(box, path, weight)
 
 
 def test_single_model_file_over_2gb_draws_in_bounded_memory(box):
@@ -422,15 +427,7 @@ def test_single_model_file_over_2gb_draws_in_bounded_memory(box):
         f.truncate(f.tell() + BIG)  # the 2 GB of raw_data: a hole of zeros
     assert path.stat().st_size > 2**31
 
-    done, rss = _maxrss_run(box, "kernels", path, "-o", box.out)
-    (png,) = assert_ok(done)
-    from onnxvis import grids
-
-    assert np.array_equal(_png(png), grids.to_uint8(grids.kernel_grid(weight).grid))
-    assert rss < 1_000_000_000, f"kernels used {rss / 1e6:.0f} MB"
-    done, rss = _maxrss_run(box, "fmaps", path, _photo(box), "-o", box.out)
-    assert len(assert_ok(done)) == 1
-    assert rss < 1_000_000_000, f"fmaps used {rss / 1e6:.0f} MB"
+    _assert_draws_in_bounded_memory(box, path, weight)
 
 
 def test_model_claiming_a_huge_input_size_is_refused_not_allocated(box):
