@@ -10,6 +10,12 @@ The public API, in the order of the data's path::
     onnxvis.save_png(grid, "conv1.png")
     maps = onnxvis.feature_maps(model, "cat.jpg", layers[:1]).maps[layers[0]]   # (C, H, W)
 
+For many images or many calls, open the engine once::
+
+    with onnxvis.Inspector("models/alexnet.onnx") as insp:
+        for prediction in insp.predict(["a.jpg", "b.jpg"]):    # batched, decoded in the background
+            print(prediction.top[0])
+
 Names are imported on first use, so ``import onnxvis`` stays cheap (no onnx, onnxruntime or
 matplotlib until they are needed, and never torch).
 """
@@ -24,6 +30,7 @@ from onnxvis.errors import OnnxvisError
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Inspector": "onnxvis.inspector",
     "Model": "onnxvis.model",
     "ConvLayer": "onnxvis.layers",
     "find_conv_layers": "onnxvis.layers",
@@ -69,6 +76,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from onnxvis.fmaps import FeatureMaps, feature_maps, predict
+    from onnxvis.inspector import Inspector
     from onnxvis.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
     from onnxvis.layers import ConvLayer, find_conv_layers, select_layers
     from onnxvis.model import Model

@@ -26,6 +26,8 @@ quick tour:
   onnxvis layers models/alexnet.onnx          list the conv layers
   onnxvis kernels models/alexnet.onnx         kernel grids of every conv layer -> PNG
   onnxvis fmaps models/alexnet.onnx cat.jpg   conv1 feature maps of a photo -> PNG
+  onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
+  onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
 """
 
 
@@ -196,17 +198,50 @@ def build_parser() -> argparse.ArgumentParser:
         "model's metadata (onnxvis export writes it), else from a guess that is printed; the options below "
         "override it.",
         epilog="examples:\n  onnxvis fmaps models/alexnet.onnx\n  onnxvis fmaps models/alexnet.onnx cat.jpg --layers all\n"
+        "  onnxvis fmaps models/alexnet.onnx cat.jpg dog.jpg photos/   # one folder of pictures per image\n"
         "  onnxvis fmaps models/alexnet.onnx cat.jpg --resize 224,224 \\\n"
         "      --mean 0.49139968,0.48215827,0.44653124 --std 0.24703233,0.24348505,0.26158768",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
-    p.add_argument("image", metavar="IMAGE", nargs="?", help="photo to run (default: matplotlib's sample portrait)")
+    p.add_argument(
+        "images",
+        metavar="IMAGE",
+        nargs="*",
+        help="photos or folders of photos to run (default: matplotlib's sample portrait); with several, each "
+        "image's pictures go into a folder named after it",
+    )
     _add_layers(p, "the first conv layer")
     _add_preprocess_options(p)
     _add_formats(p)
     _add_grid_options(p)
     _add_output(p)
+
+    p = sub.add_parser(
+        "predict",
+        help="print the top-k classes of images: the quickest check of a model and its preprocessing",
+        description="Run the whole model on each image (folders are walked for image files, in sorted order) "
+        "and print its best classes, with their labels when the model carries them (onnxvis export stores "
+        "them). Scores are probabilities: a softmax of the model's outputs, unless they already are.",
+        epilog="examples:\n  onnxvis predict models/alexnet.onnx cat.jpg\n"
+        "  onnxvis predict model.onnx photos/ --top 1 --format csv > predictions.csv\n"
+        "  onnxvis predict squeezenet.onnx photos/ --preset caffe --format jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="photos, or folders walked for image files")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        choices=["text", "csv", "jsonl"],
+        default="text",
+        help='text (default): a block per image; csv: image,rank,class,label,score; jsonl: one line per image, '
+        '{"image": PATH, "top": [{"class": INDEX, "label": NAME_OR_NULL, "score": FLOAT}, ...]}',
+    )
+    p.add_argument("--output-name", metavar="NAME", help="the model output that holds the class scores (default: found from its shape)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per run when the model allows batches (default 8)")
+    _add_preprocess_options(p)
 
     p = sub.add_parser(
         "report",
@@ -222,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("images", metavar="IMAGE", nargs="*", help="photos to run (none: a report of the weights alone)")
+    p.add_argument("--full-paths", action="store_true", help="show the full paths of the model and the images (default: file names only, for sharing)")
     _add_layers(p, "the first conv layer; the feature maps shown")
     p.add_argument(
         "--max-tiles",
@@ -259,7 +295,7 @@ def _output_dir(args: argparse.Namespace, model_name: str, protect: list) -> "ob
 
 
 def _grid_options(args: argparse.Namespace):
-    from onnxvis.render import GridOptions
+    from onnxvis.grids import GridOptions
 
     return GridOptions(args.nrow, args.padding, args.pad_value, args.normalize, args.scale_each)
 
@@ -297,8 +333,11 @@ def _fmt_tuple(values) -> str:
 
 
 def _layer_rows(layers) -> list[str]:
-    rows = [f"{'idx':>3}  {'name':<28} {'op':<12} {'weight':<16} {'stride':<7} {'pads':<9} {'group':>5} {'params':>10}  weight source"]
-    for layer in layers:
+    """The layer table, its name column as wide as the longest name: tf2onnx and JAX names are long."""
+    names = [printable(layer.name) for layer in layers]
+    width = max([4, *map(len, names)])
+    rows = [f"{'idx':>3}  {'name':<{width}} {'op':<12} {'weight':<16} {'stride':<7} {'pads':<9} {'group':>5} {'params':>10}  weight source"]
+    for layer, name in zip(layers, names):
         shape = _fmt_tuple(layer.weight_shape) if layer.weight_shape else "?"
         params = f"{layer.param_count:,}" if layer.param_count is not None else "?"
         where = f" [in {layer.graph_path}]" if layer.graph_path else ""
@@ -307,107 +346,60 @@ def _layer_rows(layers) -> list[str]:
         if layer.fused_activation:
             where += f" [{layer.fused_activation} fused: maps are after it]"
         rows.append(printable(
-            f"{layer.index:>3}  {layer.name:<28} {layer.op_type:<12} {shape:<16} {_fmt_tuple(layer.strides):<7} "
+            f"{layer.index:>3}  {name:<{width}} {layer.op_type:<12} {shape:<16} {_fmt_tuple(layer.strides):<7} "
             f"{','.join(map(str, layer.pads)):<9} {layer.group:>5} {params:>10}  {layer.source.describe()}{where}"
         ))
     return rows
 
 
+def _no_conv_error(model_path) -> OnnxvisError:
+    return OnnxvisError(
+        f"{model_path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); "
+        "onnxvis draws conv layers only, check that this is the model you meant"
+    )
+
+
 def cmd_layers(args: argparse.Namespace) -> None:
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.inspector import Inspector
 
-    layers = find_conv_layers(Model.open(args.model))
-    if not layers:
-        raise OnnxvisError(
-            f"{args.model} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); "
-            "onnxvis draws conv layers only, check that this is the model you meant"
-        )
-    print("\n".join(_layer_rows(layers)))
+    inspector = Inspector(args.model)
+    if not inspector.layers:
+        raise _no_conv_error(args.model)
+    print("\n".join(_layer_rows(inspector.layers)))
 
 
-def _info_lines(model) -> list[str]:
-    """What `onnxvis info` prints: the model, its inputs (the image one with layout, size and
-    preprocessing), its outputs, then the conv layers and how their weights are stored."""
-    from collections import Counter
-
-    from onnxvis.inputs import GUESS_HINT, _describe_value, explain_preprocess, image_input, runtime_inputs, size_multiple
-    from onnxvis.layers import find_conv_layers
-
-    proto = model.proto
-    lines = [
-        f"model     {model.path}",
-        f"producer  {proto.producer_name or '?'} {proto.producer_version}".rstrip(),
-        f"ir        {proto.ir_version}",
-        "opsets    " + ", ".join(f"{d} {v}" for d, v in model.opsets.items()),
-    ]
-    if proto.doc_string.strip():
-        lines.append(f"doc       {' '.join(proto.doc_string.split())[:200]}")
-    for key in ("onnxvis.source", "onnxvis.weights"):
-        if key in model.metadata:
-            lines.append(f"{key.split('.')[1]:<9} {model.metadata[key]}")
-    try:
-        spec = image_input(model)
-        problem = None
-    except OnnxvisError as exc:
-        spec, problem = None, str(exc)
-    for value in runtime_inputs(model):
-        if spec is not None and value.name == spec.name:
-            lines.append(f"input     {_describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})")
-        else:
-            lines.append(f"input     {_describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE")
-    for value in model.graph.output:
-        lines.append(f"output    {_describe_value(value)}")
-    if spec is None:
-        lines.append(f"image     none: {problem}")
-    else:
-        height, width = spec.size
-        if height and width:
-            lines.append(f"size      fixed {height}x{width}")
-        else:
-            multiple, why = size_multiple(model)
-            rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
-            lines.append(
-                f"size      dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"
-            )
-        if spec.channels == 1:
-            lines.append("channels  1: colour photos are converted to grey (luma)")
-        elif spec.channels == 3:
-            lines.append("channels  3: grey photos are repeated into 3 channels")
-        choice = explain_preprocess(model, spec)
-        lines.append(f"preproc   {choice.preprocess.describe()}")
-        lines.append(f"          ({choice.origin})")
-        if choice.guessed:
-            lines.append(f"          {GUESS_HINT}")
-    layers = find_conv_layers(model)
-    kinds = Counter(layer.source.describe() for layer in layers)
-    summary = "; ".join(f"{n} {text}" for text, n in kinds.most_common(4))
-    if len(kinds) > 4:
-        summary += f"; {len(kinds) - 4} other kinds"
-    lines.append(f"conv layers: {len(layers)}" + (f" (weights: {summary})" if layers else ""))
-    if layers:
-        lines.extend(_layer_rows(layers))
-    return lines
+GUESS_HINT = "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
+"""How a user changes a guessed preprocessing (printed with every guess)."""
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from onnxvis.model import Model
+    from onnxvis.inspector import Inspector
 
-    print("\n".join(printable(line) for line in _info_lines(Model.open(args.model))))
+    inspector = Inspector(args.model)
+    lines = []
+    for key, value in inspector.summary(full_paths=True):
+        if key == "conv layers":
+            lines.append(f"conv layers: {value}")
+        else:
+            lines.append(f"{key:<9} {value}")
+        if key == "" and inspector.preprocessing.guessed:
+            lines.append(f"{'':<9} {GUESS_HINT}")
+    if inspector.layers:
+        lines.extend(_layer_rows(inspector.layers))
+    print("\n".join(printable(line) for line in lines))
 
 
 def cmd_kernels(args: argparse.Namespace) -> None:
-    from onnxvis.layers import find_conv_layers, select_layers
-    from onnxvis.model import Model
+    from onnxvis.inspector import Inspector
     from onnxvis.render import draw_kernels
 
-    model = Model.open(args.model)
-    chosen = select_layers(find_conv_layers(model), args.layers, default="all")
+    inspector = Inspector(args.model)
+    chosen = inspector.select(args.layers, default="all")
     grid = _grid_options(args)
     if args.max_tiles is not None and args.max_tiles < 0:
         raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
     formats = _formats(args)
-    out = _output_dir(args, model.name, [model.path])
+    out = _output_dir(args, inspector.model.name, [inspector.model.path])
     _print_paths(
         draw_kernels(
             chosen, out, grid, split=args.split, max_tiles=args.max_tiles, formats=formats, colormap=args.colormap, progress=True
@@ -415,11 +407,8 @@ def cmd_kernels(args: argparse.Namespace) -> None:
     )
 
 
-def _preprocess_from_args(args: argparse.Namespace, model, spec, notes: list | None = None):
-    from onnxvis.inputs import GUESS_HINT, explain_preprocess
-
-    choice = explain_preprocess(model, spec, args.preset)
-    chosen = choice.preprocess
+def _preprocess_changes(args: argparse.Namespace) -> dict:
+    """The preprocessing fields the flags change."""
     changes: dict = {}
     if args.resize is not None:
         if len(args.resize) == 1 and args.crop is None:
@@ -436,84 +425,124 @@ def _preprocess_from_args(args: argparse.Namespace, model, spec, notes: list | N
         changes["color"] = "BGR"
     if args.scale is not None:
         changes["scale"] = args.scale
-    if changes:
-        changes["name"] = f"{chosen.name} + flags"
-        chosen = chosen.replace(**changes)
-    elif choice.guessed:
-        note = f"note: the preprocessing is {choice.origin}; {GUESS_HINT}"
-        if notes is None:
-            print(note, file=sys.stderr)
-        else:  # printed by the caller once the run worked, so that an error stays one line
-            notes.append(note)
-    return chosen
+    return changes
+
+
+def _inspector(args: argparse.Namespace, **options):
+    """The Inspector for a command with the preprocessing flags."""
+    from onnxvis.inputs import parse_input_values
+    from onnxvis.inspector import Inspector
+
+    return Inspector(
+        args.model,
+        preset=args.preset,
+        changes=_preprocess_changes(args),
+        layout=args.layout,
+        inputs=parse_input_values(args.inputs),
+        explicit_size=args.resize is not None or args.crop is not None,
+        **options,
+    )
+
+
+def _guess_note(inspector) -> list[str]:
+    """The note to print when the preprocessing was guessed (once the run worked: an error stays one line)."""
+    settled = inspector.preprocessing
+    return [f"note: the preprocessing is {settled.origin}; {GUESS_HINT}"] if settled.guessed else []
+
+
+def _images(args: argparse.Namespace) -> list[Path]:
+    from onnxvis import preprocess as pp
+
+    return pp.image_files(args.images) if args.images else [pp.default_image_path()]
 
 
 def cmd_fmaps(args: argparse.Namespace) -> None:
-    from onnxvis import preprocess as pp
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.inputs import image_input
-    from onnxvis.layers import find_conv_layers, select_layers
-    from onnxvis.model import Model
-    from onnxvis.render import draw_fmaps
+    from onnxvis.render import draw_fmaps, image_folders
 
-    model = Model.open(args.model)
-    chosen = select_layers(find_conv_layers(model), args.layers, default="first")
-    image = Path(args.image) if args.image else pp.default_image_path()
+    inspector = _inspector(args)
+    chosen = inspector.select(args.layers, default="first")
+    images = _images(args)
     grid = _grid_options(args)
     formats = _formats(args)
-    spec = image_input(model, args.layout)
-    notes: list[str] = []
-    preprocess = _preprocess_from_args(args, model, spec, notes)
-    from onnxvis.inputs import parse_input_values
-
-    explicit_size = args.resize is not None or args.crop is not None
-    out = _output_dir(args, model.name, [model.path, image])  # a bad -o fails before the run
-    result = feature_maps(
-        model, image, chosen, preprocess, args.layout, parse_input_values(args.inputs), explicit_size=explicit_size
-    )
-    written = draw_fmaps(result, out, grid, formats=formats, progress=True)
-    # What was assumed, once it all worked: a failure above stays one line.
-    for note in notes:
+    inspector.preprocessing  # a bad setting fails before anything is written
+    out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])  # a bad -o fails before the run
+    if len(images) == 1:
+        result = inspector.feature_maps(images[0], chosen)
+        written = draw_fmaps(result, out, grid, formats=formats, progress=True)
+        prepared_text = result.preprocess.describe()
+    else:
+        results = inspector.feature_maps(images, chosen)
+        written = draw_fmaps(results, out, grid, formats=formats, progress=True, folders=image_folders(images))
+        prepared_text = inspector.preprocessing.preprocess.describe()
+    for note in _guess_note(inspector):
         print(note, file=sys.stderr)
-    print(f"image: {image}", file=sys.stderr)
-    print(f"{result.input_spec.describe()}", file=sys.stderr)
-    print(f"preprocessing: {result.preprocess.describe()}", file=sys.stderr)
+    print(f"image{'s' if len(images) > 1 else ''}: {images[0]}" + (f" and {len(images) - 1} more" if len(images) > 1 else ""), file=sys.stderr)
+    print(f"{inspector.image_input.describe()}", file=sys.stderr)
+    print(f"preprocessing: {prepared_text}", file=sys.stderr)
     _print_paths(written)
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    import csv
+    import json
+
+    from onnxvis.progress import Progress
+
+    if args.top < 1:
+        raise OnnxvisError("--top must be 1 or more")
+    if args.batch_size < 1:
+        raise OnnxvisError("--batch-size must be 1 or more")
+    inspector = _inspector(args, batch_size=args.batch_size)
+    images = _images(args)
+    inspector.class_output(args.output_name)  # a model without class scores fails before the run
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
+    if writer is not None:
+        writer.writerow(["image", "rank", "class", "label", "score"])
+    with Progress(len(images), "predict") as bar:
+        for prediction in inspector.predict(images, top=args.top, output=args.output_name):
+            if writer is not None:
+                for rank, (index, label, score) in enumerate(prediction.top, 1):
+                    writer.writerow([str(prediction.image), rank, index, "" if label is None else label, f"{score:.6g}"])
+            elif args.formats == "jsonl":
+                top = [{"class": index, "label": label, "score": score} for index, label, score in prediction.top]
+                print(json.dumps({"image": str(prediction.image), "top": top}, ensure_ascii=False))
+            else:
+                print(printable(str(prediction.image)))
+                for rank, (index, label, score) in enumerate(prediction.top, 1):
+                    print(printable(f"  {rank}. {index:>5}  {score:8.4f}  {label if label is not None else ''}".rstrip()))
+            sys.stdout.flush()
+            bar.advance(prediction.image.name)
+    for note in _guess_note(inspector):
+        print(note, file=sys.stderr)
+    print(f"preprocessing: {inspector.preprocessing.preprocess.describe()}", file=sys.stderr)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
-    from onnxvis.inputs import image_input, parse_input_values
-    from onnxvis.layers import find_conv_layers, select_layers
-    from onnxvis.model import Model
     from onnxvis.report import build_report, write_report
 
-    model = Model.open(args.model)
+    inspector = _inspector(args)
     if args.max_tiles < 0:
         raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
     grid = _grid_options(args)
-    layers = select_layers(find_conv_layers(model), args.layers, default="first")
+    layers = inspector.select(args.layers, default="first")
     images = [Path(image) for image in args.images]
-    preprocess = None
-    notes: list[str] = []
     if images:
-        preprocess = _preprocess_from_args(args, model, image_input(model, args.layout), notes)
-    out = _output_dir(args, model.name, [model.path, *images])
+        inspector.preprocessing  # a bad setting fails before anything is written
+    out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
     text = build_report(
-        model,
+        inspector,
         images,
         layers,
-        preprocess,
-        args.layout,
         grid=grid,
         colormap=args.colormap,
         max_tiles=args.max_tiles,
-        inputs=parse_input_values(args.inputs),
-        explicit_size=args.resize is not None or args.crop is not None,
+        full_paths=args.full_paths,
         progress=True,
     )
     written = write_report(out, text)
-    for note in notes:  # once it worked: a failure above stays one line
-        print(note, file=sys.stderr)
+    if images:
+        for note in _guess_note(inspector):  # once it worked: a failure above stays one line
+            print(note, file=sys.stderr)
     _print_paths([written])
 
 
@@ -523,8 +552,28 @@ COMMANDS = {
     "info": cmd_info,
     "kernels": cmd_kernels,
     "fmaps": cmd_fmaps,
+    "predict": cmd_predict,
     "report": cmd_report,
 }
+
+
+# The flag that sets each library parameter an error can be about (OnnxvisError.setting).
+FLAGS = {
+    "nrow": "--nrow N",
+    "padding": "--padding N",
+    "preset": "--preset NAME",
+    "layers": "--layers SPEC",
+    "resize": "--resize H,W",
+    "layout": "--layout NCHW|NHWC",
+    "inputs": "--input NAME=VALUE",
+    "top": "--top K",
+}
+
+
+def _with_flag(exc: OnnxvisError) -> str:
+    """The library's message, with the flag that sets what it is about."""
+    flag = FLAGS.get(exc.setting or "")
+    return f"{exc} (set with {flag})" if flag else str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -541,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxvisError as exc:
         if args.debug:
             raise
-        print(f"onnxvis: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"onnxvis: error: {one_line(_with_flag(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("onnxvis: interrupted", file=sys.stderr)

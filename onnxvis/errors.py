@@ -10,8 +10,14 @@ from __future__ import annotations
 class OnnxvisError(Exception):
     """A problem with the user's input, worded so that the user knows what to do next.
 
-    The message is one line: what is wrong, then what to do about it.
+    The message is one line: what is wrong, then what to do about it, in the library's words
+    (models, arrays, files, parameters). ``setting`` names the parameter the mistake is about
+    (e.g. "nrow", "preset", "layers"), so that the command line can add the flag that sets it.
     """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def printable(text: str) -> str:

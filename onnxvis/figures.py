@@ -17,7 +17,6 @@ functions alone, so the CLI's ``--colormap diverging`` costs no matplotlib impor
 
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,106 +24,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxvis.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
 from onnxvis.errors import OnnxvisError
+from onnxvis.grids import GridOptions, fmap_grid, fmap_pixels
+from onnxvis.inspector import Inspector
+from onnxvis.output import encode_png, save_png
+from onnxvis.pages import display_scale, img_tag
+from onnxvis.render import kernel_pixels, layer_title
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from onnxvis.grids import KernelPicture
-    from onnxvis.layers import ConvLayer
     from onnxvis.model import Model
-    from onnxvis.render import GridOptions
+    from onnxvis.preprocess import Preprocess
 
-COLORMAPS = ("grey", "diverging")
-DIVERGING_CMAP = "RdBu_r"
-"""matplotlib's name for the diverging map used everywhere: blue for negative, white at zero, red for positive."""
-
-# ColorBrewer's RdBu, 11 classes, from blue (most negative) to red (most positive): matplotlib's RdBu_r.
-_RDBU_R = np.array(
-    [
-        (0x05, 0x30, 0x61), (0x21, 0x66, 0xAC), (0x43, 0x93, 0xC3), (0x92, 0xC5, 0xDE), (0xD1, 0xE5, 0xF0),
-        (0xF7, 0xF7, 0xF7),
-        (0xFD, 0xDB, 0xC7), (0xF4, 0xA5, 0x82), (0xD6, 0x60, 0x4D), (0xB2, 0x18, 0x2B), (0x67, 0x00, 0x1F),
-    ],
-    dtype=np.float32,
-) / 255.0
-
-
-def check_colormap(name: str) -> str:
-    if name not in COLORMAPS:
-        raise OnnxvisError(f"unknown colour map {name!r}; choose {' or '.join(COLORMAPS)}")
-    return name
-
-
-def diverging_rgb(signed: np.ndarray, pad_value: float = 0.0) -> np.ndarray:
-    """Colour values in [-1, 1] with the diverging map: -1 dark blue, 0 white, +1 dark red.
-
-    Args:
-        signed: (H, W) or (1, H, W) array; values outside [-1, 1] are clipped. NaN marks padding.
-        pad_value: grey level of the padding, 0 black to 1 white.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    values = np.asarray(signed, dtype=np.float32)
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise ValueError(f"expected a grey grid (H, W) or (1, H, W), got shape {values.shape}")
-    pad = np.isnan(values)
-    position = (np.clip(np.nan_to_num(values), -1.0, 1.0) + 1.0) * 0.5
-    anchors = np.linspace(0.0, 1.0, len(_RDBU_R))
-    rgb = np.stack([np.interp(position, anchors, _RDBU_R[:, c]) for c in range(3)], axis=-1)
-    rgb[pad] = float(np.clip(pad_value, 0.0, 1.0))
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def signed_kernels(weight: np.ndarray, scale_each: bool = True) -> np.ndarray:
-    """Weights divided by their largest magnitude, so that they lie in [-1, 1] and zero stays zero.
-
-    With ``scale_each`` every kernel slice (one output and one input channel) is divided by its own
-    largest magnitude, as ``make_grid(scale_each=True)`` scales each tile; 1x1 kernels, which are
-    drawn as one heat map, are always scaled together. An all-zero slice stays zero.
-    """
-    w = np.asarray(weight, dtype=np.float32)
-    one_by_one = w.ndim == 4 and w.shape[2:] == (1, 1)
-    if scale_each and w.ndim >= 3 and not one_by_one:
-        peak = np.abs(w).max(axis=tuple(range(2, w.ndim)), keepdims=True)
-    else:
-        peak = np.asarray(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
-    return np.divide(w, peak, out=np.zeros_like(w), where=peak > 0)
-
-
-def signed_kernel_grid(
-    weight: np.ndarray,
-    nrow: int = 8,
-    padding: int = 2,
-    normalize: bool = True,
-    scale_each: bool = True,
-    max_tiles: int | None = None,
-) -> "KernelPicture":
-    """A kernel grid of signed values in [-1, 1] with NaN padding, for a diverging colour map.
-
-    The layouts are :func:`onnxvis.grids.kernel_grid`'s, except that a layer with 3 input channels
-    is drawn with each kernel's 3 slices side by side, ``nrow`` kernels a row (layout "slices side by
-    side"): a diverging map colours one channel at a time.
-
-    Args:
-        normalize: divide by the largest magnitude (see :func:`signed_kernels`); otherwise the raw
-            weights, clipped to [-1, 1] when coloured.
-    """
-    from onnxvis import grids
-
-    values = signed_kernels(weight, scale_each) if normalize else np.asarray(weight, dtype=np.float32)
-    if values.ndim == 4 and values.shape[1] == 3 and values.shape[2:] != (1, 1):
-        # A colour map shows one channel at a time: each kernel's 3 slices side by side, nrow kernels a row.
-        out_ch = values.shape[0]
-        keep = out_ch if max_tiles is None else max(1, min(out_ch, max_tiles // 3))
-        tiles = values[:keep].reshape(keep * 3, 1, *values.shape[2:])
-        grid = grids.make_grid(tiles, nrow=3 * nrow, padding=padding, pad_value=float("nan"))[:1]
-        return grids.KernelPicture(grid, "slices side by side", keep, out_ch)
-    return grids.kernel_grid(values, nrow, padding, normalize=False, scale_each=False, pad_value=float("nan"), max_tiles=max_tiles)
-
+__all__ = [
+    "Picture", "Pictures", "kernels", "fmaps", "kernel_figure", "fmap_figure", "img_tag", "display_scale",
+    "COLORMAPS", "DIVERGING_CMAP", "check_colormap", "diverging_rgb", "signed_kernels", "signed_kernel_grid",
+]
 
 # ------------------------------------------------------------------------------------------------
 # Notebook display
@@ -144,8 +61,6 @@ class Picture:
     title: str = ""
 
     def png(self) -> bytes:
-        from onnxvis.output import encode_png
-
         return encode_png(self.pixels)
 
     def _repr_png_(self) -> bytes:
@@ -153,8 +68,6 @@ class Picture:
 
     def save(self, path: str | Path) -> Path:
         """Write the picture as a PNG file, atomically; its folder must exist."""
-        from onnxvis.output import save_png
-
         return save_png(self.pixels, path)
 
     def html(self) -> str:
@@ -170,82 +83,41 @@ class Pictures(list):
         return "\n".join(p.html() for p in self)
 
 
-def display_scale(width: int, height: int, target: int = 384, most: int = 8) -> int:
-    """A whole-number zoom that shows a small grid at about ``target`` pixels, sharp and undistorted."""
-    return int(max(1, min(most, target // max(1, width, height))))
-
-
-def img_tag(pixels: np.ndarray, alt: str) -> str:
-    """An ``<img>`` holding ``pixels`` as a PNG data URL, zoomed by :func:`display_scale`, drawn sharp."""
-    from onnxvis.output import encode_png
-
-    height, width = pixels.shape[:2]
-    scale = display_scale(width, height)
-    data = base64.b64encode(encode_png(pixels)).decode("ascii")
-    return (
-        f'<img src="data:image/png;base64,{data}" width="{width * scale}" height="{height * scale}" '
-        f'style="image-rendering:pixelated" alt="{html.escape(alt)}">'
-    )
-
-
-def _open(model: "str | Path | Model") -> "Model":
-    from onnxvis.model import Model
-
-    return model if isinstance(model, Model) else Model.open(model)
-
-
-def _layers(model: "Model", spec: "str | int | None", default: str) -> list["ConvLayer"]:
-    from onnxvis.layers import find_conv_layers, select_layers
-
-    return select_layers(find_conv_layers(model), None if spec is None else str(spec), default=default)
-
-
-def _grid(options: "GridOptions | None") -> "GridOptions":
-    from onnxvis.render import GridOptions
-
-    return options if options is not None else GridOptions()
+def _inspector(model: "str | Path | Model | Inspector", preprocess: "Preprocess | None" = None) -> Inspector:
+    if isinstance(model, Inspector):
+        return model
+    return Inspector(model, preprocess=preprocess)
 
 
 def kernels(
-    model: "str | Path | Model",
+    model: "str | Path | Model | Inspector",
     layers: "str | int | None" = None,
     colormap: str = "grey",
-    grid: "GridOptions | None" = None,
+    grid: GridOptions | None = None,
     max_tiles: int | None = None,
 ) -> Pictures:
     """The kernel grid of each chosen layer (all by default), as the CLI's ``kernels`` draws it."""
-    from onnxvis.render import kernel_pixels, layer_title
-    from onnxvis.weights import kernel_weights
-
-    opened = _open(model)
-    options = _grid(grid)
+    inspector = _inspector(model)
+    options = grid if grid is not None else GridOptions()
     pictures = Pictures()
-    for layer in _layers(opened, layers, "all"):
-        pixels, _ = kernel_pixels(kernel_weights(layer), options, max_tiles, colormap)
+    for layer in inspector.select(layers, "all"):
+        pixels, _ = kernel_pixels(inspector.kernels(layer), options, max_tiles, colormap)
         pictures.append(Picture(pixels, layer_title(layer, "kernels")))
     return pictures
 
 
 def fmaps(
-    model: "str | Path | Model",
-    image: str | Path,
+    model: "str | Path | Model | Inspector",
+    image: "str | Path",
     layers: "str | int | None" = None,
-    grid: "GridOptions | None" = None,
-    preprocess=None,
+    grid: GridOptions | None = None,
+    preprocess: "Preprocess | None" = None,
 ) -> Pictures:
     """The feature-map grid of each chosen layer (the first by default) for ``image``."""
-    from onnxvis import grids
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.render import layer_title
-
-    opened = _open(model)
-    options = _grid(grid)
-    result = feature_maps(opened, image, _layers(opened, layers, "first"), preprocess)
-    return Pictures(
-        Picture(grids.to_uint8(grids.fmap_grid(maps, options.nrow, options.padding, options.normalize, options.scale_each, options.pad_value)),
-                layer_title(layer, "feature maps"))
-        for layer, maps in result.maps.items()
-    )
+    inspector = _inspector(model, preprocess)
+    options = grid if grid is not None else GridOptions()
+    result = inspector.feature_maps(image, inspector.select(layers, "first"))
+    return Pictures(Picture(fmap_pixels(maps, options), layer_title(layer, "feature maps")) for layer, maps in result.maps.items())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,21 +191,16 @@ def fmap_figure(
         layer: index or node name of the layer, when ``source`` is a model.
         cmap: any matplotlib colour map; :data:`DIVERGING_CMAP` centres it on zero.
     """
-    from onnxvis import grids
-
     if isinstance(source, np.ndarray):
         maps, default_title = np.asarray(source, dtype=np.float32), "feature maps"
     else:
-        from onnxvis.fmaps import feature_maps
-        from onnxvis.render import layer_title
-
         if image is None:
             raise OnnxvisError("fmap_figure needs an image to run the model on; pass image=PATH")
-        opened = _open(source)
-        (chosen,) = _layers(opened, str(layer), "first")
-        result = feature_maps(opened, image, [chosen], preprocess)
+        inspector = _inspector(source, preprocess)
+        (chosen,) = inspector.select(str(layer), "first")
+        result = inspector.feature_maps(image, [chosen])
         maps, default_title = result.maps[chosen], layer_title(chosen, "feature maps")
-    values = grids.fmap_grid(maps, nrow, padding, normalize=False, scale_each=False, pad_value=float("nan"))[0]
+    values = fmap_grid(maps, nrow, padding, normalize=False, scale_each=False, pad_value=float("nan"))[0]
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     if cmap == DIVERGING_CMAP:
         high = max(abs(low), abs(high)) or 1.0
@@ -358,9 +225,6 @@ def _weight_and_title(source, layer) -> tuple[np.ndarray, str]:
     if isinstance(source, np.ndarray):
         weight = np.asarray(source, dtype=np.float32)
         return weight, "kernels " + "x".join(map(str, weight.shape))
-    from onnxvis.render import layer_title
-    from onnxvis.weights import kernel_weights
-
-    opened = _open(source)
-    (chosen,) = _layers(opened, str(layer), "first")
-    return kernel_weights(chosen), layer_title(chosen, "kernels")
+    inspector = _inspector(source)
+    (chosen,) = inspector.select(str(layer), "first")
+    return inspector.kernels(chosen), layer_title(chosen, "kernels")

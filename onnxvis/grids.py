@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxvis.errors import OnnxvisError
+
 __all__ = [
     "make_grid",
     "to_uint8",
@@ -21,6 +23,8 @@ __all__ = [
     "kernel_grid",
     "split_grids",
     "fmap_grid",
+    "fmap_pixels",
+    "GridOptions",
     "DEFAULT_MAX_TILES",
 ]
 
@@ -28,6 +32,23 @@ __all__ = [
 # many tiles the kernels are cut to the first output channels (the CLI's --max-tiles lifts it).
 DEFAULT_MAX_TILES = 262144
 _HEATMAP_PIXELS_PER_TILE = 64
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """make_grid's options, passed as a whole to every picture of a run."""
+
+    nrow: int = 8
+    padding: int = 2
+    pad_value: float = 0.0
+    normalize: bool = True
+    scale_each: bool = True
+
+    def __post_init__(self) -> None:
+        if self.nrow < 1:
+            raise OnnxvisError(f"nrow must be 1 or more, got {self.nrow}", setting="nrow")
+        if self.padding < 0:
+            raise OnnxvisError(f"padding must be 0 or more, got {self.padding}", setting="padding")
 
 
 def _check_tiles(tensor: np.ndarray) -> np.ndarray:
@@ -374,3 +395,8 @@ def fmap_grid(
     if maps.shape[1] * maps.shape[2] == 1:
         scale_each = False
     return _grid(maps[:, None], nrow, padding, normalize, None, scale_each, pad_value)
+
+
+def fmap_pixels(maps: np.ndarray, grid: GridOptions = GridOptions()) -> np.ndarray:
+    """One layer's feature maps (C, H, W) as the uint8 grid that ``fmaps`` writes."""
+    return to_uint8(fmap_grid(maps, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value))

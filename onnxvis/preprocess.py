@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.metadata import PREPROCESS_KEY
 
 __all__ = [
     "COLORS",
@@ -47,7 +48,7 @@ __all__ = [
     "to_layout",
 ]
 
-METADATA_KEY = "onnxvis.preprocess"
+METADATA_KEY = PREPROCESS_KEY
 """The ONNX ``metadata_props`` key under which our exporter stores the preprocessing as JSON."""
 
 COLORS = ("RGB", "BGR", "L")
@@ -298,7 +299,7 @@ def from_metadata(metadata: dict[str, str]) -> Preprocess | None:
         return Preprocess.from_json(text, name="metadata")
     except OnnxvisError as exc:
         raise OnnxvisError(
-            f"the model's {METADATA_KEY} metadata is malformed: {exc}; choose a preset with --preprocess instead"
+            f"the model's {METADATA_KEY} metadata is malformed: {exc}; choose a preset instead", setting="preset"
         ) from None
 
 
@@ -376,6 +377,42 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
         has_alpha = mode == "PA" or "transparency" in img.info
         return img.convert("RGBA").convert("RGB") if has_alpha else img.convert("RGB")
     return img.convert("RGB")  # RGBA, RGBa, RGBX, CMYK, YCbCr, HSV, LAB, ...
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+"""File suffixes taken as images when a folder is walked (any case)."""
+
+
+def image_files(paths: "list[str | Path] | tuple[str | Path, ...]") -> list[Path]:
+    """The images named by ``paths``: a file as it is, a folder walked for image files in sorted order.
+
+    Hidden files and folders (a leading dot) are skipped in a walk; symbolic links to folders are not followed.
+
+    Raises:
+        OnnxvisError: a path does not exist, or a folder holds no image file.
+    """
+    import os
+
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            before = len(found)
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found.extend(
+                    Path(folder) / name for name in sorted(files)
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                )
+            if len(found) == before:
+                raise OnnxvisError(
+                    f"folder {path} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}); give another folder or image files"
+                )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise OnnxvisError(f"image file not found: {path}; check the path")
+    return found
 
 
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -508,6 +545,13 @@ def preprocess(image: Image.Image, pp: Preprocess) -> np.ndarray:
         raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
     if not isinstance(pp, Preprocess):
         raise TypeError(f"pp must be a Preprocess, got {type(pp).__name__}")
+    return normalize(np.asarray(resize_and_crop(image, pp), dtype=np.uint8), pp)
+
+
+def resize_and_crop(image: Image.Image, pp: Preprocess) -> Image.Image:
+    """The geometric half of :func:`preprocess`: colour mode, resize, centre crop (an RGB or L image)."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
     img = _to_rgb_or_l(image)
     want = "L" if pp.color == "L" else "RGB"
     if img.mode != want:
@@ -520,8 +564,11 @@ def preprocess(image: Image.Image, pp: Preprocess) -> np.ndarray:
     if pp.crop is not None:
         _check_size((pp.crop[1], pp.crop[0]), "cropping")
         img = center_crop(img, pp.crop)
+    return img
 
-    pixels = np.asarray(img, dtype=np.uint8)
+
+def normalize(pixels: np.ndarray, pp: Preprocess) -> np.ndarray:
+    """The value half of :func:`preprocess`: uint8 (H, W[, C]) pixels -> float32 (C, H, W), scaled and normalised."""
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     x = pixels.transpose(2, 0, 1).astype(np.float32)  # a fresh C-contiguous (C, H, W) copy

@@ -1,7 +1,7 @@
 """Turn layers into pictures and hand them to the output writers.
 
 The commands ``kernels`` and ``fmaps`` are these two functions plus argument parsing. Pictures are
-made by :mod:`onnxvis.grids` (and coloured by :mod:`onnxvis.figures` for ``--colormap diverging``),
+made by :mod:`onnxvis.grids` (and coloured by :mod:`onnxvis.colormaps` for ``--colormap diverging``),
 encoded once as PNG, and handed to the sinks chosen with ``--format``: PNG files written by
 :mod:`onnxvis.output`, and a TensorBoard event file written by :mod:`onnxvis.tensorboard`.
 """
@@ -9,16 +9,17 @@ encoded once as PNG, and handed to the sinks chosen with ``--format``: PNG files
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from onnxvis import colormaps, grids
 from onnxvis.errors import OnnxvisError
+from onnxvis.grids import GridOptions
 
 if TYPE_CHECKING:
-    from onnxvis.fmaps import FeatureMaps
+    from onnxvis.inspector import FeatureMaps
     from onnxvis.grids import KernelPicture
     from onnxvis.layers import ConvLayer
     from onnxvis.output import OutputDir
@@ -90,23 +91,6 @@ class Sinks:
         return self.written
 
 
-@dataclass(frozen=True)
-class GridOptions:
-    """make_grid's options, as the CLI exposes them."""
-
-    nrow: int = 8
-    padding: int = 2
-    pad_value: float = 0.0
-    normalize: bool = True
-    scale_each: bool = True
-
-    def __post_init__(self) -> None:
-        if self.nrow < 1:
-            raise OnnxvisError(f"--nrow must be 1 or more, got {self.nrow}")
-        if self.padding < 0:
-            raise OnnxvisError(f"--padding must be 0 or more, got {self.padding}")
-
-
 def layer_stem(layer: "ConvLayer") -> str:
     return f"{layer.index:02d}_{layer.name}"
 
@@ -136,25 +120,21 @@ def kernel_pixels(
         colormap: "grey" (torchvision's picture: RGB for 3 input channels, else grey) or
             "diverging" (blue negative, white zero, red positive; see :mod:`onnxvis.figures`).
     """
-    from onnxvis import figures, grids
-
-    figures.check_colormap(colormap)
+    colormaps.check_colormap(colormap)
     cap = grids.DEFAULT_MAX_TILES if max_tiles is None else (None if max_tiles == 0 else max_tiles)
     if colormap == "diverging":
-        picture = figures.signed_kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, cap)
-        return figures.diverging_rgb(picture.grid, grid.pad_value), picture
+        picture = colormaps.signed_kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, cap)
+        return colormaps.diverging_rgb(picture.grid, grid.pad_value), picture
     picture = grids.kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value, cap)
     return grids.to_uint8(picture.grid), picture
 
 
 def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap: str = "grey") -> Iterator[tuple[int, np.ndarray]]:
     """The per-output-channel view (the tutorial's) as (output channel, uint8 pixels) pairs."""
-    from onnxvis import figures, grids
-
-    if figures.check_colormap(colormap) == "diverging":
-        values = figures.signed_kernels(weight, grid.scale_each) if grid.normalize else weight
+    if colormaps.check_colormap(colormap) == "diverging":
+        values = colormaps.signed_kernels(weight, grid.scale_each) if grid.normalize else weight
         for o, tiles in grids.split_grids(values, None, grid.nrow, grid.padding, False, False, float("nan")):
-            yield o, figures.diverging_rgb(tiles, grid.pad_value)
+            yield o, colormaps.diverging_rgb(tiles, grid.pad_value)
         return
     for o, tiles in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
         yield o, grids.to_uint8(tiles)
@@ -227,23 +207,49 @@ def draw_kernels(
     return written
 
 
+def image_folders(images: Sequence[Path]) -> list[str]:
+    """A distinct folder name per image, from its file name without suffix (``cat``, ``cat_2``, ...)."""
+    from onnxvis.output import sanitize
+
+    used: set[str] = set()
+    names = []
+    for image in images:
+        base = sanitize(image.stem or "image", "image")
+        name, n = base, 2
+        while name.lower() in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
 def draw_fmaps(
-    result: "FeatureMaps",
+    results: "FeatureMaps | Iterable[FeatureMaps]",
     out: "OutputDir",
     grid: GridOptions = GridOptions(),
     prefix: str = "fmaps",
     formats: str | Sequence[str] = ("png",),
     progress: bool = False,
+    folders: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Write a feature-map grid per layer of ``result``: ``<prefix>_<idx>_<layer>.png`` and/or the
-    TensorBoard tag ``<prefix>/<idx>_<layer>``."""
-    from onnxvis import grids
+    """Write a feature-map grid per layer of each result.
+
+    One result: ``<prefix>_<idx>_<layer>.png`` and/or the TensorBoard tag ``<prefix>/<idx>_<layer>``.
+    Several (an iterable, consumed as it comes): each image's pictures in its own folder,
+    ``<folder>/<prefix>_<idx>_<layer>.png`` (``folders``, one per image, default from the file names),
+    and in TensorBoard one step per image under the same tags.
+    """
+    from onnxvis.inspector import FeatureMaps
     from onnxvis.progress import Progress
 
+    single = isinstance(results, FeatureMaps)
+    items: Iterable[FeatureMaps] = [results] if single else results  # type: ignore[list-item]
     sinks = Sinks(out, formats, prefix)
-    with Progress(len(result.maps), prefix, enabled=None if progress else False) as bar:
-        for layer, maps in result.maps.items():
-            picture = grids.fmap_grid(maps, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value)
-            sinks.add(grids.to_uint8(picture), f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix))
-            bar.advance(layer.name)
+    total = 1 if single else (len(folders) if folders is not None else None)
+    with Progress(total or 0, prefix, enabled=None if progress and total else False) as bar:
+        for step, result in enumerate(items):
+            subdir = None if single else (folders[step] if folders is not None else image_folders([result.image])[0])
+            for layer, maps in result.maps.items():
+                sinks.add(grids.fmap_pixels(maps, grid), f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix), step, subdir)
+            bar.advance(result.image.name)
     return sinks.close()

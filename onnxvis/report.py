@@ -15,30 +15,29 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from onnxvis.classes import TOP_K, top_k
 from onnxvis.errors import OnnxvisError
+from onnxvis.grids import GridOptions, fmap_pixels
+from onnxvis.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
+from onnxvis.pages import CSP, img_tag
+from onnxvis.render import kernel_pixels, layer_title
 
 if TYPE_CHECKING:
-    from onnxvis.fmaps import FeatureMaps
+    from onnxvis.inspector import ImageResult, Inspector
     from onnxvis.layers import ConvLayer
-    from onnxvis.model import Model
     from onnxvis.output import OutputDir
-    from onnxvis.preprocess import Preprocess
-    from onnxvis.render import GridOptions
 
 REPORT_MAX_TILES = 8192
 """Tiles per kernel grid in a report: VGG16's 512x512 layers show their first 16 filters."""
 DEAD_FRACTION = 0.01
 """A filter is near-dead when its L2 norm is below this fraction of the median filter norm of its layer."""
-LABELS_KEY = "onnxvis.labels"
-TOP_K = 5
 _THUMBNAIL = 256
 # Feature-map grids wider than this, or with more pixels, are shown at 1/2, 1/3, ... resolution.
 _FMAP_WIDTH = 1024
@@ -111,50 +110,6 @@ def activation_stats(maps: np.ndarray) -> ActivationStats:
     )
 
 
-def labels_from_metadata(metadata: dict[str, str]) -> list[str] | None:
-    """The class names our exporter stores under ``onnxvis.labels`` (a JSON list), or None."""
-    text = metadata.get(LABELS_KEY)
-    if text is None:
-        return None
-    try:
-        labels = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(labels, list) or not labels:
-        return None
-    return [str(label) for label in labels]
-
-
-def top_k(scores: np.ndarray, labels: Sequence[str], k: int = TOP_K) -> list[tuple[int, str, float]]:
-    """The k best classes as (index, name, probability).
-
-    Scores that are already probabilities (in [0, 1], summing to 1) are kept; others (logits) go
-    through a softmax.
-    """
-    values = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if values.min() >= 0 and values.max() <= 1 and abs(values.sum() - 1) < 1e-3:
-        probs = values
-    else:
-        shifted = np.exp(values - values.max())
-        probs = shifted / shifted.sum()
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [(int(i), labels[i] if i < len(labels) else str(i), float(probs[i])) for i in order]
-
-
-def _class_output(model: "Model", labels: Sequence[str]) -> str | None:
-    """The graph output whose values are one score per label (batch dimension aside)."""
-    from onnxvis.inputs import input_shape
-
-    for output in model.graph.output:
-        shape = input_shape(output)
-        if not shape:
-            continue
-        known = [d for d in shape[1:] if d != 1]
-        if known == [len(labels)] or (len(shape) == 1 and shape[0] == len(labels)):
-            return output.name
-    return None
-
-
 # ------------------------------------------------------------------------------------------------
 # HTML pieces
 # ------------------------------------------------------------------------------------------------
@@ -179,7 +134,6 @@ details{margin:.3em 0 1em}summary{cursor:pointer;color:#0066cc}
 .bar{display:inline-block;height:10px;background:#0066cc;vertical-align:middle}
 """
 
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def _e(text: object) -> str:
@@ -192,15 +146,16 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _photo(path: Path) -> str:
-    from onnxvis.preprocess import load_image
+def _photo(rgb: np.ndarray, name: str) -> str:
+    """The photo as the model saw it (after resizing and cropping), as a JPEG data URL."""
+    from PIL import Image
 
-    img = load_image(path)
+    img = Image.fromarray(rgb)
     img.thumbnail((_THUMBNAIL, _THUMBNAIL))
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=85)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/jpeg;base64,{data}" width="{img.width}" height="{img.height}" alt="{_e(path.name)}">'
+    return f'<img src="data:image/jpeg;base64,{data}" width="{img.width}" height="{img.height}" alt="{_e(name)}">'
 
 
 def _bars_svg(values: np.ndarray, width: int = 150, height: int = 18, marked: np.ndarray | None = None) -> str:
@@ -249,34 +204,15 @@ class _Layer:
     picture: str  # HTML of the kernel grid, or the reason there is none
 
 
-def _summary(model: "Model", preprocess_text: str, layers: list["ConvLayer"]) -> str:
-    from onnxvis.inputs import image_input, input_dtype, input_shape, runtime_inputs
-
-    proto = model.proto
-    rows: list[tuple[str, str]] = [
-        ("file", f"{model.path} ({model.path.stat().st_size / 1e6:.1f} MB)"),
-        ("producer", f"{proto.producer_name or '?'} {proto.producer_version}".strip()),
-        ("IR version", str(proto.ir_version)),
-        ("opsets", ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in model.opsets.items())),
-    ]
-    for key in ("onnxvis.source", "onnxvis.weights"):
-        if key in model.metadata:
-            rows.append((key.split(".", 1)[1], model.metadata[key]))
-    for value in runtime_inputs(model):
-        shape = input_shape(value)
-        dims = "x".join("?" if d is None else str(d) for d in shape) if shape is not None else "?"
-        dtype = input_dtype(value)
-        rows.append(("input", f"{value.name} [{dims}] {dtype.name if dtype is not None else '?'}"))
-    try:
-        rows.append(("image input", image_input(model).describe()))
-    except OnnxvisError as exc:
-        rows.append(("image input", f"none: {exc}"))
-    rows.append(("preprocessing", preprocess_text))
-    weights = sum(layer.weight_count or 0 for layer in layers)
-    rows.append(("conv layers", f"{len(layers)}, {weights:,} kernel weights"))
-    labels = labels_from_metadata(model.metadata)
-    rows.append(("labels", f"{len(labels)} classes" if labels else "none in the model"))
-    return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows) + "</dl>"
+def _summary(rows: Sequence[tuple[str, str]]) -> str:
+    """The Inspector's summary rows as a definition list (a row without a key continues the one above)."""
+    merged: list[list[str]] = []
+    for key, value in rows:
+        if key or not merged:
+            merged.append([key, value])
+        else:
+            merged[-1][1] += f" {value}"
+    return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in merged) + "</dl>"
 
 
 def _layer_table(entries: list[_Layer]) -> str:
@@ -309,10 +245,7 @@ def _norms_details(entries: list[_Layer]) -> str:
     return "<details><summary>the norm of every filter, in order</summary>" + "".join(parts) + "</details>"
 
 
-def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: "GridOptions", max_tiles: int, colormap: str) -> str:
-    from onnxvis.figures import img_tag
-    from onnxvis.render import kernel_pixels, layer_title
-
+def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: GridOptions, max_tiles: int, colormap: str) -> str:
     pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
     caption = f"{picture.layout}"
     if picture.truncated:
@@ -321,7 +254,7 @@ def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: "GridOptions",
     return f'<figure id="k{layer.index}"><figcaption><b>{_e(title)}</b> - {_e(caption)}</figcaption>{img_tag(pixels, title)}</figure>'
 
 
-def _shrink(maps: np.ndarray, grid: "GridOptions") -> tuple[np.ndarray, int]:
+def _shrink(maps: np.ndarray, grid: GridOptions) -> tuple[np.ndarray, int]:
     """Average k x k blocks of each map so that the grid is at most about _FMAP_WIDTH pixels wide
     and _FMAP_PIXELS pixels in all."""
     if maps.ndim != 3:
@@ -346,19 +279,21 @@ def _activation_table(stats: ActivationStats) -> str:
     return _table(["channel", "min", "max", "mean", "std", "> 0"], rows, left=())
 
 
-def _image_section(number: int, result: "FeatureMaps", grid: "GridOptions", predictions: str) -> str:
-    from onnxvis import grids
-    from onnxvis.figures import img_tag
-    from onnxvis.render import layer_title
-
+def _image_section(
+    number: int, inspector: "Inspector", result: "ImageResult", layers: Sequence["ConvLayer"], grid: GridOptions,
+    predictions: str, full_paths: bool,
+) -> str:
+    prepared = result.prepared
+    shown_name = str(result.image) if full_paths else result.image.name
     parts = [f'<h2 id="image{number}">Image {number + 1}: {_e(result.image.name)}</h2>',
-             f'<div class=side><figure class="photo">{_photo(result.image)}<figcaption>{_e(result.image)}</figcaption></figure>'
+             f'<div class=side><figure class="photo">{_photo(prepared.rgb, result.image.name)}<figcaption>{_e(shown_name)}</figcaption></figure>'
              f"<div>{predictions}</div></div>",
-             f"<p class=note>preprocessing: {_e(result.preprocess.describe())}; {_e(result.input_spec.describe())}</p>"]
-    for layer, maps in result.maps.items():
+             f"<p class=note>preprocessing: {_e(prepared.preprocess.describe())}; {_e(inspector.image_input.describe())}</p>"]
+    for layer in layers:
+        maps = _channels_first(layer, result.values[layer.output_name])
         stats = activation_stats(maps)
         shown, k = _shrink(maps, grid)
-        pixels = grids.to_uint8(grids.fmap_grid(shown, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value))
+        pixels = fmap_pixels(shown, grid)
         title = layer_title(layer, "feature maps")
         shape = "x".join(map(str, maps.shape))
         silent = f'; <span class="warn">{stats.silent} silent</span> (no value above 0)' if stats.silent else ""
@@ -371,114 +306,103 @@ def _image_section(number: int, result: "FeatureMaps", grid: "GridOptions", pred
     return "\n".join(parts)
 
 
-def _predictions(model: "Model", image: str | Path, labels: list[str] | None, run: Callable[[list[str]], dict], log: Log) -> str:
-    """The top-5 table; ``run(outputs)`` runs the whole model on the image."""
-    if not labels:
-        return ""
-    output = _class_output(model, labels)
-    if output is None:
-        return f"<p class=note>The model has {len(labels)} labels but no output with one score per label.</p>"
-    try:
-        scores = run([output])[output]
-    except OnnxvisError as exc:
-        log(f"no predictions for {image}: {exc}")
-        return f"<p class=warn>No predictions: {_e(exc)}</p>"
-    scores = np.asarray(scores)
-    best = top_k(scores[0] if scores.ndim > 1 else scores, labels)
-    rows = [[str(i + 1), _e(name), str(index), f"{p * 100:.2f}%", f'<span class="bar" style="width:{p * 200:.0f}px"></span>']
+def _channels_first(layer: "ConvLayer", value: np.ndarray) -> np.ndarray:
+    value = np.asarray(value)
+    if value.ndim < 2 or value.size == 0:
+        raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not feature maps; check the model")
+    if layer.op_type == "NhwcConv":
+        value = np.moveaxis(value, -1, 0)
+    return value.astype(np.float32, copy=False)
+
+
+def _predictions(output: str, scores: np.ndarray, labels: list[str]) -> str:
+    """The top-5 table of one image's class scores."""
+    best = top_k(scores, labels, TOP_K)
+    rows = [[str(i + 1), _e(name if name is not None else index), str(index), f"{p * 100:.2f}%",
+             f'<span class="bar" style="width:{p * 200:.0f}px"></span>']
             for i, (index, name, p) in enumerate(best)]
     return f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)})</h3>" + _table(["#", "class", "index", "probability", ""], rows, left=(1, 4))
 
 
 def build_report(
-    model: "Model",
+    inspector: "Inspector",
     images: Sequence[str | Path] = (),
     fmap_layers: Sequence["ConvLayer"] | None = None,
-    preprocess: "Preprocess | None" = None,
-    layout: str | None = None,
-    grid: "GridOptions | None" = None,
+    grid: GridOptions | None = None,
     colormap: str = "grey",
     max_tiles: int = REPORT_MAX_TILES,
-    inputs: Mapping[str, "float | np.ndarray"] | None = None,
-    explicit_size: bool = False,
+    full_paths: bool = False,
     progress: bool = False,
     log: Log = _stderr,
 ) -> str:
     """The report's HTML text.
 
+    Each image runs once: one pass of the model gives the chosen layers' feature maps and, when the
+    model carries labels, the class scores for the top-5.
+
     Args:
-        model: the opened model.
+        inspector: the opened model, with its preprocessing settled.
         images: photos to run; none gives a report of the weights alone.
         fmap_layers: the layers whose feature maps are shown (default: the first conv layer).
-        preprocess: overrides the model's metadata or the guess.
-        layout: "NCHW" or "NHWC" to override the detected layout.
         grid: make_grid options for kernels and feature maps.
         colormap: "grey" or "diverging", for the kernels.
         max_tiles: tiles per kernel grid (0: no cap).
-        inputs, explicit_size: as for :func:`onnxvis.fmaps.feature_maps`.
+        full_paths: show the full paths of the model and the images, not only their file names.
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
     """
-    from onnxvis.figures import check_colormap
-    from onnxvis.fmaps import feature_maps, predict
-    from onnxvis.layers import find_conv_layers
+    from onnxvis.colormaps import check_colormap
     from onnxvis.progress import Progress
-    from onnxvis.render import GridOptions
-    from onnxvis.weights import kernel_weights
 
     check_colormap(colormap)
     grid = grid or GridOptions()
-    layers = find_conv_layers(model)
+    layers = inspector.layers
     if not layers:
         raise OnnxvisError(
-            f"{model.path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger), so there is "
+            f"{inspector.model.path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger), so there is "
             "nothing to report; 'onnxvis info MODEL' describes its inputs and outputs"
         )
     chosen = list(fmap_layers) if fmap_layers else layers[:1]
-    labels = labels_from_metadata(model.metadata)
+    for layer in chosen:
+        if not layer.in_main_graph:
+            raise OnnxvisError(
+                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
+                "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
+            )
+    labels = inspector.labels
+    output = None
+    if labels and images:
+        try:
+            output = inspector.class_output()
+        except OnnxvisError as exc:
+            log(f"no predictions: {exc}")
     entries: list[_Layer] = []
     image_parts: list[str] = []
-    preprocess_text = ""
     with Progress(len(layers) + len(images), "report", enabled=None if progress else False) as bar:
         say = bar.write if bar.enabled else log
         for layer in layers:
             try:
-                weight = kernel_weights(layer)
+                weight = inspector.kernels(layer)
             except OnnxvisError as exc:
                 say(f"layer {layer.index} ({layer.name}): no kernels: {exc}")
                 entries.append(_Layer(layer, None, f'<p id="k{layer.index}" class=warn>{layer.index} {_e(layer.name)}: {_e(exc)}</p>'))
             else:
                 entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, weight, grid, max_tiles, colormap)))
             bar.advance(f"kernels {layer.name}")
-        for number, image in enumerate(images):
-            result = feature_maps(model, image, chosen, preprocess, layout, inputs, explicit_size=explicit_size)
-            preprocess_text = result.preprocess.describe()
-
-            def run(outputs: list[str], image=image) -> dict:
-                return predict(model, image, preprocess, layout, inputs, outputs, explicit_size=explicit_size)
-
-            image_parts.append(_image_section(number, result, grid, _predictions(model, image, labels, run, say)))
-            bar.advance(f"image {Path(image).name}")
-    if not preprocess_text:
-        preprocess_text = _default_preprocess(model, preprocess, layout)
-    return _page(model, preprocess_text, layers, entries, image_parts, colormap)
+        if images:
+            targets = [layer.output_name for layer in chosen] + ([output] if output else [])
+            for number, result in enumerate(inspector.run(images, targets)):
+                table = _predictions(output, result.values[output], labels or []) if output else ""
+                image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
+                bar.advance(f"image {result.image.name}")
+    return _page(inspector, entries, image_parts, colormap, full_paths)
 
 
-def _default_preprocess(model: "Model", preprocess: "Preprocess | None", layout: str | None) -> str:
-    if preprocess is not None:
-        return preprocess.describe()
-    from onnxvis.inputs import choose_preprocess, image_input
-
-    try:
-        return choose_preprocess(model, image_input(model, layout)).describe()
-    except OnnxvisError as exc:
-        return f"none: {exc}"
-
-
-def _page(model: "Model", preprocess_text: str, layers: list["ConvLayer"], entries: list[_Layer], image_parts: list[str], colormap: str) -> str:
+def _page(inspector: "Inspector", entries: list[_Layer], image_parts: list[str], colormap: str, full_paths: bool) -> str:
+    model = inspector.model
     title = f"onnxvis report: {model.path.name}"
     nav = ['<a href="#summary">summary</a>', '<a href="#layers">conv layers</a>', '<a href="#kernels">kernels</a>']
     nav += [f'<a href="#image{i}">image {i + 1}</a>' for i in range(len(image_parts))]
@@ -487,9 +411,15 @@ def _page(model: "Model", preprocess_text: str, layers: list["ConvLayer"], entri
     images = "\n".join(image_parts) if image_parts else (
         '<h2 id="images">Feature maps</h2><p class=note>No image given: run <code>onnxvis report MODEL IMAGE ...</code> '
         "to see feature maps, their statistics and the predictions.</p>")
+    try:
+        rows = inspector.summary(full_paths=full_paths)
+    except OnnxvisError as exc:  # a preprocessing that cannot be settled still leaves the weights to report
+        rows = [("model", model.path.name), ("preproc", f"none: {exc}")]
+    weights = sum(layer.weight_count or 0 for layer in inspector.layers)
+    rows.append(("kernel weights", f"{weights:,}"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="onnxvis">
 <title>{_e(title)}</title><style>{_CSS}</style></head>
@@ -497,7 +427,7 @@ def _page(model: "Model", preprocess_text: str, layers: list["ConvLayer"], entri
 <h1>{_e(title)}</h1>
 <nav>{" ".join(nav)}</nav>
 <h2 id="summary">Model</h2>
-{_summary(model, preprocess_text, layers)}
+{_summary(rows)}
 <h2 id="layers">Conv layers and their weights</h2>
 <p class=note>Filter norms: the L2 norm of each output channel's kernel, one bar per filter; a red tick marks a near-dead
 filter (norm below {DEAD_FRACTION:g} of the layer's median filter norm).</p>

@@ -26,12 +26,17 @@ if TYPE_CHECKING:
     from onnxvis.model import Model
 
 
-def required_nodes(graph: "onnx.GraphProto", targets: Iterable[str]) -> tuple[list["onnx.NodeProto"], set[str]]:
+def required_nodes(
+    graph: "onnx.GraphProto", targets: Iterable[str], given: Iterable[str] = ()
+) -> tuple[list["onnx.NodeProto"], set[str]]:
     """The nodes (in graph order) that compute ``targets``, and every tensor name they read.
 
     Names that subgraphs read from the outer scope count as read by the node that holds them.
+    Tensors in ``given`` are fed from outside, so the walk stops there (the nodes that would
+    compute them are not needed).
     """
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    stops = set(given)
     needed: set[int] = set()
     read: set[str] = set()
     stack = list(targets)
@@ -40,7 +45,7 @@ def required_nodes(graph: "onnx.GraphProto", targets: Iterable[str]) -> tuple[li
         if name in read:
             continue
         read.add(name)
-        i = producers.get(name)
+        i = None if name in stops else producers.get(name)
         if i is None or i in needed:
             continue
         needed.add(i)
@@ -96,6 +101,7 @@ def minimal_model(
     targets: list[str],
     arrays: dict[str, np.ndarray] | None = None,
     from_file: bool = False,
+    given: Mapping[str, np.ndarray] | None = None,
 ) -> "onnx.ModelProto":
     """A model whose outputs are ``targets``, holding only the nodes and initializers they need.
 
@@ -112,11 +118,15 @@ def minimal_model(
             data reference to that very file (location: its name; offset and length of the bytes),
             so that onnxruntime maps the bytes itself; the session needs :data:`_DATA_FOLDER_KEY`
             set to the file's folder (see :func:`session_options`). Takes precedence over ``arrays``.
+        given: tensors fed from outside, by name, with an example array (for its dtype and its
+            shape after the batch axis): they become graph inputs, and the nodes that would
+            compute them are left out. This is how a run starts in the middle of the graph.
     """
     from onnx import TensorProto, helper
 
     graph = model.graph
-    nodes, read = required_nodes(graph, targets)
+    cut = dict(given or {})
+    nodes, read = required_nodes(graph, targets, cut)
     real_file = os.path.realpath(model.path) if from_file else ""
     initializers = []
     seen: set[str] = set()
@@ -133,7 +143,10 @@ def minimal_model(
         else:
             initializers.append(model.initializer_proto(stub.name))
     init_names = {t.name for t in initializers}
-    inputs = [i for i in graph.input if i.name in read and i.name not in init_names]
+    inputs = [i for i in graph.input if i.name in read and i.name not in init_names and i.name not in cut]
+    for name, example in cut.items():  # a cut tensor becomes an input of any batch size
+        elem = helper.np_dtype_to_tensor_dtype(np.asarray(example).dtype)
+        inputs.append(helper.make_tensor_value_info(name, elem, ["batch", *np.asarray(example).shape[1:]]))
     known = {v.name: v for v in list(graph.value_info) + list(graph.output)}
     outputs = [known[t] if t in known else helper.make_empty_tensor_value_info(t) for t in targets]
     small = helper.make_graph(nodes, graph.name or "onnxvis", inputs, outputs, initializers)
@@ -143,7 +156,7 @@ def minimal_model(
             if node.name:
                 node.name = f"{node.name}#{i}"
     wanted = set(targets)
-    small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in wanted)
+    small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in wanted and v.name not in cut)
     result = helper.make_model(small, opset_imports=list(model.proto.opset_import))
     # External data needs IR version 4 or later (and the initializers are not graph inputs here).
     external = any(t.data_location == TensorProto.EXTERNAL for t in initializers)
@@ -181,12 +194,15 @@ def needed_inputs(model: "Model", targets: list[str]) -> list["onnx.ValueInfoPro
     return [i for i in graph.input if i.name in read and not model.has_initializer(i.name)]
 
 
-def session_options(data_folder: str | None = None):
-    """onnxruntime session options for one run in a short-lived process.
+def session_options(data_folder: str | None = None, threads: int | None = None, many_runs: bool = False):
+    """onnxruntime session options.
 
     Args:
         data_folder: the folder that external data locations are relative to (the model's, when
             :func:`minimal_model` was asked for ``from_file``).
+        threads: intra-op threads; None lets onnxruntime choose (one per core).
+        many_runs: the session will run many times (the Inspector's): pay for the memory arena, memory
+            patterns and the extended optimisations, which pay off from the second run.
     """
     import onnxruntime as ort
 
@@ -195,9 +211,14 @@ def session_options(data_folder: str | None = None):
     # level's layout transforms and fusions cost more time than they save on a single run, and the
     # requested tensors are graph outputs, which no fusion removes), and no memory arena or
     # memory-pattern planning (they pay off from the second run).
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if many_runs else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
+    options.enable_cpu_mem_arena = many_runs
+    options.enable_mem_pattern = many_runs
+    if threads is not None:
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
     # Fatal only: onnxruntime's own error lines would go to stderr beside the one-line
     # OnnxvisError that run_tensors raises for the same failure. Its default logger (used by the
     # allocator, e.g. for a tensor whose size overflows) is set too.
@@ -212,27 +233,93 @@ def session_options(data_folder: str | None = None):
     return options
 
 
-def _session(model: "Model", targets: list[str], from_file: bool):
-    """An InferenceSession of the minimal model, and the arrays it borrows (keep them alive)."""
-    import onnxruntime as ort
+class Session:
+    """One onnxruntime session over the part of the graph between some fed tensors and ``targets``.
 
-    arrays: dict[str, np.ndarray] = {}
-    small = minimal_model(model, targets, arrays, from_file=from_file)
-    options = session_options(os.path.dirname(os.path.realpath(model.path)) if from_file else None)
-    # The OrtValues wrap the arrays without copying; both must outlive the session.
-    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
-    if arrays:
-        options.add_external_initializers(list(arrays), values)
-    if from_file:
-        model.check_unchanged()
-    data = small.SerializeToString()
-    del small
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    return session, (arrays, values)
+    Opened once and run many times: this is what the Inspector keeps per set of requested tensors.
+
+    Args:
+        model: the opened model.
+        targets: tensor names of the main graph to compute.
+        given: tensors fed from the middle of the graph, with an example array each (see
+            :func:`minimal_model`); graph inputs need no entry.
+        threads: intra-op threads (None: onnxruntime's default, one per core).
+        many_runs: tune the session for repeated runs (see :func:`session_options`).
+
+    Raises:
+        OnnxvisError: onnxruntime cannot load that part of the model.
+    """
+
+    def __init__(
+        self,
+        model: "Model",
+        targets: list[str],
+        given: Mapping[str, np.ndarray] | None = None,
+        threads: int | None = None,
+        many_runs: bool = False,
+    ) -> None:
+        self.model = model
+        self.targets = list(dict.fromkeys(targets))
+        self.given = dict(given or {})
+        try:
+            try:
+                self._open(from_file=True, threads=threads, many_runs=many_runs)
+            except OnnxvisError:
+                raise
+            except Exception:
+                # An onnxruntime older than 1.21 (no data-folder option), or a file it will not map:
+                # hand every weight over as an array instead.
+                self._open(from_file=False, threads=threads, many_runs=many_runs)
+        except OnnxvisError:
+            raise
+        except Exception as exc:
+            raise OnnxvisError(
+                f"onnxruntime cannot load the part of {model.path.name} that computes these tensors: {_first_line(exc)}"
+            ) from None
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def _open(self, from_file: bool, threads: int | None, many_runs: bool) -> None:
+        import onnxruntime as ort
+
+        arrays: dict[str, np.ndarray] = {}
+        small = minimal_model(self.model, self.targets, arrays, from_file=from_file, given=self.given)
+        folder = os.path.dirname(os.path.realpath(self.model.path)) if from_file else None
+        options = session_options(folder, threads, many_runs)
+        # The OrtValues wrap the arrays without copying; both must outlive the session.
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+        if arrays:
+            options.add_external_initializers(list(arrays), values)
+        if from_file:
+            self.model.check_unchanged()
+        data = small.SerializeToString()
+        del small
+        self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self._borrowed = (arrays, values)
+        self.from_file = from_file  # whether onnxruntime maps the weights from the model file itself
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self._session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Compute the targets; ``feeds`` may hold more arrays than this part of the graph reads.
+
+        Raises:
+            OnnxvisError: onnxruntime refuses the input (a wrong size, type or batch).
+        """
+        try:
+            results = self._session.run(self.targets, {k: feeds[k] for k in self.input_names})
+        except KeyError as exc:
+            raise OnnxvisError(f"the model needs input {exc.args[0]!r} to compute these tensors; it cannot be fed from an image") from None
+        except Exception as exc:
+            raise OnnxvisError(
+                f"onnxruntime cannot run {self.model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing"
+            ) from None
+        return dict(zip(self.targets, results))
 
 
 def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[str]) -> dict[str, np.ndarray]:
-    """Compute the named tensors of the main graph for the given inputs.
+    """Compute the named tensors of the main graph for the given inputs, in a one-off session.
 
     onnxruntime gets the smallest graph that computes them (:func:`minimal_model`); it maps the big
     weights from the model file itself, so they are neither copied nor all read.
@@ -254,26 +341,7 @@ def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[s
     missing = [i.name for i in needed_inputs(model, targets) if i.name not in feeds]
     if missing:
         raise OnnxvisError(f"the model needs input {missing[0]!r} to compute these feature maps; it cannot be fed from an image")
-    try:
-        try:
-            session, borrowed = _session(model, targets, from_file=True)
-        except OnnxvisError:
-            raise
-        except Exception:
-            # An onnxruntime older than 1.21 (no data-folder option), or a file it will not map:
-            # hand every weight over as an array instead.
-            session, borrowed = _session(model, targets, from_file=False)
-    except OnnxvisError:
-        raise
-    except Exception as exc:
-        raise OnnxvisError(f"onnxruntime cannot load the part of {model.path.name} that computes these layers: {_first_line(exc)}") from None
-    used_inputs = {i.name for i in session.get_inputs()}
-    try:
-        results = session.run(targets, {k: v for k, v in feeds.items() if k in used_inputs})
-    except Exception as exc:
-        raise OnnxvisError(f"onnxruntime cannot run {model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing") from None
-    del session, borrowed
-    return dict(zip(targets, results))
+    return Session(model, targets).run(feeds)
 
 
 def _first_line(exc: Exception) -> str:

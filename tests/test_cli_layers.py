@@ -186,3 +186,22 @@ def test_kernels_of_a_conv_inside_a_loop_body_through_the_cli(cli, tmp_path):
     assert pixels.shape == (2 + 5, 2 + 3 * 5, 3) and pixels.std() > 0  # an RGB grid of 3 kernels
     refused = cli("fmaps", path, "--layers", "body_conv", "-o", tmp_path / "f")
     assert refused.returncode == 2 and "inside a subgraph (loop.body)" in refused.stderr
+
+
+def test_the_table_stays_aligned_with_long_node_names(cli, tmp_path):
+    """tf2onnx and JAX name nodes with long paths: the columns after the name still line up."""
+    long_name = "model/sequential/block_1/conv2d_with_a_very_long_name/Conv2D__42"
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["h"], name=long_name, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w1"], ["y"], name="c"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    inits = [numpy_helper.from_array(_weight(4, 3, 3, 3), "w0"), numpy_helper.from_array(_weight(2, 4, 3, 3), "w1")]
+    path = _save(tmp_path / "m.onnx", nodes, inputs, inits)
+    done = cli("layers", path)
+    header, *rows = done.stdout.splitlines()
+    assert len(rows) == 2 and long_name in rows[0]
+    op_column = header.index(" op ") + 1
+    assert rows[0][op_column:].startswith("Conv ") and rows[1][op_column:].startswith("Conv ")
+    weight_column = header.index(" weight ") + 1
+    assert rows[0][weight_column:].startswith("4x3x3x3") and rows[1][weight_column:].startswith("2x4x3x3")

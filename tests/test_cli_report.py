@@ -139,7 +139,7 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     # summary: producer, opset, inputs, preprocessing
     assert "tiny-maker 3.1" in text
     assert "ai.onnx 17" in text
-    assert "image [1x3x24x24] float32" in text
+    assert "&#x27;image&#x27; [1x3x24x24] float32" in text
     assert "metadata: resize 24x24, RGB, 0..1, mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25]" in text
 
     # the conv layer table: weight statistics of each layer, norms, near-dead count
@@ -269,7 +269,8 @@ def test_report_caps_kernel_tiles_and_says_so(cli, make_conv_model, tmp_path):
 
 
 def test_labels_and_top_k_helpers():
-    from onnxvis.report import labels_from_metadata, top_k
+    from onnxvis.classes import top_k
+    from onnxvis.metadata import labels_from_metadata
 
     assert labels_from_metadata({"onnxvis.labels": '["a", "b"]'}) == ["a", "b"]
     assert labels_from_metadata({"onnxvis.labels": "not json"}) is None
@@ -300,3 +301,16 @@ def test_report_of_an_exported_torchvision_model_has_top5(cli, tmp_path):
     categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     assert all(r[1] == categories[int(r[2])] for r in top)
     assert "Top-5 predictions" in text
+
+
+def test_the_report_shows_file_names_unless_full_paths_are_asked_for(cli, tmp_path):
+    model = classifier(tmp_path / "tiny.onnx")
+    image = photo(tmp_path / "a.png", 1)
+    shared = cli("report", model, image, "-o", tmp_path / "shared")
+    full = cli("report", model, image, "--full-paths", "-o", tmp_path / "full")
+    assert shared.returncode == 0 and full.returncode == 0, shared.stderr + full.stderr
+    shared_text = Path(_written(shared)[0]).read_text()
+    full_text = Path(_written(full)[0]).read_text()
+    assert str(tmp_path) not in shared_text  # nothing of this machine's folders
+    assert "tiny.onnx" in shared_text and "a.png" in shared_text
+    assert str(model) in full_text and str(image) in full_text

@@ -48,3 +48,11 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_readme_images_exist():
     for image in re.findall(r"\]\((docs/[^)]+)\)", README):
         assert (ROOT / image).is_file(), image
+
+
+def test_the_module_table_lists_every_module():
+    table = README.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(onnxvis/[\w/]+\.py)` \|", table, re.M))
+    modules = {f"onnxvis/{p.name}" for p in (ROOT / "onnxvis").glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    assert modules - listed == set(), f"modules missing from the README's table: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"the README lists modules that do not exist: {sorted(listed - modules)}"

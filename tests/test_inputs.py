@@ -12,7 +12,14 @@ from PIL import Image
 from conftest import asset
 from onnxvis import preprocess as pp
 from onnxvis.errors import OnnxvisError
-from onnxvis.fmaps import feature_maps, predict, prepare_input
+from onnxvis.fmaps import feature_maps, predict
+from onnxvis.inspector import Inspector
+
+
+def prepare_input(model, image, preprocess, explicit_size=False):
+    prepared = Inspector(model, preprocess=preprocess, explicit_size=explicit_size).prepare(image)
+    return None, prepared.preprocess, prepared.array
+
 from onnxvis.inputs import (
     GUESS_HINT,
     explain_preprocess,

@@ -223,15 +223,16 @@ def test_real_models_do_use_the_file_mapping():
     from onnx import TensorProto
 
     from onnxvis.model import Model
-    from onnxvis.runner import _session, minimal_model
+    from onnxvis.runner import Session, minimal_model
 
     path = asset("models/ultraface_rfb320_pytorch.onnx")
     model = Model.open(path)
     targets = _main_graph_targets(model)
     small = minimal_model(model, targets, {}, from_file=True)
     assert any(t.data_location == TensorProto.EXTERNAL for t in small.graph.initializer)
-    session, _ = _session(model, targets, from_file=True)
-    assert [o.name for o in session.get_outputs()] == targets
+    session = Session(model, targets)
+    assert session.from_file  # no silent fallback to copies
+    assert session.output_names == targets
 
 
 # ------------------------------------------------------------------------------ built models
@@ -295,7 +296,7 @@ def test_external_data_weights_are_lent_as_arrays_equal_to_onnx_load(tmp_path):
     from onnx import TensorProto, numpy_helper
 
     from onnxvis.model import Model
-    from onnxvis.runner import _session, minimal_model
+    from onnxvis.runner import Session, minimal_model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path, external=True)
@@ -310,8 +311,9 @@ def test_external_data_weights_are_lent_as_arrays_equal_to_onnx_load(tmp_path):
         if tensor.name not in arrays:
             assert tensor.data_location == TensorProto.DEFAULT
             np.testing.assert_array_equal(numpy_helper.to_array(tensor), plain[tensor.name])
-    session, _ = _session(model, targets, from_file=True)
-    assert [o.name for o in session.get_outputs()] == targets
+    session = Session(model, targets)
+    assert session.from_file  # no silent fallback to copies
+    assert session.output_names == targets
 
 
 def test_single_file_weights_are_mapped_from_the_file(tmp_path):
