@@ -280,15 +280,15 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
     if layout is not None:
         key = layout.upper()
         if key not in ("NCHW", "NHWC"):
-            raise OnnxvisError(f"--layout must be NCHW or NHWC, got {layout!r}")
-        layout, reason = key, "set by --layout"
+            raise OnnxvisError(f"the layout must be NCHW or NHWC, got {layout!r}", setting="layout")
+        layout, reason = key, "set by the user"
     else:
         layout, reason = _guess_layout(model, value, shape)
     spec = InputSpec(value.name, shape, dtype, layout, reason)
     if spec.channels not in (None, 1, 3):
         raise _not_an_image(
             value, f"{spec.channels} channels in {layout} layout; onnxvis feeds 1 (grey) or 3 (colour) channels"
-            + ("" if layout == "NHWC" or reason == "set by --layout" else ", or try --layout NHWC")
+            + ("" if layout == "NHWC" or reason == "set by the user" else ", or try the NHWC layout")
         )
     return spec
 

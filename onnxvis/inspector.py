@@ -331,7 +331,8 @@ class Inspector:
         if (height and chw.shape[1] != height) or (width and chw.shape[2] != width):
             raise OnnxvisError(
                 f"the preprocessed image is {chw.shape[1]}x{chw.shape[2]} but input {spec.name!r} wants "
-                f"{height or 'any'}x{width or 'any'}; pass --resize {height or chw.shape[1]},{width or chw.shape[2]}"
+                f"{height or 'any'}x{width or 'any'}; resize to {height or chw.shape[1]},{width or chw.shape[2]}",
+                setting="resize",
             )
         array = pp.to_layout(chw, spec.layout, spec.dtype)
         if spec.batch is not None and spec.batch > 1:
@@ -346,13 +347,17 @@ class Inspector:
 
     # ------------------------------------------------------------------------------ running
 
-    def session(self, targets: Sequence[str], given: Mapping[str, np.ndarray] | None = None) -> Session:
-        """The kept onnxruntime session that computes ``targets`` (from ``given`` tensors, if any)."""
+    def session(self, targets: Sequence[str], given: Mapping[str, np.ndarray] | None = None, many_runs: bool = True) -> Session:
+        """The kept onnxruntime session that computes ``targets`` (from ``given`` tensors, if any).
+
+        ``many_runs=False`` tunes a new session for a single run (no arena, basic optimisations), which
+        is what a one-picture command wants; a kept session serves later runs either way.
+        """
         key = (tuple(dict.fromkeys(targets)), tuple(sorted(given or {})))
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
-                session = Session(self.model, list(key[0]), given, threads=self.threads, many_runs=True)
+                session = Session(self.model, list(key[0]), given, threads=self.threads, many_runs=many_runs)
                 self._sessions[key] = session
         return session
 
@@ -443,13 +448,13 @@ class Inspector:
         if not targets:
             raise OnnxvisError("no tensor was asked for")
         if _is_one_image(images):
-            return next(self._run_many([images], targets))
+            return next(self._run_many([images], targets, many_runs=False))
         return self._run_many(images, targets)
 
-    def _run_many(self, images: Iterable[ImageLike], targets: list[str]) -> Iterator[ImageResult]:
+    def _run_many(self, images: Iterable[ImageLike], targets: list[str], many_runs: bool = True) -> Iterator[ImageResult]:
         spec = self.image_input
         others = self._other_feeds(targets)  # raises for a missing other input, naming it
-        session = self.session(targets)
+        session = self.session(targets, many_runs=many_runs)
         batchable = spec.batch is None and not others
         limit = self.batch_size if batchable else 1
         key = (tuple(targets), ())

@@ -261,5 +261,5 @@ def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all
         if layer not in chosen:
             chosen.append(layer)
     if not chosen:
-        raise OnnxvisError(f"--layers {spec!r} selects no layer; give indexes, names or 'all'")
+        raise OnnxvisError(f"the layer selection {spec!r} selects no layer; give indexes, names or 'all'", setting="layers")
     return chosen

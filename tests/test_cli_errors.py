@@ -611,7 +611,7 @@ def _bad_image(box: Sandbox, kind: str) -> Path:
 
 BAD_IMAGES = {
     "missing": r"image file not found.*check the path",
-    "directory": r"is a directory; give the path of an image file",
+    "directory": r"holds no image file.*give another folder or image files",  # a folder is walked for images; this one has none
     "empty": r"image",
     "text": r"not an image file",
     "model file": r"not an image file",
@@ -960,7 +960,7 @@ def test_usage_mistakes_are_one_line_too(box):
     assert_user_error(box.run("kernels", model, "--nrow", "x", out=False), r"invalid int value")
     assert_user_error(box.run("fmaps", model, "--layout", "\x1b[2J", out=False), r"invalid choice: '\\x1b\[2J'")
     assert_user_error(box.run("nosuchcommand", out=False), r"invalid choice")
-    assert_user_error(box.run("kernels", model, "--nrow", "0"), r"--nrow must be 1 or more")
+    assert_user_error(box.run("kernels", model, "--nrow", "0"), r"nrow must be 1 or more, got 0 \(set with --nrow N\)")
 
 
 def test_debug_shows_the_traceback(box):

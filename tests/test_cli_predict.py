@@ -104,3 +104,38 @@ def test_fmaps_of_several_images_go_into_a_folder_each(cli, tmp_path):
     np.testing.assert_array_equal(ours, theirs)
     first = np.asarray(Image.open(tmp_path / "out" / "cat" / "fmaps_00_Conv_0.png"))
     assert not np.array_equal(first, ours)
+
+
+def _peak_mib(*args: str, cwd) -> float:
+    """Run the CLI in a fresh interpreter that reports its own peak resident memory (VmHWM) as it exits:
+    a forked child's ru_maxrss would count the test process's memory too."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import sys\nfrom onnxvis.cli import main\nrc = main(sys.argv[1:])\n"
+        "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print('peak-kib', peak, file=sys.stderr)\nsys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    return int(done.stderr.split("peak-kib", 1)[1].split()[0]) / 1024
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    photos = sorted(asset("images/imagenet-sample").glob("*.JPEG"))
+    few, many = tmp_path / "few", tmp_path / "many"
+    few.mkdir()
+    many.mkdir()
+    for photo in photos[:20]:
+        (few / photo.name).symlink_to(photo)
+    for copy in range(4):
+        for photo in photos:
+            (many / f"{copy}_{photo.name}").symlink_to(photo)
+    small = _peak_mib("predict", str(asset(SQUEEZENET)), str(few), "--format", "csv", cwd=tmp_path)
+    large = _peak_mib("predict", str(asset(SQUEEZENET)), str(many), "--format", "csv", cwd=tmp_path)
+    assert large < small + 25, f"20 images: {small:.0f} MiB, 400 images: {large:.0f} MiB"

@@ -108,7 +108,7 @@ def test_layout_override_and_its_validation(tmp_path):
     model = keras_nhwc(tmp_path / "m.onnx", shape=(1, 3, 8, 3))
     assert image_input(model).layout == "NHWC"
     forced = image_input(model, layout="nchw")
-    assert forced.layout == "NCHW" and forced.layout_reason == "set by --layout"
+    assert forced.layout == "NCHW" and forced.layout_reason == "set by the user"
     with pytest.raises(OnnxvisError, match="--layout must be NCHW or NHWC"):
         image_input(model, layout="CHW")
 
