@@ -270,6 +270,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess_options(p)
     _add_grid_options(p)
     _add_output(p)
+
+    p = sub.add_parser(
+        "tutorial",
+        help="write the PyTorch tutorial's TensorBoard run: its tags, steps and pixels (needs: pip install 'onnxvis[tensorboard]')",
+        description="Write one TensorBoard run holding what the AlexNet visualisation tutorial's two scripts write "
+        "with SummaryWriter, from the ONNX file alone: for the first two conv layers n, "
+        "'n_Convlayer_split_in_channel' (one step per output channel) and 'n_all' at step 620 (the kernels "
+        "viewed as tiles of 3 channels, view(-1, 3, k, k)); and 'feature map in conv1' at step 620 (the first "
+        "conv layer's maps of IMAGE resized to 224x224 and normalised with CIFAR-10's mean and std). Every "
+        "grid is make_grid(normalize=True, scale_each=True), converted to bytes as add_image does. Needs "
+        "neither torch nor TensorFlow.",
+        epilog="examples:\n  onnxvis tutorial models/alexnet.onnx\n  onnxvis tutorial models/alexnet.onnx cat.jpg -o runs/tutorial\n"
+        "  tensorboard --logdir runs/tutorial",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="photo for the feature maps (default: matplotlib's sample portrait)")
+    p.add_argument("-o", "--output", metavar="DIR", help="folder of the TensorBoard run (default onnxvis-out/<model name>/tutorial/)")
     return parser
 
 
@@ -546,6 +564,29 @@ def cmd_report(args: argparse.Namespace) -> None:
     _print_paths([written])
 
 
+def cmd_tutorial(args: argparse.Namespace) -> None:
+    from onnxvis import preprocess as pp
+    from onnxvis.model import Model
+    from onnxvis.tensorboard import INSTALL_HINT, check_available
+    from onnxvis.tutorial import tutorial_run, write_run
+
+    try:
+        check_available()
+    except OnnxvisError:
+        raise OnnxvisError(f"onnxvis tutorial writes a TensorBoard run and needs the tensorboard package; install it with: {INSTALL_HINT}") from None
+    model = Model.open(args.model)
+    image = Path(args.image) if args.image else pp.default_image_path()
+    out = _output_dir(args, f"{model.name}/tutorial", [model.path, image])
+    run = tutorial_run(model, image)
+    written = write_run(run, out)
+    print(f"image: {run.image}", file=sys.stderr)
+    for line in run.lines:
+        print(printable(line), file=sys.stderr)
+    _print_paths([written])
+    sys.stdout.flush()  # the path first, then how to open it, even when both go to one terminal
+    print(f"open it with: tensorboard --logdir {out.root}", file=sys.stderr)
+
+
 COMMANDS = {
     "export": cmd_export,
     "layers": cmd_layers,
@@ -554,6 +595,7 @@ COMMANDS = {
     "fmaps": cmd_fmaps,
     "predict": cmd_predict,
     "report": cmd_report,
+    "tutorial": cmd_tutorial,
 }
 
 
