@@ -565,8 +565,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_tutorial(args: argparse.Namespace) -> None:
+    import shlex
+
     from onnxvis import preprocess as pp
     from onnxvis.model import Model
+    from onnxvis.output import OutputDir
     from onnxvis.tensorboard import INSTALL_HINT, check_available
     from onnxvis.tutorial import tutorial_run, write_run
 
@@ -576,7 +579,8 @@ def cmd_tutorial(args: argparse.Namespace) -> None:
         raise OnnxvisError(f"onnxvis tutorial writes a TensorBoard run and needs the tensorboard package; install it with: {INSTALL_HINT}") from None
     model = Model.open(args.model)
     image = Path(args.image) if args.image else pp.default_image_path()
-    out = _output_dir(args, f"{model.name}/tutorial", [model.path, image])
+    # its own folder: TensorBoard takes every event file of a folder as one run
+    out = OutputDir(Path(args.output) if args.output else Path("onnxvis-out") / model.name / "tutorial", protect=[model.path, image])
     run = tutorial_run(model, image)
     written = write_run(run, out)
     print(f"image: {run.image}", file=sys.stderr)
@@ -584,7 +588,7 @@ def cmd_tutorial(args: argparse.Namespace) -> None:
         print(printable(line), file=sys.stderr)
     _print_paths([written])
     sys.stdout.flush()  # the path first, then how to open it, even when both go to one terminal
-    print(f"open it with: tensorboard --logdir {out.root}", file=sys.stderr)
+    print(f"open it with: tensorboard --logdir {shlex.quote(str(out.root))}", file=sys.stderr)
 
 
 COMMANDS = {
