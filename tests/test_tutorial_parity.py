@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_onnxvis
+from conftest import asset, run_onnxvis
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -29,11 +29,11 @@ CIFAR_MEAN = [0.49139968, 0.48215827, 0.44653124]
 CIFAR_STD = [0.24703233, 0.24348505, 0.26158768]
 
 
-def tutorial_scripts(path_state_dict: Path, path_img: Path, log_dir: Path) -> None:
+def tutorial_scripts(path_state_dict: Path, path_img: Path, log_dir: Path, kernels: bool = True) -> None:
     """The tutorial's kernel and feature-map code, as written (its paths are the arguments).
 
     One difference: the first writer is closed before the second opens, which the script leaves to
-    the end of the process; it changes no event.
+    the end of the process; it changes no event. ``kernels=False`` runs the feature-map part alone.
     """
     import torch.nn as nn
     import torchvision.models as models
@@ -48,7 +48,7 @@ def tutorial_scripts(path_state_dict: Path, path_img: Path, log_dir: Path) -> No
     alexnet.load_state_dict(pretrained_state_dict)
 
     kernel_num = -1
-    vis_max = 1
+    vis_max = 1 if kernels else -1
     for sub_module in alexnet.modules():
         if not isinstance(sub_module, nn.Conv2d):
             continue
@@ -117,15 +117,14 @@ def runs(tmp_path_factory):
     done = run_onnxvis("export", "alexnet", "--weights", weights, "-o", root / "models", cwd=root)
     assert done.returncode == 0, done.stderr
     photo = default_image_path()  # the photo `onnxvis tutorial` uses without IMAGE
-    with torch.no_grad():  # the same numbers with or without autograd; only faster
-        tutorial_scripts(weights, photo, root / "theirs")
+    tutorial_scripts(weights, photo, root / "theirs")
     done = run_onnxvis("tutorial", root / "models" / "alexnet.onnx", "-o", root / "ours", cwd=root)
     assert done.returncode == 0, done.stderr
-    return read_run(root / "theirs"), read_run(root / "ours"), done
+    return read_run(root / "theirs"), read_run(root / "ours"), done, root
 
 
 def test_same_tags_and_steps(runs):
-    theirs, ours, _ = runs
+    theirs, ours, *_ = runs
     assert sorted(ours) == sorted(theirs) == sorted(
         ["0_Convlayer_split_in_channel", "0_all", "1_Convlayer_split_in_channel", "1_all", "feature map in conv1"]
     )
@@ -137,7 +136,7 @@ def test_same_tags_and_steps(runs):
 
 
 def test_every_kernel_image_is_identical(runs):
-    theirs, ours, _ = runs
+    theirs, ours, *_ = runs
     compared = 0
     for tag in (t for t in theirs if t != "feature map in conv1"):
         for step, pixels in theirs[tag].items():
@@ -151,7 +150,7 @@ def test_every_kernel_image_is_identical(runs):
 
 
 def test_feature_map_within_one_grey_level(runs):
-    theirs, ours, _ = runs
+    theirs, ours, *_ = runs
     pixels = theirs["feature map in conv1"][620]
     mine = ours["feature map in conv1"][620]
     assert mine.shape == pixels.shape == (2 + 8 * 57, 2 + 8 * 57, 3)
@@ -163,8 +162,24 @@ def test_feature_map_within_one_grey_level(runs):
     assert share < 0.001
 
 
+@pytest.mark.parametrize("photo", ["skimage_chelsea.png", "skimage_camera.png", "skimage_coffee.png"])
+def test_feature_map_of_other_photos(runs, tmp_path, photo):
+    """A cat, a grey photo (the tutorial's convert('RGB')), a photo of another aspect ratio."""
+    path = asset(f"images/{photo}")
+    root = runs[3]
+    tutorial_scripts(root / "alexnet-owt-seeded.pth", path, tmp_path / "theirs", kernels=False)
+    done = run_onnxvis("tutorial", root / "models" / "alexnet.onnx", path, "-o", tmp_path / "ours", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    pixels = read_run(tmp_path / "theirs")["feature map in conv1"][620]
+    mine = read_run(tmp_path / "ours")["feature map in conv1"][620]
+    diff = np.abs(mine.astype(int) - pixels.astype(int))
+    share = float((diff > 0).mean())
+    print(f"{photo}: max difference {diff.max()} grey level(s) on {share:.4%} of {diff.size} values", file=sys.stderr)
+    assert diff.max() <= 1 and share < 0.001
+
+
 def test_cli_prints_the_run_then_how_to_open_it(runs):
-    _, _, done = runs
+    _, _, done, _ = runs
     (path,) = done.stdout.split()
     assert Path(path).name.startswith("events.out.tfevents.")
     last = done.stderr.strip().splitlines()[-1]
