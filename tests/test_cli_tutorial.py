@@ -219,3 +219,23 @@ def test_a_model_without_2d_convolutions(cli, tmp_path):
     done = cli("tutorial", path, "-o", tmp_path / "run")
     assert done.returncode == 2
     assert "no 2-D convolution layer" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "convs"),
+    [
+        ("squeezenet1.0_caffe2_fp16.onnx", (64, 16)),  # float16 weights
+        ("mtcnn_pnet_keras2onnx.onnx", (10, 16)),  # NHWC input from Keras, dynamic size
+        ("ppocr_mobile_v2.0_cls_paddle.onnx", (8, 8)),  # weights in Constant nodes
+    ],
+)
+def test_real_models_from_other_frameworks(cli, tmp_path, name, convs):
+    done = cli("tutorial", asset(f"models/{name}"), asset("images/skimage_chelsea.png"), "-o", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    run = read_run(tmp_path / "run")
+    assert "1_all" not in run  # their conv2 has C_out x C_in = 1024, 160, 64: no groups of 3
+    assert "1_all: skipped" in done.stderr
+    assert sorted(run["0_Convlayer_split_in_channel"]) == list(range(convs[0]))
+    assert sorted(run["1_Convlayer_split_in_channel"]) == list(range(convs[1]))
+    fmap = run["feature map in conv1"][620]
+    assert fmap.std() > 10  # the photo shows through, not a blank grid
