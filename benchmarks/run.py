@@ -16,6 +16,7 @@ What it does:
    ============  =========================================  ==============================================
    kernels       tutorial_kernels.py (first two convs)      ``kernels M --layers 0,1 --split``
    fmaps conv1   tutorial_fmaps.py                          ``fmaps M IMAGE --resize 224,224 --mean --std``
+   tutorial run  tutorial_run.py (AlexNet only)             ``tutorial M IMAGE``
    fmaps all     vgg16_hooks.py (forward hooks)             ``fmaps M IMAGE --layers all``
    ============  =========================================  ==============================================
 
@@ -191,6 +192,18 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
                 "alexnet: >= 10x faster, <= 10% memory" if name == "alexnet" else "",
             )
         )
+        if name == "alexnet":  # the tutorial's own code builds AlexNet
+            tasks.append(
+                Task(
+                    name,
+                    "tutorial run (TensorBoard)",
+                    Command(
+                        f"{name} tutorial run",
+                        [tp, str(HERE / "tutorial_run.py"), "--weights", str(pth), "--image", image, "--logdir", "{out}"],
+                    ),
+                    Command(f"{name} onnxvis tutorial", [*onnxvis, "tutorial", m, image, "-o", "{out}"]),
+                )
+            )
         tasks.append(
             Task(
                 name,
