@@ -14,7 +14,8 @@ scale_each=True, nrow=8)``. ``add_image`` turns each [0, 1] grid into bytes by t
 ``(x * 255).clip(0, 255).astype(uint8)``, not by ``save_image``'s rounding.
 
 The functions below compute those pictures from arrays; :func:`tutorial_run` reads the model and
-runs the photo; :func:`write_run` writes one event file through :mod:`onnxvis.tensorboard`.
+runs the photo through an :class:`~onnxvis.inspector.Inspector`; :func:`write_run` writes one
+event file through :mod:`onnxvis.tensorboard`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from onnxvis import grids
 from onnxvis.errors import OnnxvisError
 
 if TYPE_CHECKING:
-    from PIL import Image
+    import os
 
+    from onnxvis.inspector import ImageLike
     from onnxvis.layers import ConvLayer
     from onnxvis.model import Model
     from onnxvis.output import OutputDir
@@ -215,7 +217,7 @@ def _kernel_images(run: TutorialRun, n: int, layer: "ConvLayer", weight: np.ndar
     )
 
 
-def tutorial_run(model: "Model", image: "str | Path | Image.Image") -> TutorialRun:
+def tutorial_run(model: "str | os.PathLike | Model", image: "ImageLike") -> TutorialRun:
     """Everything the tutorial's two scripts write, computed from ``model`` and the photo ``image``.
 
     The kernels are read from the file; the feature maps come from onnxruntime, with the
@@ -226,22 +228,20 @@ def tutorial_run(model: "Model", image: "str | Path | Image.Image") -> TutorialR
         OnnxvisError: no 2-D conv layer, a weight that cannot be read, a bad photo, or a model that
             does not take 224x224 images.
     """
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.inputs import image_input
-    from onnxvis.layers import find_conv_layers
+    from onnxvis.inspector import Inspector
     from onnxvis.preprocess import PRESETS
-    from onnxvis.weights import kernel_weights
 
-    layers = tutorial_layers(find_conv_layers(model))
-    spec = image_input(model)
-    height, width = spec.size
-    if (height and height != SIZE[0]) or (width and width != SIZE[1]):
-        raise OnnxvisError(
-            f"the tutorial feeds 224x224 images, but input {spec.name!r} of this model takes "
-            f"{height or 'any'}x{width or 'any'}; draw its feature maps with 'onnxvis fmaps' instead"
-        )
-    weights = [kernel_weights(layer) for layer in layers]  # every weight read before the run
-    result = feature_maps(model, image, layers[:1], PRESETS["cifar10"], explicit_size=True)
+    with Inspector(model, preprocess=PRESETS["cifar10"], explicit_size=True) as inspector:
+        layers = tutorial_layers(inspector.layers)
+        spec = inspector.image_input
+        height, width = spec.size
+        if (height and height != SIZE[0]) or (width and width != SIZE[1]):
+            raise OnnxvisError(
+                f"the tutorial feeds 224x224 images, but input {spec.name!r} of this model takes "
+                f"{height or 'any'}x{width or 'any'}; draw its feature maps with 'onnxvis fmaps' instead"
+            )
+        weights = [inspector.kernels(layer) for layer in layers]  # every weight read before the run
+        result = inspector.feature_maps(image, layers[:1])
     run = TutorialRun(image=result.image)
     for n, (layer, weight) in enumerate(zip(layers, weights)):
         _kernel_images(run, n, layer, weight)
