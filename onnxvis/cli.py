@@ -288,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("image", metavar="IMAGE", nargs="?", help="photo for the feature maps (default: matplotlib's sample portrait)")
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for another model input: a number fills it, or a .npy file (repeat for several inputs)",
+    )
     p.add_argument("-o", "--output", metavar="DIR", help="folder of the TensorBoard run (default onnxvis-out/<model name>/tutorial/)")
     return parser
 
@@ -569,6 +576,7 @@ def cmd_tutorial(args: argparse.Namespace) -> None:
     import shlex
 
     from onnxvis import preprocess as pp
+    from onnxvis.inputs import parse_input_values
     from onnxvis.model import Model
     from onnxvis.output import OutputDir
     from onnxvis.tensorboard import INSTALL_HINT, check_available
@@ -582,7 +590,13 @@ def cmd_tutorial(args: argparse.Namespace) -> None:
     image = Path(args.image) if args.image else pp.default_image_path()
     # its own folder: TensorBoard takes every event file of a folder as one run
     out = OutputDir(Path(args.output) if args.output else Path("onnxvis-out") / model.name / "tutorial", protect=[model.path, image])
-    run = tutorial_run(model, image)
+    inputs = parse_input_values(args.inputs)
+    try:
+        run = tutorial_run(model, image, inputs)
+    except OnnxvisError as exc:
+        if exc.setting != "inputs":  # --input is the only flag of fmaps that the tutorial takes
+            exc.setting = None
+        raise
     written = write_run(run, out)
     print(f"image: {run.image}", file=sys.stderr)
     for line in run.lines:

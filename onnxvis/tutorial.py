@@ -31,6 +31,7 @@ from onnxvis.errors import OnnxvisError
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Mapping
 
     from onnxvis.inspector import ImageLike
     from onnxvis.layers import ConvLayer
@@ -217,12 +218,15 @@ def _kernel_images(run: TutorialRun, n: int, layer: "ConvLayer", weight: np.ndar
     )
 
 
-def tutorial_run(model: "str | os.PathLike | Model", image: "ImageLike") -> TutorialRun:
+def tutorial_run(
+    model: "str | os.PathLike | Model", image: "ImageLike", inputs: "Mapping[str, float | np.ndarray] | None" = None
+) -> TutorialRun:
     """Everything the tutorial's two scripts write, computed from ``model`` and the photo ``image``.
 
     The kernels are read from the file; the feature maps come from onnxruntime, with the
     tutorial's preprocessing (resize to 224x224, ToTensor, CIFAR-10 mean and std), whatever the
-    model's metadata says.
+    model's metadata says. ``inputs`` gives the model's other run-time inputs, if it has any (see
+    :func:`onnxvis.inputs.fill_inputs`).
 
     Raises:
         OnnxvisError: no 2-D conv layer, a weight that cannot be read, a bad photo, or a model that
@@ -231,7 +235,7 @@ def tutorial_run(model: "str | os.PathLike | Model", image: "ImageLike") -> Tuto
     from onnxvis.inspector import Inspector
     from onnxvis.preprocess import PRESETS
 
-    with Inspector(model, preprocess=PRESETS["cifar10"], explicit_size=True) as inspector:
+    with Inspector(model, preprocess=PRESETS["cifar10"], inputs=inputs, explicit_size=True) as inspector:
         layers = tutorial_layers(inspector.layers)
         spec = inspector.image_input
         height, width = spec.size

@@ -239,3 +239,40 @@ def test_real_models_from_other_frameworks(cli, tmp_path, name, convs):
     assert sorted(run["1_Convlayer_split_in_channel"]) == list(range(convs[1]))
     fmap = run["feature map in conv1"][620]
     assert fmap.std() > 10  # the photo shows through, not a blank grid
+
+
+def test_another_input_is_given_with_input(cli, tmp_path):
+    """A model whose conv1 needs another run-time input (its bias): --input gives it, as for fmaps."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.ones((6, 3, 11, 11), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv1", strides=[4, 4])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [6]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "bias_input.onnx"))
+    done = cli("tutorial", tmp_path / "bias_input.onnx", "-o", tmp_path / "run")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "'b'" in done.stderr and "--input b=VALUE" in done.stderr
+    done = cli("tutorial", tmp_path / "bias_input.onnx", "--input", "b=0.5", "-o", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert sorted(read_run(tmp_path / "run")["0_Convlayer_split_in_channel"]) == list(range(6))
+
+
+def test_an_error_names_no_flag_the_command_does_not_have(cli, tmp_path):
+    """An image input of 4 channels: the library's word ('the NHWC layout'), not fmaps' --layout."""
+    from conftest import conv_model
+
+    conv_model(np.ones((2, 4, 3, 3), np.float32), path=tmp_path / "four.onnx", input_shape=(1, 4, 224, 224))
+    done = cli("tutorial", tmp_path / "four.onnx", "-o", tmp_path / "run")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "--layout" not in done.stderr and "--" not in done.stderr.split("error:", 1)[1]
