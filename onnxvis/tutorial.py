@@ -247,7 +247,7 @@ def tutorial_run(
         weights = [inspector.kernels(layer) for layer in layers]  # every weight read before the run
         result = inspector.feature_maps(image, layers[:1])
     run = TutorialRun(image=result.image)
-    for n, (layer, weight) in enumerate(zip(layers, weights)):
+    for n, (layer, weight) in enumerate(zip(layers, weights, strict=True)):
         _kernel_images(run, n, layer, weight)
     maps = result.maps[layers[0]]
     run.images.append(fmap_image(maps))
