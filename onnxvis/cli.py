@@ -296,6 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="a value for another model input: a number fills it, or a .npy file (repeat for several inputs)",
     )
     p.add_argument("-o", "--output", metavar="DIR", help="folder of the TensorBoard run (default onnxvis-out/<model name>/tutorial/)")
+
+    p = sub.add_parser(
+        "serve",
+        help="explore a model in the browser: layers, kernels, feature maps and top-5 of your photos (needs: pip install 'onnxvis[serve]')",
+        description="Start a local web server and print its URL. The page lists the conv layers with their weight "
+        "statistics; click one to see its kernels (grey or diverging, whole or split per output channel) and, for "
+        "a photo you drop on the page or the sample photo, its feature maps, the top-5 classes and the class "
+        "activation map. The model is opened once; pictures are cached. It listens on 127.0.0.1 (this machine "
+        "only) unless --host says otherwise; Ctrl-C stops it.",
+        epilog="examples:\n  onnxvis serve models/alexnet.onnx\n  onnxvis serve model.onnx --port 8080 --preset caffe\n"
+        "  onnxvis serve model.onnx --host 0.0.0.0     # reachable from other machines: no login, no encryption",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    _add_preprocess_options(p)
     return parser
 
 
@@ -606,6 +623,32 @@ def cmd_tutorial(args: argparse.Namespace) -> None:
     print(f"open it with: tensorboard --logdir {shlex.quote(str(out.root))}", file=sys.stderr)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        from onnxvis.serve import serve
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("starlette", "uvicorn", "python_multipart"):
+            raise
+        raise OnnxvisError(f"serve needs Starlette and uvicorn ({exc.name} is missing); install them with: pip install 'onnxvis[serve]'") from None
+    from onnxvis.explorer import Explorer
+    from onnxvis.inputs import image_input, parse_input_values
+    from onnxvis.inspector import Inspector
+    from onnxvis.model import Model
+
+    if not 0 <= args.port <= 65535:
+        raise OnnxvisError(f"--port must be between 0 and 65535, got {args.port}")
+    model = Model.open(args.model)
+    flags = (args.preset, args.resize, args.crop, args.mean, args.std, args.scale)
+    preprocess = None
+    if any(f is not None for f in flags) or args.bgr:
+        preprocess = _preprocess_from_args(args, model, image_input(model, args.layout))
+    inspector = Inspector(
+        model, preprocess=preprocess, layout=args.layout, inputs=parse_input_values(args.inputs),
+        explicit_size=args.resize is not None or args.crop is not None,
+    )
+    serve(Explorer(inspector), args.host, args.port)
+
+
 COMMANDS = {
     "export": cmd_export,
     "layers": cmd_layers,
@@ -615,6 +658,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "report": cmd_report,
     "tutorial": cmd_tutorial,
+    "serve": cmd_serve,
 }
 
 

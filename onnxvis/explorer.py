@@ -1,0 +1,468 @@
+"""What the ``serve`` page shows, for one model: numbers and PNG pictures, cached, safe to call from many threads.
+
+The :class:`Explorer` holds one :class:`~onnxvis.inspector.Inspector` (the model is opened once) and
+answers the page's questions: the summary, the layers with weight statistics, a layer's kernel grid,
+a photo's feature maps, its top-5 and its class activation map. It knows nothing of HTTP (that is
+:mod:`onnxvis.serve`), so it is tested without a web server.
+
+Photos are kept as files named by their SHA-256 inside one private temporary folder, removed by
+:meth:`Explorer.close`; nothing the user sends names a file. Each upload goes through
+:func:`onnxvis.preprocess.load_image` (decompression bombs, odd modes, truncated files) before it is
+kept. Results are cached per (photo, layer, view) in a bounded LRU; concurrent requests for the same
+result wait for one computation instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Hashable, TypeVar
+
+import numpy as np
+
+from onnxvis.errors import OnnxvisError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from onnxvis.inspector import Inspector, Prepared
+    from onnxvis.layers import ConvLayer
+    from onnxvis.preprocess import Preprocess
+    from onnxvis.render import GridOptions
+
+T = TypeVar("T")
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+"""The largest photo file the page may send."""
+MAX_PHOTOS = 64
+"""Photos kept (as files in the temporary folder); the least recently used goes first."""
+CACHE_BYTES = 256 * 1024 * 1024
+"""Memory for cached pictures and results; the least recently used go first."""
+KERNEL_MAX_TILES = 8192
+"""Tiles per kernel grid on the page (the report's cap): VGG16's 512x512 layers show their first 16 filters."""
+SAMPLE = "sample"
+"""The id of the sample photo (matplotlib's portrait of Grace Hopper)."""
+COLORMAPS = ("grey", "diverging")
+TOP = 5
+
+_PHOTO_ID = re.compile(r"^(?:[0-9a-f]{64}|sample)$")
+
+
+class NotFound(OnnxvisError):
+    """The page asked for a photo, layer or picture that does not exist (any more)."""
+
+
+class Unavailable(OnnxvisError):
+    """A feature this installation lacks (class activation maps before onnxvis.cam exists)."""
+
+
+CamFunction = Callable[["Inspector", "Prepared", "int | None"], "tuple[np.ndarray, int]"]
+"""``cam(inspector, prepared photo, target) -> (uint8 (H, W, 3) map drawn over prepared.rgb, the class)``;
+``target`` None means the predicted class. The plug-in point for :mod:`onnxvis.cam`."""
+
+
+class _LRU:
+    """A thread-safe LRU of computed values bounded by their total size in bytes.
+
+    ``get(key, compute)`` computes a missing value once: other threads asking for the same key wait
+    for that computation (its error included) instead of starting their own.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._pending: dict[Hashable, Future] = {}
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key][0]
+            future = self._pending.get(key)
+            owner = future is None
+            if owner:
+                self.misses += 1
+                future = self._pending[key] = Future()
+        assert future is not None
+        if not owner:
+            return future.result()
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            future.set_exception(exc)
+            raise
+        size = _size_of(value)
+        with self._lock:
+            del self._pending[key]
+            if size <= self.max_bytes:
+                self._items[key] = (value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, old) = self._items.popitem(last=False)
+                    self._bytes -= old
+        future.set_result(value)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple):
+        return sum(_size_of(v) for v in value) + 64
+    if hasattr(value, "getbands"):  # a decoded PIL image
+        return int(value.width * value.height * len(value.getbands()))
+    return 1024  # small JSON-like results
+
+
+@dataclass(frozen=True)
+class Photo:
+    id: str
+    path: Path
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "width": self.width, "height": self.height}
+
+
+def photo_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cam_from_module() -> CamFunction | None:
+    """The plug-in for class activation maps: onnxvis.cam's page function, when that module exists."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("onnxvis.cam") is None:
+        return None
+    module = importlib.import_module("onnxvis.cam")
+    return getattr(module, "overlay_for_page", None)
+
+
+class Explorer:
+    """The page's questions about one model, answered from one Inspector.
+
+    Args:
+        inspector: the opened model; the Explorer closes it in :meth:`close`.
+        grid: make_grid's options for every picture.
+        cam: the class activation map function (see :data:`CamFunction`); by default the one of
+            :mod:`onnxvis.cam` when it is installed, else None (the page says CAM is not available).
+        cache_bytes, max_photos, max_upload: the bounds above.
+    """
+
+    def __init__(
+        self,
+        inspector: "Inspector",
+        grid: "GridOptions | None" = None,
+        cam: CamFunction | None | str = "auto",
+        cache_bytes: int = CACHE_BYTES,
+        max_photos: int = MAX_PHOTOS,
+        max_upload: int = MAX_UPLOAD_BYTES,
+    ):
+        from onnxvis.render import GridOptions
+
+        self.inspector = inspector
+        self.grid = grid or GridOptions()
+        self.cam = _cam_from_module() if cam == "auto" else cam
+        self.max_photos = max_photos
+        self.max_upload = max_upload
+        # onnxruntime's run is thread-safe, the Inspector's caches and lazily built sessions need not be:
+        # one lock around every Inspector call; pictures are drawn and encoded outside it.
+        self._engine = threading.Lock()
+        self._photos_lock = threading.Lock()
+        self._photos: OrderedDict[str, Photo] = OrderedDict()
+        self._cache = _LRU(cache_bytes)
+        self._tmp = tempfile.TemporaryDirectory(prefix="onnxvis-serve-")
+        self.folder = Path(self._tmp.name)
+        self._preparers: dict[str, "Inspector"] = {}
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Remove the temporary folder and close the Inspector."""
+        self._tmp.cleanup()
+        self.inspector.close()
+
+    def __enter__(self) -> "Explorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the model --------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """The model's summary rows, the preprocessing presets the page offers, and what is available."""
+        from onnxvis.preprocess import PRESETS
+
+        def compute() -> dict[str, Any]:
+            with self._engine:
+                rows = self.inspector.summary()
+                settled = self.inspector.preprocessing
+                labels = self.inspector.labels
+            return {
+                "rows": [[str(k), str(v)] for k, v in rows],
+                "preprocessing": settled.preprocess.describe(),
+                "presets": sorted(PRESETS),
+                "labels": len(labels) if labels else 0,
+                "cam": self.cam is not None,
+                "max_upload": self.max_upload,
+            }
+
+        return self._cache.get(("summary",), compute)
+
+    def layer(self, index: int) -> "ConvLayer":
+        layers = self.inspector.layers
+        if not 0 <= index < len(layers):
+            raise NotFound(f"no layer {index}; the model has {len(layers)} conv layers (0 to {len(layers) - 1})")
+        return layers[index]
+
+    def _weight(self, index: int) -> np.ndarray:
+        layer = self.layer(index)
+        with self._engine:
+            return self.inspector.kernels(layer)
+
+    def layers(self) -> list[dict[str, Any]]:
+        """One dict per conv layer: index, name, op, weight shape, stride, and weight statistics
+        (min, max, mean, std, near-dead filters), or why its weight cannot be read."""
+        from onnxvis.report import weight_stats
+
+        def compute() -> list[dict[str, Any]]:
+            rows = []
+            for layer in self.inspector.layers:
+                row: dict[str, Any] = {
+                    "index": layer.index,
+                    "name": layer.name,
+                    "op": layer.op_type,
+                    "shape": list(layer.weight_shape) if layer.weight_shape else None,
+                    "strides": list(layer.strides) if layer.strides else None,
+                    "group": layer.group,
+                    "maps": layer.in_main_graph,
+                }
+                try:
+                    stats = weight_stats(self._weight(layer.index))
+                except OnnxvisError as exc:
+                    row["problem"] = str(exc)
+                else:
+                    row["stats"] = {
+                        "min": stats.min, "max": stats.max, "mean": stats.mean, "std": stats.std,
+                        "near_dead": stats.near_dead, "filters": int(stats.norms.size),
+                    }
+                rows.append(row)
+            return rows
+
+        return self._cache.get(("layers",), compute)
+
+    def kernels_png(self, index: int, colormap: str = "grey", split: int | None = None) -> bytes:
+        """A layer's kernel grid as PNG bytes; with ``split`` the grid of output channel ``split``'s
+        input-channel slices (the tutorial's view)."""
+        from onnxvis.output import encode_png
+        from onnxvis.render import kernel_pixels, split_pixels
+
+        if colormap not in COLORMAPS:
+            raise OnnxvisError(f"unknown colour map {colormap!r}; choose {' or '.join(COLORMAPS)}")
+
+        def compute() -> bytes:
+            weight = self._weight(index)
+            if split is None:
+                pixels, _ = kernel_pixels(weight, self.grid, KERNEL_MAX_TILES, colormap)
+                return encode_png(pixels)
+            if not 0 <= split < weight.shape[0]:
+                raise NotFound(f"layer {index} has {weight.shape[0]} output channels (0 to {weight.shape[0] - 1}); no channel {split}")
+            [(_, pixels)] = list(split_pixels(weight[split : split + 1], self.grid, colormap))
+            return encode_png(pixels)
+
+        return self._cache.get(("kernels", index, colormap, split), compute)
+
+    # -- photos -----------------------------------------------------------------------------------
+
+    def add_photo(self, data: bytes) -> Photo:
+        """Keep an uploaded photo once it passed the image guards; returns its id and size.
+
+        Raises:
+            OnnxvisError: too large, empty, or not an image PIL can read safely.
+        """
+        from onnxvis.preprocess import load_image
+
+        if len(data) > self.max_upload:
+            raise OnnxvisError(f"the photo is {len(data) / 2**20:.1f} MB, more than the limit of {self.max_upload / 2**20:g} MB; give a smaller one")
+        if not data:
+            raise OnnxvisError("the upload is empty; choose a photo file")
+        ident = photo_id(data)
+        with self._photos_lock:
+            known = self._photos.get(ident)
+            if known is not None:
+                self._photos.move_to_end(ident)
+                return known
+        path = self.folder / f"{ident}.upload"
+        path.write_bytes(data)
+        try:
+            image = load_image(path)
+        except OnnxvisError as exc:
+            path.unlink(missing_ok=True)
+            # the message names our temporary file: speak of "the upload" instead
+            raise OnnxvisError(str(exc).replace(str(path), "the upload")) from None
+        photo = Photo(ident, path, image.width, image.height)
+        with self._photos_lock:
+            self._photos[ident] = photo
+            while len(self._photos) > self.max_photos:
+                _, old = self._photos.popitem(last=False)
+                old.path.unlink(missing_ok=True)
+        return photo
+
+    def sample_photo(self) -> Photo:
+        """The sample photo (matplotlib's portrait), read from matplotlib's data, never copied."""
+        from onnxvis.preprocess import default_image_path, load_image
+
+        path = default_image_path()
+        with self._photos_lock:
+            known = self._photos.get(SAMPLE)
+        if known is None:
+            image = load_image(path)
+            known = Photo(SAMPLE, path, image.width, image.height)
+            with self._photos_lock:
+                self._photos[SAMPLE] = known
+        return known
+
+    def photo(self, ident: str) -> Photo:
+        if not _PHOTO_ID.match(ident):
+            raise NotFound("unknown photo id; upload the photo again")
+        if ident == SAMPLE:
+            return self.sample_photo()
+        with self._photos_lock:
+            photo = self._photos.get(ident)
+            if photo is not None:
+                self._photos.move_to_end(ident)
+        if photo is None:
+            raise NotFound("the photo is no longer kept on the server; upload it again")
+        return photo
+
+    def preprocess(self, preset: str | None) -> "Preprocess | None":
+        """The page's preprocessing choice: None (the model's own) or a preset name."""
+        from onnxvis.preprocess import PRESETS
+
+        if preset in (None, "", "model"):
+            return None
+        if preset not in PRESETS:
+            raise OnnxvisError(f"unknown preprocessing preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+        return PRESETS[preset]
+
+    def _image(self, photo: Photo) -> "Image.Image":
+        from onnxvis.preprocess import load_image
+
+        return self._cache.get(("image", photo.id), lambda: load_image(photo.path))
+
+    def _preparer(self, preset: str | None) -> "Inspector":
+        """The Inspector whose preprocessing the page chose: the main one, or one per preset that
+        shares the opened model and is used only to prepare photos (it never opens a session)."""
+        from onnxvis.inspector import Inspector
+
+        if preset in (None, "", "model"):
+            return self.inspector
+        self.preprocess(preset)  # checks the name
+        with self._photos_lock:
+            found = self._preparers.get(preset)
+            if found is None:
+                found = self._preparers[preset] = Inspector(
+                    self.inspector.model, preset=preset, layout=self.inspector.image_input.layout
+                )
+        return found
+
+    def prepared(self, ident: str, preset: str | None = None) -> "Prepared":
+        """A photo turned into the model's input with the chosen preprocessing (cached)."""
+        photo = self.photo(ident)
+        preparer = self._preparer(preset)
+        return self._cache.get(("prepared", photo.id, preset or ""), lambda: preparer.prepare(self._image(photo)))
+
+    def _run(self, prepared: "Prepared", targets: list[str]) -> dict[str, np.ndarray]:
+        """The targets for one prepared photo, first row of the batch, on the one Inspector."""
+        feeds = {self.inspector.image_input.name: prepared.array}
+        with self._engine:  # one onnxruntime run at a time: each already uses every core
+            values = self.inspector.run_arrays(feeds, targets)
+        return {name: np.asarray(value)[0] for name, value in values.items()}
+
+    def fmaps_png(self, ident: str, index: int, preset: str | None = None) -> bytes:
+        """The feature-map grid of layer ``index`` for a photo, as PNG bytes."""
+        from onnxvis import grids
+        from onnxvis.output import encode_png
+
+        photo = self.photo(ident)
+        layer = self.layer(index)
+        if not layer.in_main_graph:
+            raise OnnxvisError(f"layer {index} ({layer.name}) is inside a subgraph; its feature maps cannot be shown, its kernels can")
+
+        def compute() -> bytes:
+            maps = self._run(self.prepared(photo.id, preset), [layer.output_name])[layer.output_name]
+            if maps.ndim < 2 or maps.size == 0:
+                raise OnnxvisError(f"layer {index} ({layer.name}) gave an output of shape {maps.shape}, not feature maps")
+            if layer.op_type == "NhwcConv":
+                maps = np.moveaxis(maps, -1, 0)
+            g = self.grid
+            picture = grids.fmap_grid(maps.astype(np.float32, copy=False), g.nrow, g.padding, g.normalize, g.scale_each, g.pad_value)
+            return encode_png(grids.to_uint8(picture))
+
+        return self._cache.get(("fmaps", photo.id, index, preset or ""), compute)
+
+    def predictions(self, ident: str, preset: str | None = None) -> dict[str, Any]:
+        """The top-5 classes of a photo: index, label (None without labels) and score."""
+        from onnxvis.classes import top_k
+
+        photo = self.photo(ident)
+
+        def compute() -> dict[str, Any]:
+            name = self.inspector.class_output()
+            scores = self._run(self.prepared(photo.id, preset), [name])[name]
+            top = top_k(scores, self.inspector.labels, TOP)
+            return {
+                "photo": photo.id,
+                "output": name,
+                "top": [{"index": i, "label": label, "score": score} for i, label, score in top],
+            }
+
+        return self._cache.get(("predictions", photo.id, preset or ""), compute)
+
+    def cam_png(self, ident: str, preset: str | None = None, target: int | None = None) -> tuple[bytes, int]:
+        """The class activation map over the photo, as PNG bytes, and the class it is for.
+
+        Raises:
+            Unavailable: this onnxvis has no class activation maps.
+        """
+        from onnxvis.output import encode_png
+
+        cam = self.cam
+        if cam is None:
+            raise Unavailable("class activation maps are not available in this version of onnxvis")
+        photo = self.photo(ident)
+        if target is not None and target < 0:
+            raise OnnxvisError(f"the class must be 0 or more, got {target}")
+
+        def compute() -> tuple[bytes, int]:
+            prepared = self.prepared(photo.id, preset)
+            with self._engine:
+                pixels, klass = cam(self.inspector, prepared, target)
+            return encode_png(pixels), int(klass)
+
+        return self._cache.get(("cam", photo.id, preset or "", target), compute)
+
+    def stats(self) -> dict[str, int]:
+        """Cache counters, for the benchmark."""
+        return {"hits": self._cache.hits, "misses": self._cache.misses, "items": len(self._cache)}

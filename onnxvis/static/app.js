@@ -1,0 +1,240 @@
+// onnxvis serve: the page's behaviour. Plain JavaScript, no library, nothing fetched from elsewhere.
+"use strict";
+
+const state = {layer: null, photo: null, summary: null, layers: [], generation: 0};
+const $ = (id) => document.getElementById(id);
+const blobs = new Map(); // img id -> object URL shown now
+
+function showError(message) {
+  $("error").textContent = message ? String(message).split("\n")[0] : "";
+}
+
+async function errorOf(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error) return body.error;
+  } catch (e) { /* not JSON */ }
+  return `the server answered ${response.status} ${response.statusText}`;
+}
+
+async function getJSON(url, options) {
+  const response = await fetch(url, options);
+  if (!response.ok) throw new Error(await errorOf(response));
+  return response.json();
+}
+
+// Pictures are fetched rather than set as img.src, so that a refusal shows its JSON message.
+async function showPicture(id, url) {
+  const img = $(id);
+  const response = await fetch(url);
+  if (!response.ok) {
+    clearPicture(id);
+    throw new Error(await errorOf(response));
+  }
+  const blob = await response.blob();
+  const old = blobs.get(id);
+  const objectUrl = URL.createObjectURL(blob);
+  blobs.set(id, objectUrl);
+  img.src = objectUrl;
+  if (old) URL.revokeObjectURL(old);
+  return response;
+}
+
+function clearPicture(id) {
+  const old = blobs.get(id);
+  if (old) URL.revokeObjectURL(old);
+  blobs.delete(id);
+  $(id).removeAttribute("src");
+}
+
+function fmt(x) {
+  if (x === null || x === undefined) return "?";
+  const a = Math.abs(x);
+  return a !== 0 && (a < 1e-3 || a >= 1e4) ? x.toExponential(2) : x.toFixed(3);
+}
+
+function preset() {
+  const value = $("preset").value;
+  return value === "model" ? "" : value;
+}
+
+function colormap() {
+  return document.querySelector("input[name=colormap]:checked").value;
+}
+
+async function loadSummary() {
+  const s = await getJSON("/api/summary");
+  state.summary = s;
+  const table = $("summary");
+  table.replaceChildren();
+  for (const [key, value] of s.rows) {
+    const tr = table.insertRow();
+    const th = document.createElement("th");
+    th.textContent = key;
+    tr.appendChild(th);
+    tr.insertCell().textContent = value;
+    if (key === "file") $("model-name").textContent = value.split("/").pop();
+  }
+  const select = $("preset");
+  select.replaceChildren(new Option(`the model's (${s.preprocessing.split(":")[0]})`, "model"));
+  for (const name of s.presets) select.appendChild(new Option(name, name));
+  $("preprocessing").textContent = s.preprocessing;
+  if (!s.cam) $("cam-note").textContent = "CAM is not available in this version of onnxvis";
+}
+
+async function loadLayers() {
+  state.layers = await getJSON("/api/layers");
+  const list = $("layers");
+  list.replaceChildren();
+  for (const layer of state.layers) {
+    const li = document.createElement("li");
+    li.dataset.layer = layer.index;
+    li.tabIndex = 0;
+    const title = document.createElement("div");
+    title.className = "title";
+    const shape = layer.shape ? layer.shape.join("x") : "?";
+    title.textContent = `${layer.index} ${layer.name} ${layer.op} ${shape}`;
+    const stats = document.createElement("div");
+    stats.className = "stats";
+    if (layer.stats) {
+      const st = layer.stats;
+      stats.textContent = `min ${fmt(st.min)} max ${fmt(st.max)} mean ${fmt(st.mean)} std ${fmt(st.std)}` +
+        ` near-dead ${st.near_dead}/${st.filters}`;
+    } else {
+      stats.textContent = layer.problem || "weights not readable";
+    }
+    li.append(title, stats);
+    li.addEventListener("click", () => selectLayer(layer.index));
+    li.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") selectLayer(layer.index); });
+    list.appendChild(li);
+  }
+  if (state.layers.length) await selectLayer(0);
+}
+
+async function selectLayer(index) {
+  state.layer = index;
+  for (const li of $("layers").children) li.classList.toggle("selected", Number(li.dataset.layer) === index);
+  const layer = state.layers[index];
+  $("layer-title").textContent = `${layer.index} ${layer.name}`;
+  const channel = $("split-channel");
+  channel.max = layer.shape ? layer.shape[0] - 1 : 0;
+  if (Number(channel.value) > Number(channel.max)) channel.value = 0;
+  await guarded(Promise.all([showKernels(), showFmaps()]));
+}
+
+async function showKernels() {
+  if (state.layer === null) return;
+  let url = `/api/kernels/${state.layer}.png?colormap=${encodeURIComponent(colormap())}`;
+  if ($("split").checked) url += `&split=${encodeURIComponent($("split-channel").value || 0)}`;
+  await showPicture("kernels", url);
+}
+
+async function showFmaps() {
+  if (state.layer === null || state.photo === null) return;
+  const layer = state.layers[state.layer];
+  if (!layer.maps) {
+    clearPicture("fmaps");
+    return;
+  }
+  await showPicture("fmaps", `/api/fmaps/${state.photo}/${state.layer}.png?preset=${encodeURIComponent(preset())}`);
+}
+
+async function showPredictions() {
+  if (state.photo === null) return;
+  const result = await getJSON(`/api/predictions/${state.photo}?preset=${encodeURIComponent(preset())}`);
+  const list = $("predictions");
+  list.replaceChildren();
+  for (const p of result.top) {
+    const li = document.createElement("li");
+    li.dataset.index = p.index;
+    li.textContent = `${p.index}${p.label ? " " + p.label : ""}: ${(100 * p.score).toFixed(1)}%`;
+    li.title = "show the class activation map of this class";
+    li.addEventListener("click", () => { $("cam-target").value = p.index; guarded(showCam()); });
+    list.appendChild(li);
+  }
+}
+
+async function showCam() {
+  if (state.photo === null || !state.summary || !state.summary.cam) return;
+  const target = $("cam-target").value;
+  let url = `/api/cam/${state.photo}.png?preset=${encodeURIComponent(preset())}`;
+  if (target !== "") url += `&target=${encodeURIComponent(target)}`;
+  const response = await showPicture("cam", url);
+  $("cam-note").textContent = `class ${response.headers.get("x-onnxvis-class")}`;
+}
+
+async function showPhoto(photo) {
+  state.photo = photo.id;
+  await guarded(Promise.all([showFmaps(), showPredictions(), showCam()]));
+}
+
+// Runs a step of the page; a failure becomes the one-line #error and the page goes on.
+async function guarded(promise) {
+  const generation = ++state.generation;
+  try {
+    await promise;
+    if (generation === state.generation) showError("");
+  } catch (e) {
+    showError(e.message || e);
+  }
+}
+
+async function upload(file) {
+  if (!file) return;
+  const limit = state.summary ? state.summary.max_upload : Infinity;
+  if (file.size > limit) {
+    showError(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB, more than the limit of ${limit / 2 ** 20} MB; choose a smaller photo`);
+    return;
+  }
+  const form = new FormData();
+  form.append("image", file, file.name);
+  try {
+    const photo = await getJSON("/api/photos", {method: "POST", body: form});
+    await showPhoto(photo);
+  } catch (e) {
+    showError(e.message || e);
+  }
+}
+
+function wire() {
+  $("image").addEventListener("change", (e) => upload(e.target.files[0]));
+  $("sample").addEventListener("click", async () => {
+    try {
+      await showPhoto(await getJSON("/api/photos/sample", {method: "POST"}));
+    } catch (e) {
+      showError(e.message || e);
+    }
+  });
+  for (const radio of document.querySelectorAll("input[name=colormap]")) {
+    radio.addEventListener("change", () => guarded(showKernels()));
+  }
+  $("split").addEventListener("change", () => {
+    $("split-channel").disabled = !$("split").checked;
+    guarded(showKernels());
+  });
+  $("split-channel").addEventListener("change", () => guarded(showKernels()));
+  $("preset").addEventListener("change", () => guarded(Promise.all([showFmaps(), showPredictions(), showCam()])));
+  $("cam-target").addEventListener("change", () => guarded(showCam()));
+
+  const hint = $("drop-hint");
+  document.addEventListener("dragover", (e) => { e.preventDefault(); hint.classList.add("on"); });
+  document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) hint.classList.remove("on"); });
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    hint.classList.remove("on");
+    if (e.dataTransfer && e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
+  });
+}
+
+async function start() {
+  wire();
+  try {
+    await loadSummary();
+    await loadLayers();
+  } catch (e) {
+    showError(e.message || e);
+  }
+  document.body.dataset.ready = "1";
+}
+
+start();
