@@ -29,6 +29,7 @@ quick tour:
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
+  onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)
 """
 
 

@@ -35,9 +35,17 @@ async function showPicture(id, url) {
   const old = blobs.get(id);
   const objectUrl = URL.createObjectURL(blob);
   blobs.set(id, objectUrl);
+  img.onload = () => enlarge(img);
   img.src = objectUrl;
   if (old) URL.revokeObjectURL(old);
   return response;
+}
+
+// Small pictures (3x3 kernels) are shown at a whole multiple of their size, pixels kept sharp.
+function enlarge(img) {
+  const side = Math.max(img.naturalWidth, img.naturalHeight);
+  const times = Math.max(1, Math.floor(360 / side));
+  img.style.width = `${img.naturalWidth * times}px`;
 }
 
 function clearPicture(id) {
@@ -65,15 +73,20 @@ function colormap() {
 async function loadSummary() {
   const s = await getJSON("/api/summary");
   state.summary = s;
-  const table = $("summary");
-  table.replaceChildren();
+  const list = $("summary");
+  list.replaceChildren();
+  let last = null;
   for (const [key, value] of s.rows) {
-    const tr = table.insertRow();
-    const th = document.createElement("th");
-    th.textContent = key;
-    tr.appendChild(th);
-    tr.insertCell().textContent = value;
-    if (key === "file") $("model-name").textContent = value.split("/").pop();
+    if (!key && last) { // a row that goes on the one before
+      last.textContent += " " + value;
+      continue;
+    }
+    const dt = document.createElement("dt");
+    dt.textContent = key;
+    last = document.createElement("dd");
+    last.textContent = value;
+    list.append(dt, last);
+    if (key === "model") $("model-name").textContent = value;
   }
   const select = $("preset");
   select.replaceChildren(new Option(`the model's (${s.preprocessing.split(":")[0]})`, "model"));
@@ -147,7 +160,7 @@ async function showPredictions() {
   for (const p of result.top) {
     const li = document.createElement("li");
     li.dataset.index = p.index;
-    li.textContent = `${p.index}${p.label ? " " + p.label : ""}: ${(100 * p.score).toFixed(1)}%`;
+    li.textContent = `${p.index}${p.label ? " " + p.label : ""}: ${(100 * p.score).toFixed(2)}%`;
     li.title = "show the class activation map of this class";
     li.addEventListener("click", () => { $("cam-target").value = p.index; guarded(showCam()); });
     list.appendChild(li);
@@ -197,7 +210,11 @@ async function upload(file) {
 }
 
 function wire() {
-  $("image").addEventListener("change", (e) => upload(e.target.files[0]));
+  $("image").addEventListener("change", (e) => {
+    const file = e.target.files[0];
+    e.target.value = ""; // so that choosing the same file again is a change too
+    upload(file);
+  });
   $("sample").addEventListener("click", async () => {
     try {
       await showPhoto(await getJSON("/api/photos/sample", {method: "POST"}));
