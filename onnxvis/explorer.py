@@ -19,10 +19,11 @@ import re
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -171,8 +172,8 @@ class Explorer:
 
     def __init__(
         self,
-        inspector: "Inspector",
-        grid: "GridOptions | None" = None,
+        inspector: Inspector,
+        grid: GridOptions | None = None,
         cam: CamFunction | None | str = "auto",
         cache_bytes: int = CACHE_BYTES,
         max_photos: int = MAX_PHOTOS,
@@ -182,7 +183,7 @@ class Explorer:
 
         self.inspector = inspector
         self.grid = grid or GridOptions()
-        self.cam = _cam_from_module() if cam == "auto" else cam
+        self.cam: CamFunction | None = _cam_from_module() if isinstance(cam, str) else cam
         self.max_photos = max_photos
         self.max_upload = max_upload
         # onnxruntime's run is thread-safe, the Inspector's caches and lazily built sessions need not be:
@@ -193,7 +194,7 @@ class Explorer:
         self._cache = _LRU(cache_bytes)
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxvis-serve-")
         self.folder = Path(self._tmp.name)
-        self._preparers: dict[str, "Inspector"] = {}
+        self._preparers: dict[str, Inspector] = {}
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class Explorer:
         self._tmp.cleanup()
         self.inspector.close()
 
-    def __enter__(self) -> "Explorer":
+    def __enter__(self) -> Explorer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -230,7 +231,7 @@ class Explorer:
 
         return self._cache.get(("summary",), compute)
 
-    def layer(self, index: int) -> "ConvLayer":
+    def layer(self, index: int) -> ConvLayer:
         layers = self.inspector.layers
         if not 0 <= index < len(layers):
             raise NotFound(f"no layer {index}; the model has {len(layers)} conv layers (0 to {len(layers) - 1})")
@@ -356,7 +357,7 @@ class Explorer:
             raise NotFound("the photo is no longer kept on the server; upload it again")
         return photo
 
-    def preprocess(self, preset: str | None) -> "Preprocess | None":
+    def preprocess(self, preset: str | None) -> Preprocess | None:
         """The page's preprocessing choice: None (the model's own) or a preset name."""
         from onnxvis.preprocess import PRESETS
 
@@ -366,12 +367,12 @@ class Explorer:
             raise OnnxvisError(f"unknown preprocessing preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
         return PRESETS[preset]
 
-    def _image(self, photo: Photo) -> "Image.Image":
+    def _image(self, photo: Photo) -> Image.Image:
         from onnxvis.preprocess import load_image
 
         return self._cache.get(("image", photo.id), lambda: load_image(photo.path))
 
-    def _preparer(self, preset: str | None) -> "Inspector":
+    def _preparer(self, preset: str | None) -> Inspector:
         """The Inspector whose preprocessing the page chose: the main one, or one per preset that
         shares the opened model and is used only to prepare photos (it never opens a session)."""
         from onnxvis.inspector import Inspector
@@ -387,13 +388,13 @@ class Explorer:
                 )
         return found
 
-    def prepared(self, ident: str, preset: str | None = None) -> "Prepared":
+    def prepared(self, ident: str, preset: str | None = None) -> Prepared:
         """A photo turned into the model's input with the chosen preprocessing (cached)."""
         photo = self.photo(ident)
         preparer = self._preparer(preset)
         return self._cache.get(("prepared", photo.id, preset or ""), lambda: preparer.prepare(self._image(photo)))
 
-    def _run(self, prepared: "Prepared", targets: list[str]) -> dict[str, np.ndarray]:
+    def _run(self, prepared: Prepared, targets: list[str]) -> dict[str, np.ndarray]:
         """The targets for one prepared photo, first row of the batch, on the one Inspector."""
         feeds = {self.inspector.image_input.name: prepared.array}
         with self._engine:  # one onnxruntime run at a time: each already uses every core

@@ -25,8 +25,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import python_multipart  # noqa: F401  (Starlette parses uploads with it; missing, it is the serve extra that is missing)
 import uvicorn
@@ -117,7 +118,7 @@ def _path_int(request: Request, name: str) -> int:
         raise NotFound(f"{name} must be a whole number, got {text[:40]!r}") from None
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in stream:
         total += len(chunk)
@@ -130,7 +131,7 @@ def _package_file(name: str) -> bytes:
     return resources.files("onnxvis").joinpath("static", name).read_bytes()
 
 
-def create_app(explorer: "Explorer", allowed_hosts: list[str] | None = None) -> Starlette:
+def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Starlette:
     """The Starlette app of the page over ``explorer``.
 
     Args:
@@ -170,6 +171,7 @@ def create_app(explorer: "Explorer", allowed_hosts: list[str] | None = None) -> 
         if declared is not None and declared.isdigit() and int(declared) > limit + _FORM_OVERHEAD:
             return _error(413, f"the upload is {int(declared) / 2**20:.1f} MB, more than the limit of {limit / 2**20:g} MB; give a smaller photo")
         kind = request.headers.get("content-type", "")
+        data: bytes | bytearray
         try:
             if kind.startswith("multipart/form-data"):
                 data = await _form_photo(request, limit)
@@ -295,7 +297,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(explorer: "Explorer", host: str = "127.0.0.1", port: int = 8000, say: Callable[[str], None] | None = None) -> None:
+def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, say: Callable[[str], None] | None = None) -> None:
     """Serve the page until Ctrl-C (SIGINT) or SIGTERM; closes ``explorer`` (its temporary folder goes) on the way out."""
     say = say or (lambda line: print(line, flush=True))
     try:

@@ -239,7 +239,7 @@ def test_old_photos_are_forgotten_and_their_files_removed(tiny, tmp_path):
 
 def test_summary_and_layers(client, explorer):
     summary = client.get("/api/summary").json()
-    rows = dict((k, v) for k, v in summary["rows"] if k)
+    rows = {k: v for k, v in summary["rows"] if k}
     assert rows["producer"] == "tiny-maker 3.1"
     assert summary["preprocessing"].startswith(explorer.inspector.preprocessing.preprocess.name)
     assert "imagenet" in summary["presets"] and summary["cam"] is False and summary["labels"] == len(LABELS)
