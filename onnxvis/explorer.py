@@ -15,6 +15,7 @@ result wait for one computation instead of repeating it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 import threading
@@ -195,6 +196,7 @@ class Explorer:
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxvis-serve-")
         self.folder = Path(self._tmp.name)
         self._preparers: dict[str, Inspector] = {}
+        self._sample: Photo | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------
 
@@ -314,35 +316,43 @@ class Explorer:
             if known is not None:
                 self._photos.move_to_end(ident)
                 return known
-        path = self.folder / f"{ident}.upload"
-        path.write_bytes(data)
+        # A private name while it is checked: clients sending the same photo at once never see each other's half-written file.
+        handle, name = tempfile.mkstemp(suffix=".checking", dir=self.folder)
+        checking = Path(name)
         try:
-            image = load_image(path)
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            image = load_image(checking)
         except OnnxvisError as exc:
-            path.unlink(missing_ok=True)
+            checking.unlink(missing_ok=True)
             # the message names our temporary file: speak of "the upload" instead
-            raise OnnxvisError(str(exc).replace(str(path), "the upload")) from None
-        photo = Photo(ident, path, image.width, image.height)
+            raise OnnxvisError(str(exc).replace(str(checking), "the upload")) from None
+        except BaseException:
+            checking.unlink(missing_ok=True)
+            raise
+        photo = Photo(ident, self.folder / f"{ident}.upload", image.width, image.height)
         with self._photos_lock:
+            known = self._photos.get(ident)
+            if known is not None:  # another client sent the same photo meanwhile
+                checking.unlink(missing_ok=True)
+                self._photos.move_to_end(ident)
+                return known
+            os.replace(checking, photo.path)
             self._photos[ident] = photo
             while len(self._photos) > self.max_photos:
                 _, old = self._photos.popitem(last=False)
-                old.path.unlink(missing_ok=True)
+                old.path.unlink(missing_ok=True)  # always ours: the sample photo is not in this list
         return photo
 
     def sample_photo(self) -> Photo:
-        """The sample photo (matplotlib's portrait), read from matplotlib's data, never copied."""
+        """The sample photo (matplotlib's portrait), read where matplotlib keeps it, never copied or removed."""
         from onnxvis.preprocess import default_image_path, load_image
 
-        path = default_image_path()
-        with self._photos_lock:
-            known = self._photos.get(SAMPLE)
-        if known is None:
+        if self._sample is None:
+            path = default_image_path()
             image = load_image(path)
-            known = Photo(SAMPLE, path, image.width, image.height)
-            with self._photos_lock:
-                self._photos[SAMPLE] = known
-        return known
+            self._sample = Photo(SAMPLE, path, image.width, image.height)
+        return self._sample
 
     def photo(self, ident: str) -> Photo:
         if not _PHOTO_ID.match(ident):

@@ -308,8 +308,8 @@ def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, say: Ca
         app = create_app(explorer, None if loopback else ["*"])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
-        say(url_of(sock))
-        with _sigterm_exits():
+        with _sigterm_exits():  # before the URL is out: a client may stop us as soon as it reads it
+            say(url_of(sock))
             server.run(sockets=[sock])
     finally:
         explorer.close()

@@ -171,6 +171,15 @@ def test_a_bad_upload_is_a_4xx_with_a_json_error(client, explorer, data, words):
     assert client.get("/api/layers").status_code == 200  # and the server goes on
 
 
+def test_the_same_photo_from_many_clients_at_once(explorer, tmp_path):
+    data = photo(tmp_path / "same.png", 7).read_bytes()
+    with ThreadPoolExecutor(16) as pool:
+        photos = list(pool.map(lambda _: explorer.add_photo(data), range(64)))
+    assert {p.id for p in photos} == {hashlib.sha256(data).hexdigest()}
+    assert [p.name for p in explorer.folder.iterdir()] == [f"{photos[0].id}.upload"]  # no checking file left
+    assert photos[0].path.read_bytes() == data
+
+
 def test_odd_modes_go_through_the_guards(client, tmp_path):
     grey16 = Image.fromarray(np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) * 30)
     assert grey16.mode.startswith("I;16")
@@ -220,8 +229,13 @@ def test_just_under_the_limit_is_read(client):
 
 
 def test_old_photos_are_forgotten_and_their_files_removed(tiny, tmp_path):
+    from onnxvis.preprocess import default_image_path
+
     with Explorer(Inspector(tiny), cam=None, max_photos=2) as ex:
+        sample = ex.sample_photo()
         ids = [ex.add_photo(photo(tmp_path / f"{i}.png", i).read_bytes()).id for i in range(3)]
+        assert sample.path == default_image_path() and sample.path.is_file()  # never ours to remove
+        assert ex.photo("sample") == sample
         assert sorted(p.name for p in ex.folder.iterdir()) == sorted(f"{i}.upload" for i in ids[1:])
         with TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
             gone = c.get(f"/api/predictions/{ids[0]}")
@@ -487,6 +501,7 @@ def _client_session(url: str, coffee: bytes, layer: int) -> dict:
         statuses.append(fmaps.status_code)
         top = c.get(f"/api/predictions/{ident}")
         statuses.append(top.status_code)
+        assert top.status_code == 200, top.text
         return {"statuses": statuses, "top": top.json()["top"], "fmaps": fmaps.content}
 
 
