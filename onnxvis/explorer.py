@@ -150,14 +150,17 @@ def photo_id(data: bytes) -> str:
 
 
 def _cam_from_module() -> CamFunction | None:
-    """The plug-in for class activation maps: onnxvis.cam's page function, when that module exists."""
+    """The class activation map plug-in: ``page_cam`` (a :data:`CamFunction`) of onnxvis's CAM
+    modules, when this onnxvis has them; None otherwise (the page then says CAM is not available)."""
     import importlib
     import importlib.util
 
-    if importlib.util.find_spec("onnxvis.cam") is None:
-        return None
-    module = importlib.import_module("onnxvis.cam")
-    return getattr(module, "overlay_for_page", None)
+    for name in ("onnxvis.cammodel", "onnxvis.cam"):
+        if importlib.util.find_spec(name) is not None:
+            found = getattr(importlib.import_module(name), "page_cam", None)
+            if found is not None:
+                return found
+    return None
 
 
 class Explorer:
@@ -166,8 +169,8 @@ class Explorer:
     Args:
         inspector: the opened model; the Explorer closes it in :meth:`close`.
         grid: make_grid's options for every picture.
-        cam: the class activation map function (see :data:`CamFunction`); by default the one of
-            :mod:`onnxvis.cam` when it is installed, else None (the page says CAM is not available).
+        cam: the class activation map function (see :data:`CamFunction`); by default ``page_cam``
+            of onnxvis's CAM modules when they have it, else None (the page says CAM is not available).
         cache_bytes, max_photos, max_upload: the bounds above.
     """
 
