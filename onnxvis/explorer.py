@@ -225,7 +225,14 @@ class Explorer:
                 rows = self.inspector.summary()
                 settled = self.inspector.preprocessing
                 labels = self.inspector.labels
+                try:
+                    self.inspector.class_output()
+                    no_classes = None
+                except OnnxvisError as exc:  # a detector, an embedding: the page shows no top-5
+                    no_classes = str(exc)
             return {
+                "predictions": no_classes is None,
+                "no_predictions": no_classes,
                 "rows": [[str(k), str(v)] for k, v in rows],
                 "preprocessing": settled.preprocess.describe(),
                 "presets": sorted(PRESETS),

@@ -267,6 +267,31 @@ def test_summary_and_layers(client, explorer):
     assert first["stats"]["near_dead"] == 1 and first["stats"]["filters"] == 4  # filter 2 is all zero
 
 
+def test_a_model_without_class_scores_shows_no_top5(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv"), helper.make_node("Relu", ["y"], ["r"])],
+        "two-maps",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 14, 14]),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 4, 14, 14])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "maps.onnx"))
+    with Explorer(Inspector(tmp_path / "maps.onnx"), cam=None) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        summary = c.get("/api/summary").json()
+        assert summary["predictions"] is False and "score per class" in summary["no_predictions"]
+        ident = upload(c, photo(tmp_path / "p.png", 1).read_bytes()).json()["id"]
+        assert c.get(f"/api/fmaps/{ident}/0.png").status_code == 200
+        answer = c.get(f"/api/predictions/{ident}")
+        assert answer.status_code == 400 and "score per class" in answer.json()["error"]
+
+
 @pytest.mark.parametrize("colormap", ["grey", "diverging"])
 def test_kernel_pictures_are_the_kernels_command_pictures(client, explorer, colormap):
     from onnxvis.render import kernel_pixels, split_pixels

@@ -154,6 +154,13 @@ async function showFmaps() {
 
 async function showPredictions() {
   if (state.photo === null) return;
+  if (state.summary && !state.summary.predictions) {
+    const li = document.createElement("li");
+    li.className = "note";
+    li.textContent = `no top-5: ${state.summary.no_predictions}`;
+    $("predictions").replaceChildren(li);
+    return;
+  }
   const result = await getJSON(`/api/predictions/${state.photo}?preset=${encodeURIComponent(preset())}`);
   const list = $("predictions");
   list.replaceChildren();
@@ -168,7 +175,7 @@ async function showPredictions() {
 }
 
 async function showCam() {
-  if (state.photo === null || !state.summary || !state.summary.cam) return;
+  if (state.photo === null || !state.summary || !state.summary.cam || !state.summary.predictions) return;
   const target = $("cam-target").value;
   let url = `/api/cam/${state.photo}.png?preset=${encodeURIComponent(preset())}`;
   if (target !== "") url += `&target=${encodeURIComponent(target)}`;
