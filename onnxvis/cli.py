@@ -571,7 +571,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     layers = inspector.select(args.layers, default="first")
     images = [Path(image) for image in args.images]
     if images:
-        inspector.preprocessing  # a bad setting fails before anything is written
+        _ = inspector.preprocessing  # a bad setting fails before anything is written
     out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
     text = build_report(
         inspector,
@@ -632,21 +632,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise
         raise OnnxvisError(f"serve needs Starlette and uvicorn ({exc.name} is missing); install them with: pip install 'onnxvis[serve]'") from None
     from onnxvis.explorer import Explorer
-    from onnxvis.inputs import image_input, parse_input_values
-    from onnxvis.inspector import Inspector
-    from onnxvis.model import Model
 
     if not 0 <= args.port <= 65535:
         raise OnnxvisError(f"--port must be between 0 and 65535, got {args.port}")
-    model = Model.open(args.model)
-    flags = (args.preset, args.resize, args.crop, args.mean, args.std, args.scale)
-    preprocess = None
-    if any(f is not None for f in flags) or args.bgr:
-        preprocess = _preprocess_from_args(args, model, image_input(model, args.layout))
-    inspector = Inspector(
-        model, preprocess=preprocess, layout=args.layout, inputs=parse_input_values(args.inputs),
-        explicit_size=args.resize is not None or args.crop is not None,
-    )
+    inspector = _inspector(args)
+    try:
+        _ = inspector.image_input
+    except OnnxvisError:
+        pass  # no image input: the page still shows the layers and kernels, and says why photos cannot run
+    else:
+        _ = inspector.preprocessing  # a bad preprocessing flag is an error now, not on the page
     serve(Explorer(inspector), args.host, args.port)
 
 

@@ -33,10 +33,10 @@ from onnxvis.errors import OnnxvisError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from onnxvis.grids import GridOptions
     from onnxvis.inspector import Inspector, Prepared
     from onnxvis.layers import ConvLayer
     from onnxvis.preprocess import Preprocess
-    from onnxvis.render import GridOptions
 
 T = TypeVar("T")
 
@@ -183,7 +183,7 @@ class Explorer:
         max_photos: int = MAX_PHOTOS,
         max_upload: int = MAX_UPLOAD_BYTES,
     ):
-        from onnxvis.render import GridOptions
+        from onnxvis.grids import GridOptions
 
         self.inspector = inspector
         self.grid = grid or GridOptions()
