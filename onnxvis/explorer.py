@@ -223,18 +223,24 @@ class Explorer:
         def compute() -> dict[str, Any]:
             with self._engine:
                 rows = self.inspector.summary()
-                settled = self.inspector.preprocessing
                 labels = self.inspector.labels
                 try:
+                    preprocessing = self.inspector.preprocessing.preprocess.describe()
+                    no_photos = None
+                except OnnxvisError as exc:  # e.g. a 1-D conv model: its kernels still show
+                    preprocessing, no_photos = "", str(exc)
+                try:
                     self.inspector.class_output()
-                    no_classes = None
+                    no_classes = no_photos
                 except OnnxvisError as exc:  # a detector, an embedding: the page shows no top-5
                     no_classes = str(exc)
             return {
+                "photos": no_photos is None,
+                "no_photos": no_photos,
                 "predictions": no_classes is None,
                 "no_predictions": no_classes,
                 "rows": [[str(k), str(v)] for k, v in rows],
-                "preprocessing": settled.preprocess.describe(),
+                "preprocessing": preprocessing,
                 "presets": sorted(PRESETS),
                 "labels": len(labels) if labels else 0,
                 "cam": self.cam is not None,

@@ -292,6 +292,20 @@ def test_a_model_without_class_scores_shows_no_top5(tmp_path):
         assert answer.status_code == 400 and "score per class" in answer.json()["error"]
 
 
+def test_a_model_without_an_image_input_still_shows_its_kernels(tmp_path):
+    from conftest import conv_model
+
+    conv_model(np.ones((4, 3, 3), np.float32), path=tmp_path / "conv1d.onnx")  # a 1-D conv: no image input
+    with Explorer(Inspector(tmp_path / "conv1d.onnx"), cam=None) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        summary = c.get("/api/summary").json()
+        assert summary["photos"] is False and "not an image" in summary["no_photos"] and summary["predictions"] is False
+        assert c.get("/api/layers").json()[0]["shape"] == [4, 3, 3]
+        assert c.get("/api/kernels/0.png").status_code == 200
+        c.post("/api/photos/sample")
+        answer = c.get("/api/fmaps/sample/0.png")
+        assert answer.status_code == 400 and "not an image" in answer.json()["error"]
+
+
 @pytest.mark.parametrize("colormap", ["grey", "diverging"])
 def test_kernel_pictures_are_the_kernels_command_pictures(client, explorer, colormap):
     from onnxvis.render import kernel_pixels, split_pixels

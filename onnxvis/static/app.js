@@ -92,6 +92,10 @@ async function loadSummary() {
   select.replaceChildren(new Option(`the model's (${s.preprocessing.split(":")[0]})`, "model"));
   for (const name of s.presets) select.appendChild(new Option(name, name));
   $("preprocessing").textContent = s.preprocessing;
+  if (!s.photos) {
+    for (const id of ["image", "sample", "preset"]) $(id).disabled = true;
+    $("photo-note").textContent = `no photos: ${s.no_photos}`;
+  }
   if (!s.cam) $("cam-note").textContent = "CAM is not available in this version of onnxvis";
 }
 
