@@ -64,9 +64,12 @@ class Unavailable(OnnxvisError):
     """A feature this installation lacks (class activation maps before onnxvis.cam exists)."""
 
 
-CamFunction = Callable[["Inspector", "Prepared", "int | None"], "tuple[np.ndarray, int]"]
-"""``cam(inspector, prepared photo, target) -> (uint8 (H, W, 3) map drawn over prepared.rgb, the class)``;
-``target`` None means the predicted class. The plug-in point for :mod:`onnxvis.cam`."""
+CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.ndarray, int]"]
+"""``cam(inspector, photo, target) -> (uint8 (H, W, 3) map drawn over the prepared photo, the class)``;
+``target`` None means the predicted class. The plug-in point for onnxvis's class activation maps."""
+
+PAGE_CAM_METHOD = "ablation"
+"""The page's CAM method: class-specific, and cheap (only the graph after the layer runs per channel)."""
 
 
 class _LRU:
@@ -150,17 +153,28 @@ def photo_id(data: bytes) -> str:
 
 
 def _cam_from_module() -> CamFunction | None:
-    """The class activation map plug-in: ``page_cam`` (a :data:`CamFunction`) of onnxvis's CAM
-    modules, when this onnxvis has them; None otherwise (the page then says CAM is not available)."""
+    """The class activation map of onnxvis's CAM modules (:mod:`onnxvis.cammodel`), when this onnxvis
+    has them: their ``page_cam``, or AblationCAM at the default layer drawn with ``cam.overlay``.
+    None otherwise: the page then says CAM is not available."""
     import importlib
     import importlib.util
 
-    for name in ("onnxvis.cammodel", "onnxvis.cam"):
-        if importlib.util.find_spec(name) is not None:
-            found = getattr(importlib.import_module(name), "page_cam", None)
-            if found is not None:
-                return found
-    return None
+    if importlib.util.find_spec("onnxvis.cammodel") is None:
+        return None
+    cammodel = importlib.import_module("onnxvis.cammodel")
+    cam = importlib.import_module("onnxvis.cam")
+    own = getattr(cammodel, "page_cam", None)
+    if own is not None:
+        return own
+    if not all(hasattr(cammodel, n) for n in ("compute_cams", "places_for", "default_layer")) or not hasattr(cam, "overlay"):
+        return None
+
+    def page_cam(inspector: "Inspector", image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
+        places = cammodel.places_for(inspector, [cammodel.default_layer(inspector)])
+        result = next(iter(cammodel.compute_cams(inspector, [image], places, PAGE_CAM_METHOD, target)))
+        return cam.overlay(result.rgb, result.cam), int(result.target)
+
+    return page_cam
 
 
 class Explorer:
@@ -400,7 +414,7 @@ class Explorer:
 
     def _preparer(self, preset: str | None) -> Inspector:
         """The Inspector whose preprocessing the page chose: the main one, or one per preset that
-        shares the opened model and is used only to prepare photos (it never opens a session)."""
+        shares the opened model, used to prepare photos (and for CAM, which prepares its own)."""
         from onnxvis.inspector import Inspector
 
         if preset in (None, "", "model"):
@@ -482,10 +496,13 @@ class Explorer:
         if target is not None and target < 0:
             raise OnnxvisError(f"the class must be 0 or more, got {target}")
 
+        inspector = self._preparer(preset)
+
         def compute() -> tuple[bytes, int]:
-            prepared = self.prepared(photo.id, preset)
-            with self._engine:
-                pixels, klass = cam(self.inspector, prepared, target)
+            image = self._image(photo)
+            # Not under the engine lock: a map takes many runs, and others' pictures may interleave
+            # (the Inspector keeps its sessions under its own lock; onnxruntime's run is thread-safe).
+            pixels, klass = cam(inspector, image, target)
             return encode_png(pixels), int(klass)
 
         return self._cache.get(("cam", photo.id, preset or "", target), compute)

@@ -369,9 +369,9 @@ def test_cam_is_501_until_onnxvis_has_it(client):
 def test_a_cam_function_plugs_in(tiny):
     calls = []
 
-    def fake_cam(inspector, prepared, target):
+    def fake_cam(inspector, image, target):
         calls.append(target)
-        return np.asarray(prepared.rgb)[:, :, ::-1].copy(), 3 if target is None else target
+        return inspector.prepare(image).rgb[:, :, ::-1].copy(), 3 if target is None else target
 
     with Explorer(Inspector(tiny), cam=fake_cam) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
         assert c.get("/api/summary").json()["cam"] is True
@@ -567,7 +567,14 @@ def test_squeezenet_coffee_is_espresso_and_its_pictures_are_real(server):
         assert kernels.shape[2] == 3 and kernels.std() > 10  # 64 RGB 3x3 kernels, not a flat picture
         fmaps = decode(c.get(f"/api/fmaps/{ident}/0.png").content)
         assert fmaps.ndim == 2 and fmaps.shape[0] > 400 and fmaps.std() > 10
-        assert c.get(f"/api/cam/{ident}.png").status_code in (200, 501)
+        cam = c.get(f"/api/cam/{ident}.png")
+        if c.get("/api/summary").json()["cam"]:
+            assert cam.status_code == 200 and cam.headers["x-onnxvis-class"] == str(ESPRESSO)
+            assert decode(cam.content).shape == (224, 224, 3)
+            picked = c.get(f"/api/cam/{ident}.png?target={top[1]['index']}")
+            assert picked.headers["x-onnxvis-class"] == str(top[1]["index"]) and picked.content != cam.content
+        else:
+            assert cam.status_code == 501 and "not available" in cam.json()["error"]
 
 
 def test_ctrl_c_stops_cleanly_and_removes_the_temporary_folder(tmp_path, tiny):

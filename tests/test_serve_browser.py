@@ -97,6 +97,12 @@ def test_a_person_explores_squeezenet(browser, server, tmp_path):  # noqa: F811
     assert picture(browser, "fmaps")["w"] > 400
     if browser.execute_script("return state.summary.cam"):
         wait_for(browser, shown("cam"), "")
+        assert browser.find_element(By.ID, "cam-note").text == f"class {ESPRESSO}"
+        predicted = picture(browser, "cam")
+        top[1].click()  # the map of another class
+        wait_for(browser, shown("cam"), predicted["src"])
+        assert browser.find_element(By.ID, "cam-note").text == f"class {top[1].get_attribute('data-index')}"
+        assert browser.find_element(By.ID, "cam-target").get_attribute("value") == top[1].get_attribute("data-index")
     else:
         assert "not available" in browser.find_element(By.ID, "cam-note").text
         assert picture(browser, "cam")["src"] == ""
