@@ -15,6 +15,7 @@ result wait for one computation instead of repeating it.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -137,6 +138,11 @@ def _size_of(value: Any) -> int:
     return 1024  # small JSON-like results
 
 
+def _number(value: float) -> float | None:
+    """A float for JSON, which has no NaN or infinity (a broken model's weights or scores can hold them)."""
+    return float(value) if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Photo:
     id: str
@@ -204,8 +210,8 @@ class Explorer:
         self.cam: CamFunction | None = _cam_from_module() if isinstance(cam, str) else cam
         self.max_photos = max_photos
         self.max_upload = max_upload
-        # onnxruntime's run is thread-safe, the Inspector's caches and lazily built sessions need not be:
-        # one lock around every Inspector call; pictures are drawn and encoded outside it.
+        # onnxruntime's run is thread-safe, and each run already uses every core: one lock around the
+        # Inspector's runs and weight reads keeps them from competing; pictures are drawn and encoded outside it.
         self._engine = threading.Lock()
         self._photos_lock = threading.Lock()
         self._photos: OrderedDict[str, Photo] = OrderedDict()
@@ -220,6 +226,8 @@ class Explorer:
     def close(self) -> None:
         """Remove the temporary folder and close the Inspector."""
         self._tmp.cleanup()
+        for preparer in self._preparers.values():
+            preparer.close()
         self.inspector.close()
 
     def __enter__(self) -> Explorer:
@@ -297,7 +305,7 @@ class Explorer:
                     row["problem"] = str(exc)
                 else:
                     row["stats"] = {
-                        "min": stats.min, "max": stats.max, "mean": stats.mean, "std": stats.std,
+                        "min": _number(stats.min), "max": _number(stats.max), "mean": _number(stats.mean), "std": _number(stats.std),
                         "near_dead": stats.near_dead, "filters": int(stats.norms.size),
                     }
                 rows.append(row)
@@ -476,7 +484,7 @@ class Explorer:
             return {
                 "photo": photo.id,
                 "output": name,
-                "top": [{"index": i, "label": label, "score": score} for i, label, score in top],
+                "top": [{"index": i, "label": label, "score": _number(score)} for i, label, score in top],
             }
 
         return self._cache.get(("predictions", photo.id, preset or ""), compute)

@@ -306,6 +306,16 @@ def test_a_model_without_an_image_input_still_shows_its_kernels(tmp_path):
         assert answer.status_code == 400 and "not an image" in answer.json()["error"]
 
 
+def test_non_finite_weights_are_null_in_json(make_conv_model):
+    weight = np.ones((2, 3, 3, 3), np.float32)
+    weight[0, 0, 0, 0] = np.nan
+    with Explorer(Inspector(make_conv_model(weight)), cam=None) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        answer = c.get("/api/layers")
+        assert answer.status_code == 200  # JSON has no NaN: Starlette would refuse to send it
+        assert answer.json()[0]["stats"]["min"] is None
+        assert c.get("/api/kernels/0.png").status_code in (200, 400)
+
+
 @pytest.mark.parametrize("colormap", ["grey", "diverging"])
 def test_kernel_pictures_are_the_kernels_command_pictures(client, explorer, colormap):
     from onnxvis.render import kernel_pixels, split_pixels

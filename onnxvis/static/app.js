@@ -171,7 +171,8 @@ async function showPredictions() {
   for (const p of result.top) {
     const li = document.createElement("li");
     li.dataset.index = p.index;
-    li.textContent = `${p.index}${p.label ? " " + p.label : ""}: ${(100 * p.score).toFixed(2)}%`;
+    const score = p.score === null ? "?" : `${(100 * p.score).toFixed(2)}%`;
+    li.textContent = `${p.index}${p.label ? " " + p.label : ""}: ${score}`;
     li.title = "show the class activation map of this class";
     li.addEventListener("click", () => { $("cam-target").value = p.index; guarded(showCam()); });
     list.appendChild(li);
