@@ -571,7 +571,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     layers = inspector.select(args.layers, default="first")
     images = [Path(image) for image in args.images]
     if images:
-        _ = inspector.preprocessing  # a bad setting fails before anything is written
+        inspector.preprocessing  # a bad setting fails before anything is written
     out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
     text = build_report(
         inspector,
