@@ -2,7 +2,13 @@
 
 The file carries in its ``metadata_props`` what later commands need: where the model came from
 (``onnxvis.source``), which weights it holds (``onnxvis.weights``), how to turn an image into its
-input (``onnxvis.preprocess``) and, when they mean something, the class names (``onnxvis.labels``).
+input (``onnxvis.preprocess``, with where that came from) and, when they mean something, the class
+names (``onnxvis.labels``) with where they came from (``onnxvis.labels_origin``).
+
+``weights`` may be a state dict, a training checkpoint holding one under a usual key, with the key
+prefixes of DataParallel or torch.compile, and with another class count than torchvision's (the
+count is read from the shape of the classifier's weight). Files are always read with
+``torch.load(weights_only=True)``: a pickled whole model is refused, never loaded.
 
 Before the file is put in place it is checked with ``onnx.checker`` and run in onnxruntime
 against torch on a seeded random input; the file is written to a temporary folder beside the
@@ -15,32 +21,38 @@ the kernels in the file are the kernels the model learned, not rescaled copies.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import difflib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from onnxvis.classes import read_labels
 from onnxvis.errors import OnnxvisError
+from onnxvis.metadata import LABELS_KEY, LABELS_ORIGIN_KEY, PREPROCESS_KEY, SOURCE_KEY, WEIGHTS_KEY
+from onnxvis.preprocess import Preprocess, preset
 
 if TYPE_CHECKING:
     import onnx_ir
     import torch
 
-SOURCE_KEY = "onnxvis.source"
-WEIGHTS_KEY = "onnxvis.weights"
-PREPROCESS_KEY = "onnxvis.preprocess"
-LABELS_KEY = "onnxvis.labels"
+# Where training scripts usually keep the model's state dict inside a checkpoint dict, in the order
+# tried when several of them hold one.
+CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net", "weights")
+# Key prefixes added by wrappers: DataParallel / DistributedDataParallel, and torch.compile.
+WRAPPER_PREFIXES = {"module.": "DataParallel or DistributedDataParallel", "_orig_mod.": "torch.compile"}
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -52,6 +64,8 @@ MIN_DYNAMO_OPSET = 18  # the dynamo exporter writes opset 18 or newer; older ops
 SINGLE_FILE_LIMIT_BYTES = 2**31 - (64 << 20)
 
 _EXAMPLE_MODELS = "alexnet, resnet18, vgg16, squeezenet1_1, mobilenet_v3_small"
+
+__all__ = ["CHECKPOINT_KEYS", "LABELS_KEY", "LABELS_ORIGIN_KEY", "PREPROCESS_KEY", "SOURCE_KEY", "WEIGHTS_KEY", "ExportResult", "export_model"]
 
 
 def _stderr_log(message: str) -> None:
@@ -73,6 +87,8 @@ def export_model(
     external_data: bool = False,
     opset: int | None = None,
     log: Callable[[str], None] = _stderr_log,
+    labels: str | Path | None = None,
+    preprocess: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export torchvision's classification model ``name`` to ``output_dir/<name>.onnx``.
 
@@ -80,11 +96,20 @@ def export_model(
         name: a torchvision classification model, e.g. ``alexnet`` or ``resnet18``.
         weights: ``"imagenet"`` for torchvision's default pretrained weights (from the torch hub
             cache, else downloaded), ``"random"`` for a seeded random initialisation, or the path
-            of a local state-dict file (``torch.save(model.state_dict(), PATH)``).
-        output_dir: folder for the file; created when missing.
+            of a local file: a state dict (``torch.save(model.state_dict(), PATH)``) or a training
+            checkpoint dict holding one under a usual key (see :data:`CHECKPOINT_KEYS`). Another
+            class count than torchvision's is read from the classifier's weight.
+        output_dir: folder for the file, created when missing; a path ending in ``.onnx`` is the
+            file itself.
         external_data: write the weights to ``<name>.onnx.data`` beside the ``.onnx``.
         opset: the ONNX opset to write; ``None`` for the exporter's default.
         log: receives one progress line at a time.
+        labels: a file of class names (one per line, or a JSON list), one per model output,
+            stored in the metadata.
+        preprocess: the preprocessing to record instead of the weights' own: any of ``preset``
+            (a name of :data:`onnxvis.preprocess.PRESETS`), ``resize``, ``crop``, ``mean``,
+            ``std``, applied in that order as ``fmaps`` applies its options. The model's input
+            size follows the crop, else an exact ``(H, W)`` resize.
 
     Raises:
         OnnxvisError: for anything the user can fix (unknown model, unusable weights, no network
@@ -97,15 +122,20 @@ def export_model(
     key = name.strip().lower()
     builder = _model_builder(key, name)
     _check_opset(opset)
-    output_dir = Path(output_dir)
-    dest = output_dir / f"{key}.onnx"
+    output = Path(output_dir)
+    if output.suffix.lower() == ".onnx":
+        output_dir, dest = output.parent, output
+    else:
+        output_dir, dest = output, output / f"{key}.onnx"
     data_dest = dest.with_name(dest.name + ".data")
     _check_destination(dest, external_data)  # refuse early, before the slow part
+    given_labels = read_labels(labels) if labels is not None else None
 
     default_weights = _default_weights(key)
-    preprocess = _preprocess(default_weights)
+    chosen, preprocess_origin = _chosen_preprocess(_preprocess(default_weights), default_weights, preprocess)
+    height, width = _input_size(chosen)
     log(f"building {key} (torchvision {torchvision.__version__}, torch {torch.__version__})")
-    model, weights_id, weights_meta, labels = _build(key, builder, weights, default_weights, log)
+    model, weights_id, weights_meta, labels_found = _build(key, builder, weights, default_weights, log)
     model.eval()
 
     state_dict = model.state_dict()
@@ -116,24 +146,42 @@ def export_model(
             f"add --external-data to write them to {data_dest.name} beside it"
         )
 
-    height, width = preprocess["crop"]
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(SEED))
     with torch.no_grad():
         expected = model(example)
     if not isinstance(expected, torch.Tensor):
         raise RuntimeError(f"torchvision's {key} returned {type(expected).__name__} in eval mode, not one logits tensor")
     expected = expected.numpy()
-    if labels is not None and expected.shape[-1] != len(labels):
-        log(f"labels: not stored, the model has {expected.shape[-1]} outputs but the weights name {len(labels)} classes")
-        labels = None
+    classes = int(expected.shape[-1])
+    labels_origin = None
+    if given_labels is not None:
+        if len(given_labels) != classes:
+            raise OnnxvisError(
+                f"the labels file {labels} names {len(given_labels)} classes but the model has {classes}; "
+                "give one name per class, in the order of the model's outputs"
+            )
+        labels_found, labels_origin = given_labels, f"file {Path(labels).name}, given at export"  # type: ignore[arg-type]
+        log(f"labels: {classes} class names from {labels}")
+    elif labels_found is not None:
+        if classes != len(labels_found):
+            log(f"labels: not stored, the model has {classes} outputs but {default_weights.name} names {len(labels_found)} classes")
+            labels_found = None
+        else:
+            labels_origin = f"torchvision's {type(default_weights).__name__}.{default_weights.name} categories"
+            if weights_id.startswith("file:"):
+                log(f"labels: storing the {classes} class names of {default_weights.name}, taking the file to keep their order")
+    if labels_found is None and given_labels is None and weights_id != "random":
+        log(f"labels: none stored; to name the {classes} classes give a file with one name per line")
 
     metadata = {
         SOURCE_KEY: f"torchvision.models.{key}",
         WEIGHTS_KEY: weights_meta,
-        PREPROCESS_KEY: json.dumps({**preprocess, "color": "RGB", "scale": 1, "layout": "NCHW"}),
+        PREPROCESS_KEY: json.dumps(_preprocess_metadata(chosen, preprocess_origin)),
     }
-    if labels is not None:
-        metadata[LABELS_KEY] = json.dumps(labels)
+    if labels_found is not None:
+        metadata[LABELS_KEY] = json.dumps(labels_found)
+        if labels_origin is not None:
+            metadata[LABELS_ORIGIN_KEY] = labels_origin
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +271,67 @@ def _preprocess(weights: Any) -> dict[str, Any]:
     }
 
 
+_PREPROCESS_FIELDS = ("preset", "resize", "crop", "mean", "std")
+
+
+def _chosen_preprocess(
+    default: Mapping[str, Any], weights: Any, overrides: Mapping[str, Any] | None
+) -> tuple[Preprocess, str]:
+    """The preprocessing to record, and where it came from.
+
+    Without overrides: the weights' own transforms. Otherwise, as ``fmaps`` applies its options: a
+    preset replaces the whole (keeping the weights' size when the preset has none), a resize
+    replaces the size (and drops the crop unless one is given), then crop, mean and std.
+    """
+    base = Preprocess.from_dict(dict(default), name="torchvision")
+    origin = f"torchvision's {type(weights).__name__}.{weights.name} transforms"
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(_PREPROCESS_FIELDS))
+    if unknown:
+        raise OnnxvisError(f"unknown preprocessing setting(s) {', '.join(unknown)}; give any of {', '.join(_PREPROCESS_FIELDS)}")
+    if not given:
+        return base, origin
+    chosen = base
+    if "preset" in given:
+        chosen = preset(given["preset"])
+        if chosen.resize is None and chosen.crop is None:  # tf, unit, raw: no size of their own
+            chosen = chosen.replace(resize=base.resize, crop=base.crop)
+    if "resize" in given:
+        chosen = chosen.replace(resize=given["resize"], crop=given.get("crop"))
+    elif "crop" in given:
+        chosen = chosen.replace(crop=given["crop"])
+    for field in ("mean", "std"):
+        if field in given:
+            chosen = chosen.replace(**{field: given[field]})
+    chosen = chosen.replace(name="export")
+    parts = [f"preset {given['preset']}"] if "preset" in given else []
+    for field in ("resize", "crop", "mean", "std"):
+        if field in given:
+            value = given[field]
+            values = [value] if isinstance(value, (int, float)) else list(value)
+            parts.append(f"{field} {','.join(str(v) for v in values)}")
+    return chosen, "the user's settings: " + ", ".join(parts)
+
+
+def _input_size(chosen: Preprocess) -> tuple[int, int]:
+    """The model's input height and width: the crop, else an exact resize."""
+    if chosen.crop is not None:
+        return chosen.crop
+    if chosen.resize is not None and len(chosen.resize) == 2:
+        return chosen.resize[0], chosen.resize[1]
+    raise OnnxvisError(
+        "the preprocessing resizes the shorter side but crops nothing, so the model's input size is unknown; "
+        "give a crop size, or an exact height and width to resize to"
+    )
+
+
+def _preprocess_metadata(chosen: Preprocess, origin: str) -> dict[str, Any]:
+    """The ``onnxvis.preprocess`` JSON object: the settings, the layout, and where they came from."""
+    fields = chosen.to_dict()
+    del fields["name"]
+    return {**fields, "layout": "NCHW", "origin": origin}
+
+
 def _build(
     key: str, builder: Callable[..., Any], weights: str, default: Any, log: Callable[[str], None]
 ) -> tuple[torch.nn.Module, str, str, list[str] | None]:
@@ -237,16 +346,13 @@ def _build(
 
     if choice == "imagenet":
         state_dict = _pretrained_state_dict(key, default, log)
-        model = _build_with_state_dict(key, builder, default, state_dict, f"the cached file {_cache_path(default)}")
+        model = _build_with_state_dict(key, builder, default, state_dict, f"the cached file {_cache_path(default)}", log)
         return model, default.name, default.name, list(default.meta.get("categories") or []) or None
 
     path = Path(weights).expanduser()
-    state_dict = _read_state_dict(path)
-    log(f"weights: state dict {path} ({len(state_dict)} tensors)")
-    model = _build_with_state_dict(key, builder, default, state_dict, str(path))
+    state_dict = _read_state_dict(path, log)
+    model = _build_with_state_dict(key, builder, default, state_dict, str(path), log)
     labels = list(default.meta.get("categories") or []) or None
-    if labels:
-        log(f"labels: storing the {len(labels)} class names of {default.name}, taking {path.name} to keep their order")
     return model, f"file:{weights}", f"file:{path.name}", labels
 
 
@@ -289,7 +395,14 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _read_state_dict(path: Path) -> Mapping[str, Any]:
+def _read_state_dict(path: Path, log: Callable[[str], None] = _stderr_log) -> dict[str, Any]:
+    """The state dict in ``path``: a bare one, or one inside a training checkpoint; wrapper prefixes removed.
+
+    Read with ``weights_only=True`` only: a file that needs more (a pickled whole model, any
+    object) is refused without being loaded, because unpickling runs code chosen by the file.
+    """
+    import pickle
+
     import torch
 
     if not path.exists():
@@ -298,7 +411,17 @@ def _read_state_dict(path: Path) -> Mapping[str, Any]:
         raise OnnxvisError(f"weights path {path} is not a file; give the path of a state-dict .pth file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise OnnxvisError(
+                f"cannot read {path} as a torch state dict ({_reason(exc)}); give a file written with torch.save(model.state_dict(), PATH)"
+            ) from None
+        raise OnnxvisError(
+            f"{path} holds a pickled Python object ({found.group(1)}), not just tensors, so it was not loaded: "
+            "loading a pickle runs code from the file; save the weights alone with torch.save(model.state_dict(), PATH)"
+        ) from None
+    except Exception as exc:  # a damaged or foreign file: torch raises many types
         raise OnnxvisError(
             f"cannot read {path} as a torch state dict ({_reason(exc)}); give a file written with torch.save(model.state_dict(), PATH)"
         ) from None
@@ -306,17 +429,149 @@ def _read_state_dict(path: Path) -> Mapping[str, Any]:
         raise OnnxvisError(
             f"{path} holds {type(obj).__name__ if obj else 'nothing'}, not a state dict; give a file written with torch.save(model.state_dict(), PATH)"
         )
-    for name, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            raise OnnxvisError(
-                f"{path} is not a state dict: its entry {name!r} holds {type(value).__name__}, not a tensor; "
-                "for a training checkpoint save the model's part, e.g. torch.save(checkpoint['state_dict'], PATH)"
-            )
-    return obj
+    if not _is_state_dict(obj):
+        obj = _state_dict_of_checkpoint(path, obj, log)
+    state_dict = _strip_wrapper_prefixes(dict(obj), log)
+    log(f"weights: state dict {path} ({len(state_dict)} tensors)")
+    return state_dict
+
+
+def _is_state_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _state_dict_of_checkpoint(path: Path, checkpoint: Mapping[Any, Any], log: Callable[[str], None]) -> Mapping[str, Any]:
+    """The state dict a training checkpoint holds under one of :data:`CHECKPOINT_KEYS`."""
+    found = [k for k in CHECKPOINT_KEYS if _is_state_dict(checkpoint.get(k))]
+    others = [k for k, v in checkpoint.items() if k not in found and _is_state_dict(v)]
+    if not found:
+        entries = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in list(checkpoint.items())[:8])
+        hint = (
+            f"; its entry {others[0]!r} holds tensors: save it alone with torch.save(checkpoint[{others[0]!r}], PATH)"
+            if others
+            else "; give a file written with torch.save(model.state_dict(), PATH)"
+        )
+        raise OnnxvisError(
+            f"{path} is neither a state dict nor a checkpoint with one under {', '.join(CHECKPOINT_KEYS)}: "
+            f"it holds {entries}{hint}"
+        )
+    taken = found[0]
+    rest = [k for k in checkpoint if k != taken]
+    also = f"; {', '.join(repr(k) for k in found[1:])} also holds a state dict, not taken" if len(found) > 1 else ""
+    log(f"weights: a training checkpoint; taking its state dict {taken!r} (other entries: {', '.join(map(str, rest)) or 'none'}){also}")
+    return checkpoint[taken]
+
+
+def _strip_wrapper_prefixes(state_dict: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Remove the ``module.`` / ``_orig_mod.`` prefix that every key carries, as often as it repeats.
+
+    The state dict's ``_metadata`` (module versions, which some modules' loading reads) follows.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for prefix, wrapper in WRAPPER_PREFIXES.items():
+            if all(k.startswith(prefix) for k in state_dict):
+                state_dict = _with_metadata(((k[len(prefix):], v) for k, v in state_dict.items()), state_dict, prefix)
+                log(f"weights: removed the key prefix {prefix!r} that {wrapper} adds")
+                changed = True
+    return _with_metadata(state_dict.items(), state_dict)
+
+
+def _with_metadata(items: Iterable[tuple[str, Any]], source: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """An OrderedDict of ``items`` that keeps the ``_metadata`` of ``source``, its keys without ``prefix``.
+
+    torch keeps each module's version in the state dict's ``_metadata``; mnasnet refuses to load
+    without it, and a copy made with dict() loses it.
+    """
+    out: collections.OrderedDict[str, Any] = collections.OrderedDict(items)
+    metadata = getattr(source, "_metadata", None)
+    if metadata is not None:
+        kept: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        for name, value in metadata.items():
+            if not prefix:
+                kept[name] = value
+            elif name == prefix[:-1]:
+                kept[""] = value  # the wrapped module becomes the root
+            elif name.startswith(prefix):
+                kept[name[len(prefix):]] = value
+        out._metadata = kept  # type: ignore[attr-defined]
+    return out
+
+
+def _reference_model(builder: Callable[..., Any]) -> torch.nn.Module:
+    """The architecture with torchvision's class count, without weights (on the meta device when it builds there)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # googlenet and inception_v3 warn about their init scheme
+        try:
+            with torch.device("meta"):
+                return builder(weights=None)
+        except Exception:  # some builders compute sizes from tensor values, which the meta device has not
+            return builder(weights=None)
+
+
+def _new_heads(
+    key: str, reference: torch.nn.Module, weights: Any, state_dict: Mapping[str, Any], origin: str, log: Callable[[str], None]
+) -> dict[str, tuple[int, ...]]:
+    """The classifier parameters whose class count in ``state_dict`` differs from torchvision's: name -> ref shape.
+
+    A head is a Linear or Conv2d layer with one output per class of torchvision's weights. Any
+    other parameter of another shape is refused here, with the names and shapes.
+    """
+    default_classes = len(weights.meta["categories"])
+    ref_shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    heads = {
+        f"{name}.{param}"
+        for name, module in reference.named_modules()
+        if getattr(module, "out_features", getattr(module, "out_channels", None)) == default_classes
+        for param in ("weight", "bias")
+        if getattr(module, param, None) is not None
+    }
+    changed: dict[str, tuple[int, ...]] = {}
+    counts: set[int] = set()
+    other: list[str] = []
+    for name, tensor in state_dict.items():
+        shape, ref = tuple(tensor.shape), ref_shapes.get(name)
+        if ref is None or shape == ref:
+            continue  # a key the model has not: torchvision's builder judges it (densenet renames old keys)
+        if name in heads and len(shape) == len(ref) and shape[1:] == ref[1:]:
+            changed[name] = ref
+            counts.add(shape[0])
+        else:
+            other.append(f"{name} {list(shape)} in the file, {list(ref)} in the model")
+    if other:
+        more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+        raise OnnxvisError(
+            f"{origin} does not fit torchvision's {key}: {'; '.join(other[:3])}{more}; give the state dict of a {key}"
+        )
+    if len(counts) > 1:
+        raise OnnxvisError(
+            f"{origin} has classifiers with different class counts ({', '.join(f'{n} {list(state_dict[n].shape)}' for n in sorted(changed))}); "
+            f"give the state dict of a {key} with one class count"
+        )
+    if changed:
+        head = min(changed, key=lambda n: (not n.endswith(".weight"), n))
+        classes = counts.pop()
+        log(
+            f"classes: {classes}, from the shape of {head} {list(state_dict[head].shape)} in the file "
+            f"(torchvision's {key} has {default_classes}); building it with {classes}"
+        )
+    return changed
 
 
 def _build_with_state_dict(
-    key: str, builder: Callable[..., Any], weights: Any, state_dict: Mapping[str, Any], origin: str
+    key: str,
+    builder: Callable[..., Any],
+    weights: Any,
+    state_dict: Mapping[str, Any],
+    origin: str,
+    log: Callable[[str], None] = _stderr_log,
 ) -> torch.nn.Module:
     """Build the model exactly as torchvision builds it for ``weights``, but load ``state_dict``.
 
@@ -325,7 +580,11 @@ def _build_with_state_dict(
     pretrained file must go through the same builder. The builder fetches the state dict through
     ``torchvision.models._api.load_state_dict_from_url``; it is swapped for the given dict while the
     builder runs.
+
+    A fine-tuned model has another class count: its classifier's tensors are swapped for
+    placeholders of torchvision's shape while the builder loads, then put in as new parameters.
     """
+    import torch
     from torchvision.models import _api
 
     if not hasattr(_api, "load_state_dict_from_url"):
@@ -333,12 +592,30 @@ def _build_with_state_dict(
             "torchvision.models._api.load_state_dict_from_url is gone in this torchvision; "
             "update _build_with_state_dict in exporters/torchvision_export.py"
         )
+    reference = _reference_model(builder)
+    heads = _new_heads(key, reference, weights, state_dict, origin, log)
+    ref_state = reference.state_dict()
+    # Tensors the file lacks get placeholders, NaN where they can: the builder may drop their
+    # modules after loading (googlenet's aux1/aux2 for a model fine-tuned without them); one that
+    # is still NaN in the model afterwards was really missing.
+    absent = [k for k in ref_state if k not in state_dict]
     original = _api.load_state_dict_from_url
     calls: list[str] = []
 
+    def placeholder(name: str) -> torch.Tensor:
+        ref = ref_state[name]
+        fill = float("nan") if ref.dtype.is_floating_point else 0
+        return torch.full(tuple(ref.shape), fill, dtype=ref.dtype, device="cpu")
+
     def give_state_dict(url: str, *args: Any, **kwargs: Any) -> Mapping[str, Any]:
         calls.append(url)
-        return dict(state_dict)  # densenet's builder renames keys in place
+        # A copy: densenet's builder renames keys in place. Without module versions, the current ones.
+        given = _with_metadata(state_dict.items(), state_dict if hasattr(state_dict, "_metadata") else ref_state)
+        for name, shape in heads.items():
+            given[name] = torch.zeros(shape, dtype=torch.float32)
+        for name in absent:
+            given[name] = placeholder(name)
+        return given
 
     _api.load_state_dict_from_url = give_state_dict
     try:
@@ -354,6 +631,25 @@ def _build_with_state_dict(
         _api.load_state_dict_from_url = original
     if calls != [weights.url]:
         raise RuntimeError(f"torchvision's {key} builder did not load its weights through torchvision.models._api as expected")
+    for name in heads:
+        module_name, _, param = name.rpartition(".")
+        try:
+            module = model.get_submodule(module_name)
+        except AttributeError:
+            continue  # a head the builder drops after loading (inception_v3's AuxLogits)
+        old = getattr(module, param)
+        setattr(module, param, torch.nn.Parameter(state_dict[name].detach().to(old.dtype).clone(), requires_grad=False))
+        size = state_dict[name].shape[0]
+        for attribute in ("out_features", "out_channels"):
+            if hasattr(module, attribute):
+                setattr(module, attribute, size)
+    loaded = model.state_dict()
+    missing = [k for k in absent if k in loaded and loaded[k].is_floating_point() and bool(torch.isnan(loaded[k]).all())]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise OnnxvisError(
+            f"{origin} does not fit torchvision's {key}: it lacks {', '.join(missing[:3])}{more}; give the state dict of a {key}"
+        )
     return model
 
 

@@ -1,20 +1,24 @@
-"""Class scores: which output holds them, and the top-k classes with their names.
+"""Class scores: which output holds them, and the top-k classes with their names; reading a file of names.
 
 Pure functions over arrays and the model's declared outputs; the Inspector runs the model.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from onnxvis.errors import OnnxvisError
 from onnxvis.inputs import input_shape
 
 if TYPE_CHECKING:
     from onnxvis.model import Model
 
 TOP_K = 5
+MAX_LABELS_BYTES = 64 << 20  # a labels file is text; anything larger is not one
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:
@@ -57,3 +61,42 @@ def class_outputs(model: "Model", classes: int | None = None) -> list[str]:
         if size is None or size > 1:
             found.append(output.name)
     return found
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Class names from a file: a JSON list of names, or plain text with one name per line.
+
+    Surrounding spaces are stripped and a final empty line is allowed; an empty name in the middle
+    is refused, as it would shift every later name to the wrong class.
+
+    Raises:
+        OnnxvisError: the file is missing, not text, or holds no names or an empty one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxvisError(f"labels file not found: {path}; give a text file with one class name per line, or a JSON list")
+    if path.stat().st_size > MAX_LABELS_BYTES:
+        raise OnnxvisError(f"labels file {path} is larger than {MAX_LABELS_BYTES >> 20} MiB; give a text file with one class name per line")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise OnnxvisError(f"labels file {path} is not UTF-8 text; give a text file with one class name per line, or a JSON list") from None
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except ValueError as exc:
+            raise OnnxvisError(f"labels file {path} starts like a JSON list but is not valid JSON ({exc})") from None
+        if not isinstance(names, list) or not all(isinstance(n, (str, int, float)) and not isinstance(n, bool) for n in names):
+            raise OnnxvisError(f"labels file {path} must hold a JSON list of names (strings)")
+        labels = [str(n).strip() for n in names]
+    else:
+        labels = [line.strip() for line in text.splitlines()]
+        while labels and not labels[-1]:
+            labels.pop()
+    if not labels:
+        raise OnnxvisError(f"labels file {path} holds no class names; give one name per line")
+    if "" in labels:
+        raise OnnxvisError(
+            f"labels file {path} has an empty name at position {labels.index('') + 1}; every class needs a name, in the order of the model's outputs"
+        )
+    return labels

@@ -40,7 +40,7 @@ from onnxvis.inputs import (
     size_multiple,
 )
 from onnxvis.layers import ConvLayer, find_conv_layers, select_layers
-from onnxvis.metadata import DESCRIBED_KEYS, LABELS_KEY, labels_from_metadata
+from onnxvis.metadata import DESCRIBED_KEYS, LABELS_KEY, labels_from_metadata, labels_origin, preprocess_origin
 from onnxvis.model import Model
 from onnxvis.runner import Session, required_nodes
 from onnxvis.weights import kernel_weights
@@ -643,6 +643,9 @@ class Inspector:
             else:
                 rows.append(("preproc", settled.preprocess.describe()))
                 rows.append(("", f"({settled.origin})"))
+                recorded = preprocess_origin(model.metadata) if settled.source == "metadata" else None
+                if recorded:
+                    rows.append(("", f"set at export from {recorded}"))
         rows.append(("classes", self._classes_text()))
         kinds = Counter(layer.source.describe() for layer in self.layers if layer.source is not None)
         text = "; ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
@@ -653,6 +656,9 @@ class Inspector:
 
     def _classes_text(self) -> str:
         if self.labels:
+            origin = labels_origin(self.model.metadata)
+            if origin:
+                return f"{len(self.labels)}, named; labels from {origin}"
             return f"{len(self.labels)}, named in the model's {LABELS_KEY} metadata"
         found = class_outputs(self.model)
         if len(found) == 1:

@@ -120,6 +120,7 @@ def test_random_weights_file_and_metadata(alexnet_random):
         "color": "RGB",
         "scale": 1,
         "layout": "NCHW",
+        "origin": "torchvision's AlexNet_Weights.IMAGENET1K_V1 transforms",
     }
 
 
@@ -238,7 +239,7 @@ def test_unknown_model_name(tmp_path):
     [
         (None, "weights file not found"),
         (b"this is not a torch file", "cannot read"),
-        ({"epoch": 3}, "'epoch' holds int, not a tensor"),
+        ({"epoch": 3}, "is neither a state dict nor a checkpoint with one under state_dict, model"),
         ("resnet18", "does not fit torchvision's alexnet"),
     ],
     ids=["missing", "garbage", "checkpoint", "other-model"],
