@@ -702,6 +702,8 @@ def _export(
             ) from None
         log(f"the dynamo exporter failed ({_reason(exc)}); retrying with the TorchScript exporter")
         return _export_torchscript(model, example, None, staging), "TorchScript"
+    if program is None:  # only without dynamo=True; kept for the type checker
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     model_ir = program.model
     _tidy(model_ir, state_dict_keys)
     return model_ir, "dynamo"
