@@ -340,7 +340,11 @@ def test_resize_n_without_crop_is_refused_before_any_work(tmp_path):
     ],
 )
 def test_other_families_are_built_with_the_class_count_of_the_file(arch, options, head):
-    from exporters.torchvision_export import _build_with_state_dict, _default_weights, _model_builder
+    from exporters.torchvision_export import (
+        _build_with_state_dict,
+        _default_weights,
+        _model_builder,
+    )
 
     torch.manual_seed(0)
     trained = torchvision.models.get_model_builder(arch)(weights=None, num_classes=7, **options).eval()
@@ -357,7 +361,11 @@ def test_other_families_are_built_with_the_class_count_of_the_file(arch, options
 
 
 def test_a_tensor_the_file_lacks_is_named():
-    from exporters.torchvision_export import _build_with_state_dict, _default_weights, _model_builder
+    from exporters.torchvision_export import (
+        _build_with_state_dict,
+        _default_weights,
+        _model_builder,
+    )
 
     state = torchvision.models.resnet18(weights=None).state_dict()
     del state["layer1.0.conv1.weight"]
