@@ -276,7 +276,7 @@ def preset(name: str) -> Preprocess:
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in PRESETS:
-        raise OnnxvisError(f"unknown preprocessing preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+        raise OnnxvisError(f"unknown preprocessing preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}", setting="preset")
     return PRESETS[key]
 
 
