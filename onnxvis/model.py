@@ -339,6 +339,19 @@ class Model:
                 return self._shape(data, np_dtype, dims, name)
         return self._to_array(self.initializer_proto(name), name)
 
+    def decode(self, tensor: "onnx.TensorProto") -> np.ndarray:
+        """Decode a TensorProto held in the graph (a Constant's value, a subgraph's initializer).
+
+        External data is read relative to the model's folder with onnx's own location checks.
+        """
+        from onnx import numpy_helper
+
+        try:
+            return numpy_helper.to_array(tensor, base_dir=str(self.path.absolute().parent))
+        except Exception as exc:  # ValueError / checker errors for bad or unsafe external data, damaged bytes
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise OnnxvisError(f"tensor {tensor.name!r} of {self.path} cannot be decoded: {text[:300]}") from None
+
     # ------------------------------------------------------------------------------- internals
 
     def _damaged(self, name: str, detail: str) -> OnnxvisError:

@@ -1,0 +1,102 @@
+"""Helpers for reading an ONNX graph, shared by the modules that walk it.
+
+The table of conv-like op types, the walk into If / Loop / Scan bodies, the names a subgraph reads
+from outside, the consumer map, name lookups that follow ONNX's outer scope (:class:`GraphIndex`),
+and the numpy types of ONNX's tensor element types. Nothing here reads tensor data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "GRAPH_ATTRIBUTE_TYPES",
+    "consumers",
+    "GraphIndex",
+    "np_dtype",
+    "dtype_name",
+]
+
+# onnx.AttributeProto.GRAPH and GRAPHS: the attribute types that hold subgraphs (If, Loop, Scan).
+# Spelled as numbers so that walking a graph does not import onnx.
+_GRAPH = 5
+_GRAPHS = 10
+GRAPH_ATTRIBUTE_TYPES = (_GRAPH, _GRAPHS)
+
+
+def consumers(graph: "onnx.GraphProto") -> dict[str, list["onnx.NodeProto"]]:
+    """Tensor name -> the nodes of ``graph`` that read it, in graph order."""
+    out: dict[str, list["onnx.NodeProto"]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                out.setdefault(name, []).append(node)
+    return out
+
+
+class GraphIndex:
+    """Name lookups in one graph, falling back to the enclosing graphs (ONNX's outer scope)."""
+
+    def __init__(self, graph: "onnx.GraphProto", parent: "GraphIndex | None" = None, path: str = ""):
+        self.graph = graph
+        self.parent = parent
+        self.path = path
+        self.producers = {out: node for node in graph.node for out in node.output if out}
+        self.position = {id(node): i for i, node in enumerate(graph.node)}
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.inputs = {i.name for i in graph.input}
+        self.depth = 0 if parent is None else parent.depth + 1
+        self._consumers: dict[str, list["onnx.NodeProto"]] | None = None
+        self.traced: dict[str, object] = {}  # node outputs already traced (see onnxvis.tracing)
+
+    @property
+    def is_main(self) -> bool:
+        return self.parent is None
+
+    def consumers(self, name: str) -> list["onnx.NodeProto"]:
+        """Nodes of this graph that read ``name``."""
+        if self._consumers is None:
+            self._consumers = consumers(self.graph)
+        return self._consumers.get(name, [])
+
+    def find(self, name: str) -> tuple["GraphIndex", str] | None:
+        """The scope that defines ``name`` and how: "initializer", "node" or "input".
+
+        Before IR 4 initializers are listed as graph inputs too; they count as initializers.
+        """
+        scope: GraphIndex | None = self
+        while scope is not None:
+            if name in scope.initializers:
+                return scope, "initializer"
+            if name in scope.producers:
+                return scope, "node"
+            if name in scope.inputs:
+                return scope, "input"
+            scope = scope.parent
+        return None
+
+
+def dtype_name(data_type: int) -> str:
+    """The numpy name of an ONNX element type (``float16``, ``int4``), else its ONNX name."""
+    from onnx import TensorProto, helper
+
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).name
+    except Exception:
+        try:
+            return TensorProto.DataType.Name(data_type).lower()
+        except ValueError:
+            return f"type {data_type}"
+
+
+def np_dtype(data_type: int) -> np.dtype:
+    """The numpy type of an ONNX element type; raises for a type numpy does not have."""
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+
