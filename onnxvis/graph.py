@@ -7,6 +7,7 @@ and the numpy types of ONNX's tensor element types. Nothing here reads tensor da
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,18 +16,74 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = [
+    "CONV_WEIGHT_INPUT",
+    "CONV_DOMAINS",
+    "CONV_BIAS_INPUT",
+    "CONV_OPS",
     "GRAPH_ATTRIBUTE_TYPES",
+    "subgraphs",
+    "outer_names",
     "consumers",
     "GraphIndex",
     "np_dtype",
     "dtype_name",
 ]
 
+# op type -> index of its weight input. Standard ops count in the default domain; FusedConv and
+# NhwcConv only in com.microsoft, where onnxruntime also defines a QLinearConv.
+CONV_WEIGHT_INPUT = {
+    "Conv": 1,
+    "ConvTranspose": 1,
+    "QLinearConv": 3,
+    "ConvInteger": 1,
+    "FusedConv": 1,
+    "NhwcConv": 1,
+}
+# op type -> the domains in which it is a conv layer
+CONV_DOMAINS = {
+    "Conv": ("", "ai.onnx"),
+    "ConvTranspose": ("", "ai.onnx"),
+    "QLinearConv": ("", "ai.onnx", "com.microsoft"),
+    "ConvInteger": ("", "ai.onnx"),
+    "FusedConv": ("com.microsoft",),
+    "NhwcConv": ("com.microsoft",),
+}
+# op type -> index of its optional bias input
+CONV_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "FusedConv": 2, "NhwcConv": 2, "QLinearConv": 8}
+CONV_OPS = frozenset(CONV_WEIGHT_INPUT)
+
 # onnx.AttributeProto.GRAPH and GRAPHS: the attribute types that hold subgraphs (If, Loop, Scan).
 # Spelled as numbers so that walking a graph does not import onnx.
 _GRAPH = 5
 _GRAPHS = 10
 GRAPH_ATTRIBUTE_TYPES = (_GRAPH, _GRAPHS)
+
+
+def subgraphs(node: "onnx.NodeProto") -> Iterator[tuple[str, "onnx.GraphProto"]]:
+    """The subgraphs a node holds, each with its attribute name (``then_branch``, ``body[0]`` for a list)."""
+    for attr in node.attribute:
+        if attr.type == _GRAPH:
+            yield attr.name, attr.g
+        elif attr.type == _GRAPHS:
+            for j, sub in enumerate(attr.graphs):
+                yield f"{attr.name}[{j}]", sub
+
+
+def outer_names(node: "onnx.NodeProto") -> set[str]:
+    """Names a node's subgraphs use without defining them (ONNX outer-scope references)."""
+    names: set[str] = set()
+
+    def scan(graph: "onnx.GraphProto") -> None:
+        defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+        for sub_node in graph.node:
+            names.update(n for n in sub_node.input if n and n not in defined)
+            defined.update(sub_node.output)
+            for _, sub in subgraphs(sub_node):
+                scan(sub)
+
+    for _, sub in subgraphs(node):
+        scan(sub)
+    return names
 
 
 def consumers(graph: "onnx.GraphProto") -> dict[str, list["onnx.NodeProto"]]:

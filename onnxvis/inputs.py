@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.graph import CONV_OPS, consumers
 
 if TYPE_CHECKING:
     import onnx
@@ -52,8 +53,7 @@ _ELEMENTWISE = {
     "Cast", "Identity", "Mul", "Add", "Sub", "Div", "Neg", "Clip", "Sqrt", "Pow", "QuantizeLinear",
     "DequantizeLinear", "DynamicQuantizeLinear", "CastLike",
 }
-_CONV_OPS = {"Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv", "NhwcConv"}
-_DOWNSAMPLING = _CONV_OPS | {"MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"}
+_DOWNSAMPLING = CONV_OPS | {"MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"}
 # Ops after which a size that is not a multiple of the downsampling breaks the model.
 _NEEDS_MULTIPLE = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace", "SpaceToDepth", "Col2Im"}
 
@@ -174,18 +174,9 @@ def _describe_value(value: "onnx.ValueInfoProto") -> str:
     return f"{value.name!r} [{dims}] {type_name}"
 
 
-def _consumers(graph: "onnx.GraphProto") -> dict[str, list["onnx.NodeProto"]]:
-    out: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            if name:
-                out.setdefault(name, []).append(node)
-    return out
-
-
 def _first_conv(model: "Model") -> "onnx.NodeProto | None":
     for node in model.graph.node:
-        if node.op_type in _CONV_OPS and len(node.input) > 1:
+        if node.op_type in CONV_OPS and len(node.input) > 1:
             return node
     return None
 
@@ -194,13 +185,13 @@ def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int
     """NCHW or NHWC, from the first Transpose or conv on the input's path, else from the shape."""
     from onnx import helper
 
-    consumers = _consumers(model.graph)
+    readers = consumers(model.graph)
     frontier = [value.name]
     seen: set[str] = set()
     for _ in range(32):
         following = []
         for name in frontier:
-            for node in consumers.get(name, []):
+            for node in readers.get(name, []):
                 if id(node) in seen:
                     continue
                 seen.add(id(node))
@@ -212,7 +203,7 @@ def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int
                         following.extend(node.output)
                 elif node.op_type == "NhwcConv":
                     return "NHWC", "it feeds an NhwcConv"
-                elif node.op_type in _CONV_OPS:
+                elif node.op_type in CONV_OPS:
                     return "NCHW", f"it feeds {node.op_type} {node.name or ''}".rstrip() + " directly"
                 elif node.op_type in _ELEMENTWISE:
                     following.extend(node.output)

@@ -7,39 +7,18 @@ its weight comes from, so that ``layers``, ``info`` and the report show it witho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.graph import CONV_BIAS_INPUT, CONV_DOMAINS, CONV_WEIGHT_INPUT, GraphIndex, subgraphs
+from onnxvis.tracing import WeightSource, trace_weight
 
 if TYPE_CHECKING:
     import onnx
 
     from onnxvis.model import Model
-    from onnxvis.weights import WeightSource
-
-# op type -> index of its weight input. Standard ops count in the default domain; FusedConv and
-# NhwcConv only in com.microsoft, where onnxruntime also defines a QLinearConv.
-CONV_WEIGHT_INPUT = {
-    "Conv": 1,
-    "ConvTranspose": 1,
-    "QLinearConv": 3,
-    "ConvInteger": 1,
-    "FusedConv": 1,
-    "NhwcConv": 1,
-}
-_DOMAINS = {
-    "Conv": ("", "ai.onnx"),
-    "ConvTranspose": ("", "ai.onnx"),
-    "QLinearConv": ("", "ai.onnx", "com.microsoft"),
-    "ConvInteger": ("", "ai.onnx"),
-    "FusedConv": ("com.microsoft",),
-    "NhwcConv": ("com.microsoft",),
-}
-
-
-# op type -> index of its optional bias input
-_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "FusedConv": 2, "NhwcConv": 2, "QLinearConv": 8}
 
 
 @dataclass(frozen=True)
@@ -56,7 +35,7 @@ class ConvLayer:
         output_name: the node's first output: the feature map, before any activation.
         graph_path: "" for the main graph; otherwise the node/attribute path of the subgraph.
         attributes: strides, pads, dilations, group, kernel_shape, auto_pad when present.
-        source: where the weight comes from, traced once (see :mod:`onnxvis.weights`).
+        source: where the weight comes from, traced once (see :mod:`onnxvis.tracing`).
         has_bias: the node adds a bias (one value per output channel).
     """
 
@@ -104,12 +83,7 @@ class ConvLayer:
     def weight_count(self) -> int | None:
         """Number of kernel weights."""
         shape = self.weight_shape
-        if shape is None:
-            return None
-        count = 1
-        for d in shape:
-            count *= d
-        return count
+        return None if shape is None else math.prod(shape)
 
     @property
     def param_count(self) -> int | None:
@@ -165,15 +139,9 @@ def _attributes(node: "onnx.NodeProto") -> dict:
     return out
 
 
-def _subgraphs(node: "onnx.NodeProto", label: str) -> Iterator[tuple[str, "onnx.GraphProto"]]:
-    from onnx import AttributeProto
-
-    for attr in node.attribute:
-        if attr.type == AttributeProto.GRAPH:
-            yield f"{label}.{attr.name}", attr.g
-        elif attr.type == AttributeProto.GRAPHS:
-            for j, sub in enumerate(attr.graphs):
-                yield f"{label}.{attr.name}[{j}]", sub
+def _has_bias(node: "onnx.NodeProto") -> bool:
+    bias = CONV_BIAS_INPUT.get(node.op_type)
+    return bias is not None and len(node.input) > bias and bool(node.input[bias])
 
 
 def find_conv_layers(model: "Model") -> list[ConvLayer]:
@@ -182,8 +150,6 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
     Returns an empty list for a model without conv layers; :func:`select_layers` turns that into
     a user error.
     """
-    from onnxvis.weights import GraphIndex, trace_weight
-
     layers: list[ConvLayer] = []
 
     def visit(graph: "onnx.GraphProto", path: str, parent: "GraphIndex | None") -> None:
@@ -192,7 +158,7 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
             weight_input = CONV_WEIGHT_INPUT.get(node.op_type)
             is_conv = (
                 weight_input is not None
-                and node.domain in _DOMAINS[node.op_type]
+                and node.domain in CONV_DOMAINS[node.op_type]
                 and len(node.input) > weight_input
                 and bool(node.input[weight_input])
             )
@@ -210,12 +176,13 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
                         graph_path=path,
                         attributes=_attributes(node),
                         source=trace_weight(model, scope, node),
-                        has_bias=len(node.input) > _BIAS_INPUT.get(node.op_type, 99) and bool(node.input[_BIAS_INPUT[node.op_type]]),
+                        has_bias=_has_bias(node),
                     )
                 )
             label = node.name or f"{node.op_type}_{position}"
-            for sub_path, sub in _subgraphs(node, f"{path}/{label}" if path else label):
-                visit(sub, sub_path, scope)
+            where = f"{path}/{label}" if path else label
+            for attr_name, sub in subgraphs(node):
+                visit(sub, f"{where}.{attr_name}", scope)
 
     visit(model.graph, "", None)
     return layers

@@ -13,6 +13,7 @@ that it has not changed since :meth:`Model.open`.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -370,9 +371,7 @@ class Model:
 
     def _shape(self, data: np.ndarray, np_dtype: np.dtype, dims: tuple[int, ...], name: str) -> np.ndarray:
         """View uint8 ``data`` as ``np_dtype`` with shape ``dims``, as to_array's frombuffer does."""
-        count = 1
-        for d in dims:
-            count *= d
+        count = math.prod(dims)
         if any(d < 0 for d in dims) or count * np_dtype.itemsize != data.size:
             raise self._damaged(
                 name, f"{data.size} bytes of data, but shape {list(dims)} of {np_dtype} needs "

@@ -13,12 +13,14 @@ a run follows the layers asked for, not the size of the file.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.graph import outer_names
 
 if TYPE_CHECKING:
     import onnx
@@ -50,35 +52,8 @@ def required_nodes(
             continue
         needed.add(i)
         stack.extend(n for n in graph.node[i].input if n)
-        stack.extend(_outer_names(graph.node[i]))
+        stack.extend(outer_names(graph.node[i]))
     return [graph.node[i] for i in sorted(needed)], read
-
-
-def _subgraphs(node: "onnx.NodeProto") -> Iterable["onnx.GraphProto"]:
-    from onnx import AttributeProto
-
-    for attr in node.attribute:
-        if attr.type == AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
-def _outer_names(node: "onnx.NodeProto") -> set[str]:
-    """Names a node's subgraphs use without defining them (ONNX outer-scope references)."""
-    names: set[str] = set()
-
-    def scan(graph: "onnx.GraphProto") -> None:
-        defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-        for sub_node in graph.node:
-            names.update(n for n in sub_node.input if n and n not in defined)
-            defined.update(sub_node.output)
-            for sub in _subgraphs(sub_node):
-                scan(sub)
-
-    for sub in _subgraphs(node):
-        scan(sub)
-    return names
 
 
 # Initializers at least this big do not travel inside the serialized model (where protobuf would copy
@@ -166,10 +141,7 @@ def minimal_model(
 
 
 def _is_big(stub: "onnx.TensorProto") -> bool:
-    count = 1
-    for d in stub.dims:
-        count *= d
-    return count * _ARRAY_ITEM_SIZES.get(stub.data_type, 1) >= _BIG_BYTES
+    return math.prod(stub.dims) * _ARRAY_ITEM_SIZES.get(stub.data_type, 1) >= _BIG_BYTES
 
 
 def _external_stub(stub: "onnx.TensorProto", location: str, offset: int | None = None, length: int | None = None) -> "onnx.TensorProto":

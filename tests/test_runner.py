@@ -94,12 +94,12 @@ def _main_graph_targets(model) -> list[str]:
 
 def _reads(graph) -> set[str]:
     """Every name the nodes of ``graph`` read, subgraphs' outer-scope names included."""
-    from onnxvis.runner import _outer_names
+    from onnxvis.graph import outer_names
 
     names = set()
     for node in graph.node:
         names.update(n for n in node.input if n)
-        names.update(_outer_names(node))
+        names.update(outer_names(node))
     return names
 
 
@@ -107,7 +107,7 @@ def _ancestors(graph, targets) -> set[int]:
     """Indexes of the nodes that ``targets`` depend on, by a plain backward walk."""
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     seen, stack = set(), list(targets)
-    from onnxvis.runner import _outer_names
+    from onnxvis.graph import outer_names
 
     while stack:
         i = producer.get(stack.pop())
@@ -115,7 +115,7 @@ def _ancestors(graph, targets) -> set[int]:
             continue
         seen.add(i)
         stack.extend(graph.node[i].input)
-        stack.extend(_outer_names(graph.node[i]))
+        stack.extend(outer_names(graph.node[i]))
     return seen
 
 
