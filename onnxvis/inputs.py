@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
 
+from onnxvis import preprocess as pp
 from onnxvis.errors import OnnxvisError
 from onnxvis.graph import CONV_OPS, consumers
+from onnxvis.runner import needed_inputs
 
 if TYPE_CHECKING:
     import onnx
@@ -236,8 +238,6 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
     Raises:
         OnnxvisError: no input looks like an image (rank 4, numeric, 1 or 3 channels), with the reason.
     """
-    from onnxvis.runner import needed_inputs
-
     inputs = runtime_inputs(model)
     by_name = {i.name: i for i in inputs}
     if not inputs:
@@ -352,8 +352,6 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
     mean and std. The channels follow the model (a grey model gets a grey preprocessing), and a
     size the model fixes is used exactly.
     """
-    from onnxvis import preprocess as pp
-
     guessed = False
     if preset is not None:
         chosen = pp.preset(preset)
@@ -426,8 +424,6 @@ def fit_size(
     Returns:
         ``chosen``, or a copy with an exact ``resize`` (and no crop) or a rounded crop.
     """
-    from onnxvis.preprocess import resized_size
-
     fixed_h, fixed_w = spec.size
     if fixed_h and fixed_w:
         if explicit or _final_size(chosen) == (fixed_h, fixed_w):
@@ -435,7 +431,7 @@ def fit_size(
         return chosen.replace(resize=(fixed_h, fixed_w), crop=None)
     final = _final_size(chosen)
     if final is None:
-        width, height = image_size if chosen.resize is None else resized_size(*image_size, chosen.resize)
+        width, height = image_size if chosen.resize is None else pp.resized_size(*image_size, chosen.resize)
         final = (height, width)
     height, width = final
     if fixed_h and not fixed_w:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.grids import to_uint8
 
 MANIFEST = ".onnxvis-manifest.jsonl"
 TEMP_PREFIX = ".onnxvis-"
@@ -337,8 +338,6 @@ def save_png(grid: np.ndarray, path: str | Path) -> Path:
         grid: float (C, H, W) in [0, 1] from :mod:`onnxvis.grids`, or uint8 pixels (H, W[, 3]).
         path: the PNG to write; its folder must exist.
     """
-    from onnxvis.grids import to_uint8
-
     pixels = grid if grid.dtype == np.uint8 else to_uint8(grid)
     path = Path(path)
     _atomic_write(path, encode_png(pixels))

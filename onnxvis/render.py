@@ -17,9 +17,13 @@ import numpy as np
 from onnxvis import colormaps, grids
 from onnxvis.errors import OnnxvisError
 from onnxvis.grids import GridOptions
+from onnxvis.inspector import FeatureMaps
+from onnxvis.output import encode_png, sanitize
+from onnxvis.progress import Progress
+from onnxvis.tensorboard import EventFile
+from onnxvis.weights import kernel_weights
 
 if TYPE_CHECKING:
-    from onnxvis.inspector import FeatureMaps
     from onnxvis.grids import KernelPicture
     from onnxvis.layers import ConvLayer
     from onnxvis.output import OutputDir
@@ -67,15 +71,11 @@ class Sinks:
         self.png = "png" in formats
         self.events = None
         if "tensorboard" in formats:
-            from onnxvis.tensorboard import EventFile
-
             self.events = EventFile()
         self.written: list[Path] = []
 
     def add(self, pixels: np.ndarray, stem: str, tag: str, step: int = 0, subdir: str | None = None) -> None:
         """One picture: ``stem`` (and ``subdir``) name its PNG, ``tag`` and ``step`` place it in TensorBoard."""
-        from onnxvis.output import encode_png
-
         data = encode_png(pixels)
         if self.png:
             self.written.append(self.out.write_bytes(self.out.path_for(stem, ".png", subdir), data))
@@ -97,8 +97,6 @@ def layer_stem(layer: "ConvLayer") -> str:
 
 def layer_tag(layer: "ConvLayer", kind: str) -> str:
     """The TensorBoard tag of a layer's picture: ``kind/`` and the PNG's name without ``kind_``."""
-    from onnxvis.output import sanitize
-
     return f"{kind}/{sanitize(layer_stem(layer))}"
 
 
@@ -163,9 +161,6 @@ def draw_kernels(
         colormap: "grey" or "diverging" (see :func:`kernel_pixels`).
         progress: show a progress bar on stderr when it is a terminal.
     """
-    from onnxvis.progress import Progress
-    from onnxvis.weights import kernel_weights
-
     sinks = Sinks(out, formats, "kernels")
     failures: list[OnnxvisError] = []
     # "skipped" notes wait until a layer is drawn: when none is, the error alone is shown, on one line.
@@ -209,8 +204,6 @@ def draw_kernels(
 
 def image_folders(images: Sequence[Path]) -> list[str]:
     """A distinct folder name per image, from its file name without suffix (``cat``, ``cat_2``, ...)."""
-    from onnxvis.output import sanitize
-
     used: set[str] = set()
     names = []
     for image in images:
@@ -239,9 +232,6 @@ def draw_fmaps(
     ``<folder>/<prefix>_<idx>_<layer>.png`` (``folders``, one per image, default from the file names),
     and in TensorBoard one step per image under the same tags.
     """
-    from onnxvis.inspector import FeatureMaps
-    from onnxvis.progress import Progress
-
     single = isinstance(results, FeatureMaps)
     items: Iterable[FeatureMaps] = [results] if single else results  # type: ignore[list-item]
     sinks = Sinks(out, formats, prefix)

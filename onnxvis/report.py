@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from onnxvis.classes import TOP_K, top_k
+from onnxvis.colormaps import check_colormap
 from onnxvis.errors import OnnxvisError
 from onnxvis.grids import GridOptions, fmap_pixels
 from onnxvis.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
 from onnxvis.pages import CSP, img_tag
+from onnxvis.progress import Progress
 from onnxvis.render import kernel_pixels, layer_title
 
 if TYPE_CHECKING:
@@ -354,9 +356,6 @@ def build_report(
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
     """
-    from onnxvis.colormaps import check_colormap
-    from onnxvis.progress import Progress
-
     check_colormap(colormap)
     grid = grid or GridOptions()
     layers = inspector.layers
