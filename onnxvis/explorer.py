@@ -29,15 +29,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from onnxvis import grids
+from onnxvis.classes import top_k
 from onnxvis.errors import OnnxvisError
+from onnxvis.grids import GridOptions
+from onnxvis.inspector import Inspector, Prepared
+from onnxvis.output import encode_png
+from onnxvis.preprocess import PRESETS, Preprocess, default_image_path, load_image
+from onnxvis.render import kernel_pixels, split_pixels
+from onnxvis.report import weight_stats
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from onnxvis.grids import GridOptions
-    from onnxvis.inspector import Inspector, Prepared
     from onnxvis.layers import ConvLayer
-    from onnxvis.preprocess import Preprocess
 
 T = TypeVar("T")
 
@@ -203,8 +208,6 @@ class Explorer:
         max_photos: int = MAX_PHOTOS,
         max_upload: int = MAX_UPLOAD_BYTES,
     ):
-        from onnxvis.grids import GridOptions
-
         self.inspector = inspector
         self.grid = grid or GridOptions()
         self.cam: CamFunction | None = _cam_from_module() if isinstance(cam, str) else cam
@@ -240,8 +243,6 @@ class Explorer:
 
     def summary(self) -> dict[str, Any]:
         """The model's summary rows, the preprocessing presets the page offers, and what is available."""
-        from onnxvis.preprocess import PRESETS
-
         def compute() -> dict[str, Any]:
             with self._engine:
                 rows = self.inspector.summary()
@@ -285,8 +286,6 @@ class Explorer:
     def layers(self) -> list[dict[str, Any]]:
         """One dict per conv layer: index, name, op, weight shape, stride, and weight statistics
         (min, max, mean, std, near-dead filters), or why its weight cannot be read."""
-        from onnxvis.report import weight_stats
-
         def compute() -> list[dict[str, Any]]:
             rows = []
             for layer in self.inspector.layers:
@@ -316,9 +315,6 @@ class Explorer:
     def kernels_png(self, index: int, colormap: str = "grey", split: int | None = None) -> bytes:
         """A layer's kernel grid as PNG bytes; with ``split`` the grid of output channel ``split``'s
         input-channel slices (the tutorial's view)."""
-        from onnxvis.output import encode_png
-        from onnxvis.render import kernel_pixels, split_pixels
-
         if colormap not in COLORMAPS:
             raise OnnxvisError(f"unknown colour map {colormap!r}; choose {' or '.join(COLORMAPS)}")
 
@@ -342,8 +338,6 @@ class Explorer:
         Raises:
             OnnxvisError: too large, empty, or not an image PIL can read safely.
         """
-        from onnxvis.preprocess import load_image
-
         if len(data) > self.max_upload:
             raise OnnxvisError(f"the photo is {len(data) / 2**20:.1f} MB, more than the limit of {self.max_upload / 2**20:g} MB; give a smaller one")
         if not data:
@@ -384,8 +378,6 @@ class Explorer:
 
     def sample_photo(self) -> Photo:
         """The sample photo (matplotlib's portrait), read where matplotlib keeps it, never copied or removed."""
-        from onnxvis.preprocess import default_image_path, load_image
-
         if self._sample is None:
             path = default_image_path()
             image = load_image(path)
@@ -407,8 +399,6 @@ class Explorer:
 
     def preprocess(self, preset: str | None) -> Preprocess | None:
         """The page's preprocessing choice: None (the model's own) or a preset name."""
-        from onnxvis.preprocess import PRESETS
-
         if preset in (None, "", "model"):
             return None
         if preset not in PRESETS:
@@ -416,15 +406,11 @@ class Explorer:
         return PRESETS[preset]
 
     def _image(self, photo: Photo) -> Image.Image:
-        from onnxvis.preprocess import load_image
-
         return self._cache.get(("image", photo.id), lambda: load_image(photo.path))
 
     def _preparer(self, preset: str | None) -> Inspector:
         """The Inspector whose preprocessing the page chose: the main one, or one per preset that
         shares the opened model, used to prepare photos (and for CAM, which prepares its own)."""
-        from onnxvis.inspector import Inspector
-
         if preset in (None, "", "model"):
             return self.inspector
         self.preprocess(preset)  # checks the name
@@ -451,9 +437,6 @@ class Explorer:
 
     def fmaps_png(self, ident: str, index: int, preset: str | None = None) -> bytes:
         """The feature-map grid of layer ``index`` for a photo, as PNG bytes."""
-        from onnxvis import grids
-        from onnxvis.output import encode_png
-
         photo = self.photo(ident)
         layer = self.layer(index)
         if not layer.in_main_graph:
@@ -473,8 +456,6 @@ class Explorer:
 
     def predictions(self, ident: str, preset: str | None = None) -> dict[str, Any]:
         """The top-5 classes of a photo: index, label (None without labels) and score."""
-        from onnxvis.classes import top_k
-
         photo = self.photo(ident)
 
         def compute() -> dict[str, Any]:
@@ -495,8 +476,6 @@ class Explorer:
         Raises:
             Unavailable: this onnxvis has no class activation maps.
         """
-        from onnxvis.output import encode_png
-
         cam = self.cam
         if cam is None:
             raise Unavailable("class activation maps are not available in this version of onnxvis")

@@ -28,6 +28,10 @@ import numpy as np
 
 from onnxvis import grids
 from onnxvis.errors import OnnxvisError
+from onnxvis.inspector import Inspector
+from onnxvis.output import encode_png
+from onnxvis.preprocess import PRESETS
+from onnxvis.tensorboard import EventFile
 
 if TYPE_CHECKING:
     import os
@@ -232,9 +236,6 @@ def tutorial_run(
         OnnxvisError: no 2-D conv layer, a weight that cannot be read, a bad photo, or a model that
             does not take 224x224 images.
     """
-    from onnxvis.inspector import Inspector
-    from onnxvis.preprocess import PRESETS
-
     with Inspector(model, preprocess=PRESETS["cifar10"], inputs=inputs, explicit_size=True) as inspector:
         layers = tutorial_layers(inspector.layers)
         spec = inspector.image_input
@@ -264,9 +265,6 @@ def write_run(run: TutorialRun, out: "OutputDir", name: str = "tutorial") -> Pat
     Raises:
         OnnxvisError: the tensorboard package is missing, or the file cannot be written.
     """
-    from onnxvis.output import encode_png
-    from onnxvis.tensorboard import EventFile
-
     events = EventFile()
     for image in run.images:
         height, width, channels = image.pixels.shape
