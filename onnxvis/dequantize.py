@@ -64,7 +64,7 @@ def dequantize(
         result = (values - zp) * s
     except ValueError:  # a zero point whose shape fits neither the scale nor the weight
         raise OnnxvisError(
-            f"the zero point of shape {np.shape(zero_point)} does not fit the weight {q.shape} and its scale "
+            f"the zero point of shape {np.asarray(zero_point).shape} does not fit the weight {q.shape} and its scale "
             f"{scale.shape}; the file is damaged, export it again"
         ) from None
     target = np.dtype(out_dtype) if out_dtype is not None else scale.dtype

@@ -42,10 +42,11 @@ def run_node(model: "Model", node: "onnx.NodeProto", values: list[np.ndarray | N
     from onnx.reference import ReferenceEvaluator
 
     names = [name for name in node.input]
-    feeds = {name: value for name, value in zip(names, values) if name and value is not None}
+    feeds = {name: value for name, value in zip(names, values, strict=True) if name and value is not None}
     try:
         evaluator = ReferenceEvaluator(node, opsets=_opsets(model))
-        return np.asarray(evaluator.run(None, feeds)[0])
+        (first, *_) = evaluator.run(None, feeds)  # a list: no intermediate results were asked for
+        return np.asarray(first)
     except Exception as exc:  # the reference implementation raises anything on odd attributes or inputs
         raise OnnxvisError(
             f"the weight goes through a {node.op_type} node that cannot be evaluated ({type(exc).__name__}); "

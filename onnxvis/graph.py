@@ -107,7 +107,7 @@ class GraphIndex:
         self.position = {id(node): i for i, node in enumerate(graph.node)}
         self.initializers = {t.name: t for t in graph.initializer}
         self.inputs = {i.name for i in graph.input}
-        self.depth = 0 if parent is None else parent.depth + 1
+        self.depth: int = 0 if parent is None else parent.depth + 1
         self._consumers: dict[str, list["onnx.NodeProto"]] | None = None
         self.traced: dict[str, object] = {}  # node outputs already traced (see onnxvis.tracing)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -88,12 +89,15 @@ class WeightSource:
 
     def load(self) -> np.ndarray:
         """Decode the weight to float32. Raises OnnxvisError when it cannot be had from the file."""
+        return np.ascontiguousarray(np.asarray(self._raw()).astype(np.float32, copy=False))
+
+    def _raw(self) -> np.ndarray:
+        """The values in their stored type (the steps after it decide the type)."""
         if self._load is None:
             raise OnnxvisError(
                 f"the weight is {_a(self.kind)} ({self.detail}); its values are not in the file, so its kernels cannot be drawn"
             )
-        value = self._load()
-        return np.ascontiguousarray(np.asarray(value).astype(np.float32, copy=False))
+        return self._load()
 
     def _with(self, **changes) -> "WeightSource":
         return replace(self, **changes)
@@ -188,10 +192,10 @@ def _trace_constant(model: "Model", node: "onnx.NodeProto") -> WeightSource:
     for attr in node.attribute:
         if attr.name == "value":
             tensor = attr.t
-            return WeightSource("constant", "", tuple(tensor.dims), dtype_name(tensor.data_type), "", lambda t=tensor: model.decode(t))
+            return WeightSource("constant", "", tuple(tensor.dims), dtype_name(tensor.data_type), "", partial(model.decode, tensor))
         if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
             value = np.array(helper.get_attribute_value(attr), dtype=np.float32 if "float" in attr.name else np.int64)
-            return WeightSource("constant", "", tuple(value.shape), value.dtype.name, "", lambda v=value: v)
+            return WeightSource("constant", "", tuple(value.shape), value.dtype.name, "", partial(np.asarray, value))
         if attr.name == "sparse_value":
             sparse = attr.sparse_tensor
             dims = tuple(sparse.dims)
@@ -227,17 +231,19 @@ def _trace_pass(model: "Model", scope: GraphIndex, node: "onnx.NodeProto", depth
             target = np_dtype(_attr(node, "to"))
         except Exception:  # no "to", or not a type numpy has: a damaged file
             return WeightSource("unknown", f"a Cast to the invalid type {_attr(node, 'to')!r}", None, inner.dtype)
-        return inner._with(detail=detail, _load=lambda: inner._load().astype(target))
+        return inner._with(detail=detail, _load=lambda: inner._raw().astype(target))
     if op == "CastLike":
         like = extra[0]
+        if like is None:  # a damaged file
+            return WeightSource("unknown", "a CastLike node without its target-type input", None, inner.dtype)
 
         def load_castlike() -> np.ndarray:
-            return inner._load().astype(like._load().dtype)
+            return inner._raw().astype(like._raw().dtype)
 
         return inner._with(detail=f"{inner.detail + ', ' if inner.detail else ''}via CastLike to {like.dtype}", _load=load_castlike)
 
     def load() -> np.ndarray:
-        return run_node(model, node, [inner._load(), *[e._load() if e is not None else None for e in extra]])
+        return run_node(model, node, [inner._raw(), *[e._raw() if e is not None else None for e in extra]])
 
     shape = _shape_after(model, node, inner, extra)
     return inner._with(detail=detail, shape=shape, _load=load)
@@ -254,7 +260,7 @@ def _shape_after(model: "Model", node: "onnx.NodeProto", inner: WeightSource, ex
     try:
         # np.empty does not touch its memory, and these ops return views of it.
         proxy = np.empty(inner.shape, dtype=np.uint8)
-        return tuple(run_node(model, node, [proxy, *[e._load() if e is not None else None for e in extra]]).shape)
+        return tuple(run_node(model, node, [proxy, *[e._raw() if e is not None else None for e in extra]]).shape)
     except Exception:
         return None
 
@@ -282,7 +288,7 @@ def _trace_dequantize(model: "Model", scope: GraphIndex, node: "onnx.NodeProto",
 
     def load() -> np.ndarray:
         out_dtype = np_dtype(out_type) if out_type else None
-        return dequantize(stored._load(), scale_src._load(), zp_src._load() if zp_src else None, axis, block_size, out_dtype)
+        return dequantize(stored._raw(), scale_src._raw(), zp_src._raw() if zp_src else None, axis, block_size, out_dtype)
 
     return WeightSource("quantized", detail, stored.shape, stored.dtype, how, load)
 
@@ -301,7 +307,7 @@ def _trace_qlinear(model: "Model", scope: GraphIndex, node: "onnx.NodeProto") ->
         return WeightSource("quantized", f"{detail}; {why}", stored.shape, stored.dtype, how)
 
     def load() -> np.ndarray:
-        return dequantize(stored._load(), scale_src._load(), zp_src._load() if zp_src else None, 0)
+        return dequantize(stored._raw(), scale_src._raw(), zp_src._raw() if zp_src else None, 0)
 
     return WeightSource("quantized", detail, stored.shape, stored.dtype, how, load)
 
@@ -351,9 +357,9 @@ def _trace_conv_integer(model: "Model", scope: GraphIndex, node: "onnx.NodeProto
         return WeightSource("quantized", f"{detail}; {blocker.kind}: {blocker.detail}", stored.shape, stored.dtype, how)
 
     def load() -> np.ndarray:
-        q = stored._load()
-        zp = zp_src._load() if zp_src else None
-        scale = scale_src._load() if scale_src is not None else np.ones((), np.float32)
+        q = stored._raw()
+        zp = zp_src._raw() if zp_src else None
+        scale = scale_src._raw() if scale_src is not None else np.ones((), np.float32)
         if zp is not None and zp.size == 1:
             zp = zp.reshape(())
         if scale.size == 1:
