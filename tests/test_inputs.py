@@ -109,7 +109,7 @@ def test_layout_override_and_its_validation(tmp_path):
     assert image_input(model).layout == "NHWC"
     forced = image_input(model, layout="nchw")
     assert forced.layout == "NCHW" and forced.layout_reason == "set by the user"
-    with pytest.raises(OnnxvisError, match="--layout must be NCHW or NHWC"):
+    with pytest.raises(OnnxvisError, match="the layout must be NCHW or NHWC"):
         image_input(model, layout="CHW")
 
 
