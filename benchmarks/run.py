@@ -175,7 +175,8 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
             Task(
                 name,
                 "kernels (2 layers, split)",
-                Command(f"{name} tutorial kernels", [tp, str(HERE / "tutorial_kernels.py"), "--model", name, "--weights", str(pth), "--logdir", "{out}"]),
+                Command(f"{name} tutorial kernels", [tp, str(HERE / "tutorial_kernels.py"),
+                    "--model", name, "--weights", str(pth), "--logdir", "{out}"]),
                 Command(f"{name} onnxvis kernels", [*onnxvis, "kernels", m, "--layers", "0,1", "--split", "-o", "{out}"]),
                 "alexnet: >= 10x faster, <= 10% memory" if name == "alexnet" else "",
             )
@@ -184,7 +185,8 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
             Task(
                 name,
                 "fmaps conv1",
-                Command(f"{name} tutorial fmaps", [tp, str(HERE / "tutorial_fmaps.py"), "--model", name, "--weights", str(pth), "--image", image, "--logdir", "{out}"]),
+                Command(f"{name} tutorial fmaps", [tp, str(HERE / "tutorial_fmaps.py"),
+                    "--model", name, "--weights", str(pth), "--image", image, "--logdir", "{out}"]),
                 Command(
                     f"{name} onnxvis fmaps",
                     [*onnxvis, "fmaps", m, image, "--resize", "224,224", "--mean", TUTORIAL_MEAN, "--std", TUTORIAL_STD, "-o", "{out}"],
@@ -208,12 +210,13 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
             Task(
                 name,
                 "fmaps every conv",
-                Command(f"{name} torch hooks", [tp, str(HERE / "vgg16_hooks.py"), "--model", name, "--weights", str(pth), "--image", image, "--logdir", "{out}"]),
+                Command(f"{name} torch hooks", [tp, str(HERE / "vgg16_hooks.py"),
+                    "--model", name, "--weights", str(pth), "--image", image, "--logdir", "{out}"]),
                 Command(f"{name} onnxvis fmaps all", [*onnxvis, "fmaps", m, image, "--layers", "all", "-o", "{out}"]),
                 "vgg16: faster, less memory" if name == "vgg16" else "",
             )
         )
-    for name, (pth, model) in paths.items():
+    for name, (_pth, model) in paths.items():
         tasks.append(
             Task(
                 name,
@@ -325,8 +328,10 @@ def main() -> int:
     parser.add_argument("--models", default="alexnet,vgg16,resnet18", help="comma list of torchvision models")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help=f"the photo (default {DEFAULT_IMAGE})")
     parser.add_argument("--workdir", type=Path, default=HERE / "results", help="weights, models, outputs, results")
-    parser.add_argument("--torch-python", default=_default_python(str(ROOT / ".venv"), sys.executable), help="python with torch, torchvision, tensorboard (default: .venv, made by scripts/test.sh)")
-    parser.add_argument("--onnxvis-python", default=_default_python(str(ROOT / ".venv-core"), sys.executable), help="python that runs onnxvis (default: .venv-core, without torch, made by scripts/test.sh)")
+    parser.add_argument("--torch-python", default=_default_python(str(ROOT / ".venv"), sys.executable),
+        help="python with torch, torchvision, tensorboard (default: .venv, made by scripts/test.sh)")
+    parser.add_argument("--onnxvis-python", default=_default_python(str(ROOT / ".venv-core"), sys.executable),
+        help="python that runs onnxvis (default: .venv-core, without torch, made by scripts/test.sh)")
     parser.add_argument("--only", action="append", help="run only tasks whose 'model task' contains this text (repeatable)")
     parser.add_argument("--keep-env", action="store_true", help="pass PYTHONDONTWRITEBYTECODE through to the children")
     parser.add_argument("--keep-outputs", action="store_true", help="keep every run's output folder")

@@ -121,7 +121,8 @@ def main() -> int:
         raise SystemExit(f"need {args.clients} photos in {args.photos}, found {len(photos)}")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
-        [args.python, "-m", "onnxvis", "serve", args.model, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [args.python, "-m", "onnxvis", "serve", args.model, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         url = server.stdout.readline().strip()

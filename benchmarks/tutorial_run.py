@@ -58,13 +58,13 @@ def main() -> None:
         for o_idx in range(c_out):
             kernel_idx = kernels[o_idx, :, :, :].unsqueeze(1)  # (c_int, 1, k_h, k_w)
             kernel_grid = vutils.make_grid(kernel_idx, normalize=True, scale_each=True, nrow=c_int)
-            writer.add_image("{}_Convlayer_split_in_channel".format(kernel_num), kernel_grid, global_step=o_idx)
+            writer.add_image(f"{kernel_num}_Convlayer_split_in_channel", kernel_grid, global_step=o_idx)
 
         kernel_all = kernels.view(-1, 3, k_h, k_w)  # 3, h, w
         kernel_grid = vutils.make_grid(kernel_all, normalize=True, scale_each=True, nrow=8)  # c, h, w
-        writer.add_image("{}_all".format(kernel_num), kernel_grid, global_step=620)
+        writer.add_image(f"{kernel_num}_all", kernel_grid, global_step=620)
 
-        print("{}_convlayer shape:{}".format(kernel_num, tuple(kernels.shape)))
+        print(f"{kernel_num}_convlayer shape:{tuple(kernels.shape)}")
     writer.close()
 
     # ----------------------------------- feature map visualization -----------------------------------

@@ -65,7 +65,9 @@ SINGLE_FILE_LIMIT_BYTES = 2**31 - (64 << 20)
 
 _EXAMPLE_MODELS = "alexnet, resnet18, vgg16, squeezenet1_1, mobilenet_v3_small"
 
-__all__ = ["CHECKPOINT_KEYS", "LABELS_KEY", "LABELS_ORIGIN_KEY", "PREPROCESS_KEY", "SOURCE_KEY", "WEIGHTS_KEY", "ExportResult", "export_model"]
+__all__ = [
+    "CHECKPOINT_KEYS", "LABELS_KEY", "LABELS_ORIGIN_KEY", "PREPROCESS_KEY", "SOURCE_KEY", "WEIGHTS_KEY", "ExportResult", "export_model"
+]
 
 
 def _stderr_log(message: str) -> None:
@@ -427,7 +429,8 @@ def _read_state_dict(path: Path, log: Callable[[str], None] = _stderr_log) -> di
         ) from None
     if not isinstance(obj, Mapping) or not obj:
         raise OnnxvisError(
-            f"{path} holds {type(obj).__name__ if obj else 'nothing'}, not a state dict; give a file written with torch.save(model.state_dict(), PATH)"
+            f"{path} holds {type(obj).__name__ if obj else 'nothing'}, not a state dict; "
+            "give a file written with torch.save(model.state_dict(), PATH)"
         )
     if not _is_state_dict(obj):
         obj = _state_dict_of_checkpoint(path, obj, log)
@@ -552,7 +555,8 @@ def _new_heads(
         )
     if len(counts) > 1:
         raise OnnxvisError(
-            f"{origin} has classifiers with different class counts ({', '.join(f'{n} {list(state_dict[n].shape)}' for n in sorted(changed))}); "
+            f"{origin} has classifiers with different class counts "
+            f"({', '.join(f'{n} {list(state_dict[n].shape)}' for n in sorted(changed))}); "
             f"give the state dict of a {key} with one class count"
         )
     if changed:
@@ -679,7 +683,8 @@ def _export(
 
     shape = list(example.shape)
     if opset is not None and opset < MIN_DYNAMO_OPSET:
-        log(f"exporting {key} at opset {opset} with torch's TorchScript exporter (the dynamo one writes opset {MIN_DYNAMO_OPSET}+), input {shape}")
+        log(f"exporting {key} at opset {opset} with torch's TorchScript exporter "
+            f"(the dynamo one writes opset {MIN_DYNAMO_OPSET}+), input {shape}")
         return _export_torchscript(model, example, opset, staging), "TorchScript"
 
     log(f"exporting {key} with torch.onnx.export (dynamo), input '{INPUT_NAME}' {shape}, output '{OUTPUT_NAME}'")
@@ -798,7 +803,8 @@ def _describe_convs(path: Path, log: Callable[[str], None]) -> None:
     stored = sum(1 for n in convs if len(n.input) > 1 and n.input[1] in inits)
     bn = sum(1 for n in proto.graph.node if n.op_type == "BatchNormalization")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    log(f"graph: opset {opset}, {len(proto.graph.node)} nodes, {len(convs)} Conv ({stored} with kernels as initializers), {bn} BatchNormalization")
+    log(f"graph: opset {opset}, {len(proto.graph.node)} nodes, "
+        f"{len(convs)} Conv ({stored} with kernels as initializers), {bn} BatchNormalization")
 
 
 def _verify(path: Path, example: Any, expected: Any, opset: int | None, log: Callable[[str], None]) -> float:
@@ -814,7 +820,8 @@ def _verify(path: Path, example: Any, expected: Any, opset: int | None, log: Cal
     except Exception as exc:
         if opset is not None:
             raise OnnxvisError(
-                f"onnxruntime {ort.__version__} cannot run the model at opset {opset} ({_reason(exc)}); leave --opset out or try another opset"
+                f"onnxruntime {ort.__version__} cannot run the model at opset {opset} ({_reason(exc)}); "
+                "leave --opset out or try another opset"
             ) from None
         raise
     (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: example})

@@ -76,8 +76,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from onnxvis.fmaps import FeatureMaps, feature_maps, predict
-    from onnxvis.inspector import Inspector
     from onnxvis.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
+    from onnxvis.inspector import Inspector
     from onnxvis.layers import ConvLayer, find_conv_layers, select_layers
     from onnxvis.model import Model
     from onnxvis.output import save_png

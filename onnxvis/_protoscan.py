@@ -207,7 +207,7 @@ def _scan_tensor(buf, start: int, end: int) -> tuple[bytes, TensorSpan]:
     out = _Rewriter(buf, start)
     raw = None
     typed = False
-    for field, wire_type, tag_start, tag_end, value_start, nxt in _fields(buf, start, end):
+    for field, wire_type, tag_start, _tag_end, value_start, nxt in _fields(buf, start, end):
         if field == TENSOR_RAW_DATA and wire_type == 2:
             raw = (value_start, nxt - value_start)
             out.drop(tag_start, nxt)

@@ -6,8 +6,9 @@ Pure functions over arrays and the model's declared outputs; the Inspector runs 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -97,6 +98,7 @@ def read_labels(path: str | Path) -> list[str]:
         raise OnnxvisError(f"labels file {path} holds no class names; give one name per line")
     if "" in labels:
         raise OnnxvisError(
-            f"labels file {path} has an empty name at position {labels.index('') + 1}; every class needs a name, in the order of the model's outputs"
+            f"labels file {path} has an empty name at position {labels.index('') + 1}; "
+            "every class needs a name, in the order of the model's outputs"
         )
     return labels

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 from onnxvis.errors import OnnxvisError, one_line, printable
+
+if TYPE_CHECKING:
+    from onnxvis.output import OutputDir
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
@@ -63,7 +67,8 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
     g.add_argument("--padding", type=int, default=2, help="pixels between images (default 2)")
     g.add_argument("--pad-value", type=float, default=0.0, help="value of the padding, 0 black to 1 white (default 0)")
-    g.add_argument("--no-normalize", dest="normalize", action="store_false", help="draw raw values clipped to [0, 1] instead of min-max scaling")
+    g.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="draw raw values clipped to [0, 1] instead of min-max scaling")
     g.add_argument("--no-scale-each", dest="scale_each", action="store_false", help="scale all tiles together instead of each on its own")
 
 
@@ -198,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     _add_layers(p, "all")
-    p.add_argument("--split", action="store_true", help="also write, per output channel, the grid of its input-channel slices (the tutorial's view)")
+    p.add_argument("--split", action="store_true",
+                   help="also write, per output channel, the grid of its input-channel slices (the tutorial's view)")
     p.add_argument(
         "--max-tiles",
         type=int,
@@ -278,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("images", metavar="IMAGE", nargs="*", help="photos to run (none: a report of the weights alone)")
-    p.add_argument("--full-paths", action="store_true", help="show the full paths of the model and the images (default: file names only, for sharing)")
+    p.add_argument("--full-paths", action="store_true",
+                   help="show the full paths of the model and the images (default: file names only, for sharing)")
     _add_layers(p, "the first conv layer; the feature maps shown")
     p.add_argument(
         "--max-tiles",
@@ -339,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 class _VersionAction(argparse.Action):
     """--version that imports nothing until it is asked for."""
 
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+    def __call__(self, parser, namespace, values, option_string=None):
         print(f"onnxvis {_version()}")
         parser.exit()
 
@@ -350,7 +357,7 @@ def _version() -> str:
     return __version__
 
 
-def _output_dir(args: argparse.Namespace, model_name: str, protect: list) -> "object":
+def _output_dir(args: argparse.Namespace, model_name: str, protect: list) -> OutputDir:
     from onnxvis.output import OutputDir
 
     root = Path(args.output) if args.output else Path("onnxvis-out") / model_name
@@ -415,7 +422,7 @@ def _layer_rows(layers) -> list[str]:
     names = [printable(layer.name) for layer in layers]
     width = max([4, *map(len, names)])
     rows = [f"{'idx':>3}  {'name':<{width}} {'op':<12} {'weight':<16} {'stride':<7} {'pads':<9} {'group':>5} {'params':>10}  weight source"]
-    for layer, name in zip(layers, names):
+    for layer, name in zip(layers, names, strict=True):
         shape = _fmt_tuple(layer.weight_shape) if layer.weight_shape else "?"
         params = f"{layer.param_count:,}" if layer.param_count is not None else "?"
         where = f" [in {layer.graph_path}]" if layer.graph_path else ""
@@ -542,7 +549,7 @@ def cmd_fmaps(args: argparse.Namespace) -> None:
     images = _images(args)
     grid = _grid_options(args)
     formats = _formats(args)
-    inspector.preprocessing  # a bad setting fails before anything is written
+    _ = inspector.preprocessing  # a bad setting fails before anything is written
     out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])  # a bad -o fails before the run
     if len(images) == 1:
         result = inspector.feature_maps(images[0], chosen)
@@ -554,7 +561,8 @@ def cmd_fmaps(args: argparse.Namespace) -> None:
         prepared_text = inspector.preprocessing.preprocess.describe()
     for note in _guess_note(inspector):
         print(note, file=sys.stderr)
-    print(f"image{'s' if len(images) > 1 else ''}: {images[0]}" + (f" and {len(images) - 1} more" if len(images) > 1 else ""), file=sys.stderr)
+    more = f" and {len(images) - 1} more" if len(images) > 1 else ""
+    print(f"image{'s' if len(images) > 1 else ''}: {images[0]}{more}", file=sys.stderr)
     print(f"{inspector.image_input.describe()}", file=sys.stderr)
     print(f"preprocessing: {prepared_text}", file=sys.stderr)
     _print_paths(written)
@@ -605,7 +613,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     layers = inspector.select(args.layers, default="first")
     images = [Path(image) for image in args.images]
     if images:
-        inspector.preprocessing  # a bad setting fails before anything is written
+        _ = inspector.preprocessing  # a bad setting fails before anything is written
     out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
     text = build_report(
         inspector,
@@ -637,7 +645,9 @@ def cmd_tutorial(args: argparse.Namespace) -> None:
     try:
         check_available()
     except OnnxvisError:
-        raise OnnxvisError(f"onnxvis tutorial writes a TensorBoard run and needs the tensorboard package; install it with: {INSTALL_HINT}") from None
+        raise OnnxvisError(
+            f"onnxvis tutorial writes a TensorBoard run and needs the tensorboard package; install it with: {INSTALL_HINT}"
+        ) from None
     model = Model.open(args.model)
     image = Path(args.image) if args.image else pp.default_image_path()
     # its own folder: TensorBoard takes every event file of a folder as one run
@@ -664,7 +674,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in ("starlette", "uvicorn", "python_multipart"):
             raise
-        raise OnnxvisError(f"serve needs Starlette and uvicorn ({exc.name} is missing); install them with: pip install 'onnxvis[serve]'") from None
+        raise OnnxvisError(
+            f"serve needs Starlette and uvicorn ({exc.name} is missing); install them with: pip install 'onnxvis[serve]'"
+        ) from None
     from onnxvis.explorer import Explorer
 
     if not 0 <= args.port <= 65535:

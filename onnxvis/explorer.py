@@ -339,7 +339,9 @@ class Explorer:
             OnnxvisError: too large, empty, or not an image PIL can read safely.
         """
         if len(data) > self.max_upload:
-            raise OnnxvisError(f"the photo is {len(data) / 2**20:.1f} MB, more than the limit of {self.max_upload / 2**20:g} MB; give a smaller one")
+            raise OnnxvisError(
+                f"the photo is {len(data) / 2**20:.1f} MB, more than the limit of {self.max_upload / 2**20:g} MB; give a smaller one"
+            )
         if not data:
             raise OnnxvisError("the upload is empty; choose a photo file")
         ident = photo_id(data)

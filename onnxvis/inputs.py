@@ -11,9 +11,10 @@ Other inputs (a model may take several) are filled from the user's ``--input NAM
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -189,7 +190,7 @@ def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int
 
     readers = consumers(model.graph)
     frontier = [value.name]
-    seen: set[str] = set()
+    seen: set[int] = set()  # ids of the nodes visited
     for _ in range(32):
         following = []
         for name in frontier:
@@ -268,6 +269,7 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
         raise _not_an_image(first, f"rank {len(shape)}, {kinds.get(len(shape), 'not an image')}")
     shape = input_shape(value)
     dtype = input_dtype(value)
+    assert shape is not None and dtype is not None  # score() > 0 checked both
     if layout is not None:
         key = layout.upper()
         if key not in ("NCHW", "NHWC"):
@@ -353,6 +355,7 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
     size the model fixes is used exactly.
     """
     guessed = False
+    chosen: Preprocess | None
     if preset is not None:
         chosen = pp.preset(preset)
         origin = f"preset {chosen.name}"
@@ -389,7 +392,8 @@ def _match_channels(chosen: "Preprocess", spec: InputSpec) -> "Preprocess":
     if spec.channels == 1 and chosen.color != "L":
         if len(set(chosen.mean)) > 1 or len(set(chosen.std)) > 1:
             # A colour mean for a grey model: use the channels' average, the best single value.
-            mean, std = (float(np.mean(chosen.mean)),), (float(np.mean(chosen.std)),)
+            mean: tuple[float, ...] = (float(np.mean(chosen.mean)),)
+            std: tuple[float, ...] = (float(np.mean(chosen.std)),)
         else:
             mean, std = chosen.mean[:1], chosen.std[:1]
         return chosen.replace(color="L", mean=mean, std=std)
@@ -510,7 +514,7 @@ def fill_inputs(
         if isinstance(value, np.ndarray):
             array = value
             if shape is not None and (
-                array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape))
+                array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True))
             ):
                 raise OnnxvisError(
                     f"--input {name}: the array has shape {list(array.shape)}, but the input is {_describe_value(value_info)}"

@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -48,7 +49,7 @@ from onnxvis.weights import kernel_weights
 if TYPE_CHECKING:
     from PIL import Image
 
-    ImageLike = Union[str, os.PathLike, Image.Image]
+    ImageLike = str | os.PathLike | Image.Image
 else:
     ImageLike = Any
 
@@ -369,10 +370,9 @@ class Inspector:
 
     def _has_image_input(self) -> bool:
         try:
-            self.image_input
+            return self.image_input is not None
         except OnnxvisError:
             return False
-        return True
 
     def run_arrays(
         self, feeds: Mapping[str, np.ndarray], targets: Sequence[str], batch_size: int | None = None
@@ -433,8 +433,10 @@ class Inspector:
                     return int(shape[0])
         return None
 
+    # A str is one image, though it is also an Iterable[str]: the single-image overloads come first, and
+    # mypy's overload-overlap warning about exactly that is silenced on each.
     @overload
-    def run(self, images: ImageLike, tensors: Sequence[str]) -> ImageResult: ...
+    def run(self, images: ImageLike, tensors: Sequence[str]) -> ImageResult: ...  # type: ignore[overload-overlap]
     @overload
     def run(self, images: Iterable[ImageLike], tensors: Sequence[str]) -> Iterator[ImageResult]: ...
 
@@ -473,7 +475,7 @@ class Inspector:
                 except OnnxvisError:
                     self._unbatchable.add(key)
                     results = [session.run({**others, spec.name: item.array}) for item in batch]
-            for item, values in zip(batch, results):
+            for item, values in zip(batch, results, strict=True):
                 yield ImageResult(item.image, item, {t: np.asarray(v)[0] for t, v in values.items()})
             batch.clear()
 
@@ -488,7 +490,7 @@ class Inspector:
     # ------------------------------------------------------------------------------ what users ask for
 
     @overload
-    def feature_maps(self, images: ImageLike, layers: Sequence[ConvLayer]) -> FeatureMaps: ...
+    def feature_maps(self, images: ImageLike, layers: Sequence[ConvLayer]) -> FeatureMaps: ...  # type: ignore[overload-overlap]
     @overload
     def feature_maps(self, images: Iterable[ImageLike], layers: Sequence[ConvLayer]) -> Iterator[FeatureMaps]: ...
 
@@ -538,7 +540,7 @@ class Inspector:
         return chosen
 
     @overload
-    def outputs(self, images: ImageLike, names: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...
+    def outputs(self, images: ImageLike, names: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...  # type: ignore[overload-overlap]
     @overload
     def outputs(self, images: Iterable[ImageLike], names: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]: ...
 
@@ -569,7 +571,7 @@ class Inspector:
         raise OnnxvisError(f"several outputs could hold the class scores ({', '.join(found)}); name the one to use")
 
     @overload
-    def predict(self, images: ImageLike, top: int = 5, output: str | None = None) -> Prediction: ...
+    def predict(self, images: ImageLike, top: int = 5, output: str | None = None) -> Prediction: ...  # type: ignore[overload-overlap]
     @overload
     def predict(self, images: Iterable[ImageLike], top: int = 5, output: str | None = None) -> Iterator[Prediction]: ...
 

@@ -7,7 +7,7 @@ ONNX file's ``metadata_props``; every command reads them from here.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 SOURCE_KEY = "onnxvis.source"
 """Where the model came from, e.g. ``torchvision.models.alexnet``."""

@@ -148,7 +148,7 @@ class Model:
     # ----------------------------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, path: str | Path) -> "Model":
+    def open(cls, path: str | os.PathLike) -> "Model":
         """Open ``path``; raise :class:`OnnxvisError` when it is not a readable ONNX model.
 
         Reads only the model's structure: weight bytes stay on disk until :meth:`tensor` asks.
@@ -193,7 +193,7 @@ class Model:
             raise _not_an_onnx_model(path, "its initializers could not be located")
         tensors: dict[str, onnx.TensorProto] = {}
         spans: dict[str, _protoscan.TensorSpan] = {}
-        for tensor, span in zip(inits, scan.initializers):  # on duplicate names, the last one wins
+        for tensor, span in zip(inits, scan.initializers, strict=True):  # on duplicate names, the last one wins
             tensors[tensor.name] = tensor
             spans[tensor.name] = span
         return cls(path, proto, tensors, _spans=spans, _stat=stat)
@@ -439,7 +439,7 @@ class Model:
 def _read_exactly(f, offset: int, length: int, name: str, where) -> np.ndarray:
     out = np.empty(length, dtype=np.uint8)
     f.seek(offset)
-    view = memoryview(out)
+    view = out.data
     done = 0
     while done < length:
         n = f.readinto(view[done:])

@@ -213,7 +213,9 @@ class OutputDir:
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
             raise OnnxvisError(f"cannot write {path}: {exc}; remove it or choose another folder with -o") from None
         if real.parent != self._real_root and self._real_root not in real.parents:
-            raise OnnxvisError(f"refusing to write {path} outside the output folder {self.root}; remove the link or choose another folder with -o")
+            raise OnnxvisError(
+                f"refusing to write {path} outside the output folder {self.root}; remove the link or choose another folder with -o"
+            )
         rel = real.relative_to(self._real_root).as_posix()
         if os.path.lexists(path):
             if path.is_dir():
@@ -319,7 +321,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
     # A window no larger than the data loses nothing and is much cheaper to set up for small grids.
     window = min(15, max(9, (lines.size - 1).bit_length()))
     compressor = zlib.compressobj(1, zlib.DEFLATED, window, 8, zlib.Z_RLE)
-    data = compressor.compress(lines) + compressor.flush()
+    data = compressor.compress(lines.data) + compressor.flush()
     return b"".join(
         [
             b"\x89PNG\r\n\x1a\n",

@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,6 +347,10 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
     else stretched min..max.
     """
     mode = img.mode
+    lo: float
+    hi: float
+    vmin: float
+    vmax: float
     if mode in ("RGB", "L"):
         return img
     if mode in ("1", "LA", "La"):
@@ -415,7 +420,7 @@ def image_files(paths: "list[str | Path] | tuple[str | Path, ...]") -> list[Path
     return found
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image file fully into an ``"RGB"`` or ``"L"`` PIL image.
 
     The EXIF orientation is applied (a broken EXIF block is ignored), multi-frame files give their
@@ -614,5 +619,8 @@ def to_layout(chw: np.ndarray, layout: str = "NCHW", dtype: Any = np.float32) ->
         info = np.iinfo(dtype)
         x = np.clip(np.rint(x), info.min, info.max)
     elif not np.issubdtype(dtype, np.floating):
-        raise OnnxvisError(f"the model's input is of type {dtype}, which an image cannot be turned into; give a model whose input is a float or integer image")
+        raise OnnxvisError(
+            f"the model's input is of type {dtype}, which an image cannot be turned into; "
+            "give a model whose input is a float or integer image"
+        )
     return np.ascontiguousarray(x[None].astype(dtype, copy=False))

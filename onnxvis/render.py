@@ -9,8 +9,9 @@ encoded once as PNG, and handed to the sinks chosen with ``--format``: PNG files
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from onnxvis.weights import kernel_weights
 
 if TYPE_CHECKING:
     from onnxvis.grids import KernelPicture
+    from onnxvis.inspector import FeatureMaps
     from onnxvis.layers import ConvLayer
     from onnxvis.output import OutputDir
 
@@ -233,7 +235,7 @@ def draw_fmaps(
     and in TensorBoard one step per image under the same tags.
     """
     single = isinstance(results, FeatureMaps)
-    items: Iterable[FeatureMaps] = [results] if single else results  # type: ignore[list-item]
+    items: Iterable[FeatureMaps] = [results] if isinstance(results, FeatureMaps) else results
     sinks = Sinks(out, formats, prefix)
     total = 1 if single else (len(folders) if folders is not None else None)
     with Progress(total or 0, prefix, enabled=None if progress and total else False) as bar:

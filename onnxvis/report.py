@@ -16,9 +16,10 @@ import base64
 import html
 import io
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -117,7 +118,8 @@ def activation_stats(maps: np.ndarray) -> ActivationStats:
 # ------------------------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;background:#fff;margin:0 auto;max-width:1280px;padding:1em 2em 4em}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;
+background:#fff;margin:0 auto;max-width:1280px;padding:1em 2em 4em}
 h1{font-size:1.6em;margin:.6em 0 .2em}h2{margin-top:1.8em;border-bottom:2px solid #e5e5e5;padding-bottom:.2em}
 h3{margin:1.4em 0 .4em;font-size:1.05em}
 table{border-collapse:collapse;font-size:12px;margin:.4em 0}
@@ -288,7 +290,8 @@ def _image_section(
     prepared = result.prepared
     shown_name = str(result.image) if full_paths else result.image.name
     parts = [f'<h2 id="image{number}">Image {number + 1}: {_e(result.image.name)}</h2>',
-             f'<div class=side><figure class="photo">{_photo(prepared.rgb, result.image.name)}<figcaption>{_e(shown_name)}</figcaption></figure>'
+             f'<div class=side><figure class="photo">{_photo(prepared.rgb, result.image.name)}'
+             f"<figcaption>{_e(shown_name)}</figcaption></figure>"
              f"<div>{predictions}</div></div>",
              f"<p class=note>preprocessing: {_e(prepared.preprocess.describe())}; {_e(inspector.image_input.describe())}</p>"]
     for layer in layers:
@@ -299,7 +302,8 @@ def _image_section(
         title = layer_title(layer, "feature maps")
         shape = "x".join(map(str, maps.shape))
         silent = f'; <span class="warn">{stats.silent} silent</span> (no value above 0)' if stats.silent else ""
-        scaled = f"<figcaption>shown at 1/{k} resolution (the mean of {k}x{k} blocks); onnxvis fmaps writes them in full</figcaption>" if k > 1 else ""
+        scaled = (f"<figcaption>shown at 1/{k} resolution (the mean of {k}x{k} blocks); onnxvis fmaps writes them in full</figcaption>"
+                  if k > 1 else "")
         parts.append(
             f"<h3>{_e(title)}</h3><p class=note>maps {shape}; per-channel mean {_bars_svg(stats.mean, 240, 28)}{silent}</p>"
             f"<figure>{img_tag(pixels, title)}{scaled}</figure>"
@@ -323,7 +327,8 @@ def _predictions(output: str, scores: np.ndarray, labels: list[str]) -> str:
     rows = [[str(i + 1), _e(name if name is not None else index), str(index), f"{p * 100:.2f}%",
              f'<span class="bar" style="width:{p * 200:.0f}px"></span>']
             for i, (index, name, p) in enumerate(best)]
-    return f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)})</h3>" + _table(["#", "class", "index", "probability", ""], rows, left=(1, 4))
+    heading = f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)})</h3>"
+    return heading + _table(["#", "class", "index", "probability", ""], rows, left=(1, 4))
 
 
 def build_report(
@@ -406,7 +411,8 @@ def _page(inspector: "Inspector", entries: list[_Layer], image_parts: list[str],
     nav = ['<a href="#summary">summary</a>', '<a href="#layers">conv layers</a>', '<a href="#kernels">kernels</a>']
     nav += [f'<a href="#image{i}">image {i + 1}</a>' for i in range(len(image_parts))]
     cmap_note = ("Diverging colour map centred on zero: blue negative, white zero, red positive; each tile scaled by its largest magnitude."
-                 if colormap == "diverging" else "Each tile min-max scaled on its own, as torchvision's make_grid(normalize=True, scale_each=True).")
+                 if colormap == "diverging"
+                 else "Each tile min-max scaled on its own, as torchvision's make_grid(normalize=True, scale_each=True).")
     images = "\n".join(image_parts) if image_parts else (
         '<h2 id="images">Feature maps</h2><p class=note>No image given: run <code>onnxvis report MODEL IMAGE ...</code> '
         "to see feature maps, their statistics and the predictions.</p>")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -287,7 +288,7 @@ class Session:
             raise OnnxvisError(
                 f"onnxruntime cannot run {self.model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing"
             ) from None
-        return dict(zip(self.targets, results))
+        return dict(zip(self.targets, results, strict=True))
 
 
 def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[str]) -> dict[str, np.ndarray]:

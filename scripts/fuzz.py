@@ -228,7 +228,8 @@ def _mut_node_io(m, rng):
 def _mut_node_name(m, rng):
     node = _pick_node(m, rng)
     if node is not None:
-        node.name = rng.choice(_ODD_NAMES) if rng.random() < 0.8 else "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(1, 40)))
+        odd = rng.random() < 0.8
+        node.name = rng.choice(_ODD_NAMES) if odd else "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(1, 40)))
 
 
 def _mut_nodes(m, rng):
@@ -848,7 +849,8 @@ def run_many(cases: int, seed: int, workers: int, timeout: float, mem_mb: int, v
     print(f"crashes      {counts['crash']}")
     for label, n in labels["crash"].most_common():
         print(f"  {n:6d}  {label}")
-    print(f"time         {wall:.0f} s wall, {case_time / max(done, 1) * 1000:.0f} ms per case on average, slowest case {slowest[1]} ({slowest[0]:.1f} s)")
+    print(f"time         {wall:.0f} s wall, {case_time / max(done, 1) * 1000:.0f} ms per case on average, "
+          f"slowest case {slowest[1]} ({slowest[0]:.1f} s)")
     for index, label, detail in crashes[:20]:
         print(f"\n--- case {index}: {label} (replay: python scripts/fuzz.py --seed {seed} --only {index} -v)")
         if detail:

@@ -1,4 +1,5 @@
-"""Labels files (onnxvis.classes.read_labels), what export records in the metadata, `info` showing it, and `onnxvis export` without torch. No torch needed."""
+"""Labels files (onnxvis.classes.read_labels), what export records in the metadata, `info` showing it,
+and `onnxvis export` without torch. No torch needed."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_onnxvis
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import ROOT, run_onnxvis
 from onnxvis.classes import read_labels
 from onnxvis.errors import OnnxvisError
 from onnxvis.metadata import labels_origin, preprocess_origin

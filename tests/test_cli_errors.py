@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import ASSETS, ROOT, asset, conv_model, run_onnxvis
+from conftest import ROOT, asset, conv_model, run_onnxvis
 
 PHOTO = "images/matplotlib_grace_hopper.jpg"
 MODEL_COMMANDS = ("layers", "info", "kernels", "fmaps")
@@ -392,7 +392,6 @@ def test_model_over_2gb_with_external_data_draws_in_bounded_memory(box):
 
 def test_single_model_file_over_2gb_draws_in_bounded_memory(box):
     """A >2 GB .onnx file, no external data: a 2 GB raw_data tensor inline (sparse file)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = np.random.default_rng(5).standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -517,7 +516,7 @@ def test_odd_node_names_give_safe_distinct_files_with_the_right_kernels(box):
     written = assert_ok(box.run("kernels", model))
     assert len(written) == len(ODD_NAMES) == len(set(written))
     assert sorted(written) == box.outputs()
-    for i, (path, weight) in enumerate(zip(written, weights)):
+    for i, (path, weight) in enumerate(zip(written, weights, strict=True)):
         assert path.parent == box.out and SAFE_FILE.fullmatch(path.name), path
         assert len(path.name) <= 100
         assert path.name.startswith(f"kernels_{i:02d}")
@@ -759,6 +758,7 @@ def test_one_pixel_image(box):
     _same_picture(box, path, Image.new("RGB", (16, 16), (10, 200, 30)), model)
 
 
+@pytest.mark.slow
 def test_very_large_image(box):
     """A 9000x7000 photo (63 megapixels, under the 100 MP limit) is resized like any other."""
     model = _rgb_model(box.inputs / "m.onnx")
@@ -999,7 +999,8 @@ def test_an_unexpected_exception_is_one_line_without_traceback(box):
     (line,) = done.stderr.splitlines()
     assert line.startswith("onnxvis: error: internal error (ZeroDivisionError: boom second line \\x1b[31m)")
     assert "--debug" in line and "Traceback" not in done.stderr
-    debug = subprocess.run([sys.executable, "-c", code, "--debug", "layers", "x.onnx"], capture_output=True, text=True, env=env, timeout=600)
+    debug = subprocess.run([sys.executable, "-c", code, "--debug", "layers", "x.onnx"],
+        capture_output=True, text=True, env=env, timeout=600)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "ZeroDivisionError" in debug.stderr
 
 

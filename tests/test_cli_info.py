@@ -49,7 +49,7 @@ def test_info_on_every_real_model(cli, name):
     assert f"conv layers: {len(layers)} (weights: " in out
     rows = out.split("conv layers:", 1)[1].splitlines()[2:]
     assert len(rows) == len(layers)
-    for layer, row in zip(layers, rows):
+    for layer, row in zip(layers, rows, strict=True):
         assert row.split()[:3] == [str(layer.index), layer.name, layer.op_type]
         assert layer.source.describe() in row
 
@@ -60,16 +60,19 @@ def test_info_on_every_real_model(cli, name):
         ("squeezenet1.0_caffe2_fp16.onnx", ["'data_0' [1x3x224x224] float16: the image, NCHW", "size      fixed 224x224",
                                             "caffe (guessed): resize 256x256, crop 224x224, BGR", "guessed from the producer onnx-caffe2",
                                             GUESS_HINT, "(weights: 26 initializer float16)"]),
-        ("mnist_cntk.onnx", ["producer  CNTK 2.5.1", "ir        3", "opsets    ai.onnx 7", "channels  1: colour photos are converted to grey",
+        ("mnist_cntk.onnx", ["producer  CNTK 2.5.1", "ir        3", "opsets    ai.onnx 7",
+            "channels  1: colour photos are converted to grey",
                              "raw (guessed): resize 28x28, L, 0..255", "output    'Plus214_Output_0' [1x10] float32"]),
         ("mnist_cntk_int8_qdq.onnx", ["quantized (int8 per-channel (axis 0, 8 scales) via DequantizeLinear)"]),
-        ("mnist_cntk_int8_qlinearconv.onnx", ["opsets    ai.onnx 13, com.microsoft 1", "quantized (int8 per-tensor in QLinearConv (w_scale, w_zero_point))"]),
+        ("mnist_cntk_int8_qlinearconv.onnx", ["opsets    ai.onnx 13, com.microsoft 1",
+            "quantized (int8 per-tensor in QLinearConv (w_scale, w_zero_point))"]),
         ("ppocr_mobile_v2.0_cls_paddle.onnx", ["'x' [?x3x?x?] float32: the image, NCHW", "size      dynamic (?x?)",
                                                "any size works", "(weights: 53 constant float32)"]),
         ("mtcnn_pnet_keras2onnx.onnx", ["'input_1' [?x?x?x3] float32: the image, NHWC (a Transpose to NCHW", "tf (guessed)",
                                         "guessed from the producer keras2onnx"]),
         ("light_squeezenet_constantofshape.onnx", ["(weights: 26 computed by ConstantOfShape, folded)"]),
-        ("ultraface_rfb320_pytorch.onnx", ["size      fixed 240x320", "imagenet (guessed): resize 240x320", "output    'scores' [1x4420x2] float32"]),
+        ("ultraface_rfb320_pytorch.onnx", ["size      fixed 240x320", "imagenet (guessed): resize 240x320",
+            "output    'scores' [1x4420x2] float32"]),
     ],
 )
 def test_info_details_of_real_models(cli, name, expected):
@@ -80,7 +83,8 @@ def test_info_details_of_real_models(cli, name, expected):
 
 def test_info_names_the_other_inputs_and_the_flag(cli, tmp_path):
     nodes = [helper.make_node("Mul", ["x", "gain"], ["xg"]), helper.make_node("Conv", ["xg", "w"], ["y"], name="conv")]
-    inputs = [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]), helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    inputs = [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]),
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs, [numpy_helper.from_array(_weight(2, 3, 3, 3), "w")]))
     assert "input     'gain' [1] float32: not the image; fmaps needs --input gain=VALUE" in out
     assert "input     'x' [1x3x8x8] float32: the image, NCHW" in out
@@ -121,7 +125,8 @@ def test_info_on_a_size_that_must_be_a_multiple(cli, tmp_path):
 
 def test_info_of_a_weight_fed_at_run_time(cli, tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]), helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3, 3, 3])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3, 3, 3])]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs))
     assert "runtime input (fed at run time as input 'w' of the model)" in out
     assert "input     'w' [2x3x3x3] float32: not the image; fmaps needs --input w=VALUE" in out

@@ -82,7 +82,7 @@ def test_real_models_give_correct_grids(cli, tmp_path, name):
     layers = find_conv_layers(Model.open(path))
     files = _written(done)
     assert len(files) == len(layers)
-    for layer, png in zip(layers, files):
+    for layer, png in zip(layers, files, strict=True):
         expected = grids.to_uint8(grids.kernel_grid(kernel_weights(layer)).grid)
         pixels = np.asarray(Image.open(png))
         assert np.array_equal(pixels, expected)

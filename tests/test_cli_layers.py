@@ -39,7 +39,7 @@ def test_layers_of_every_real_model(cli, name):
     layers = find_conv_layers(Model.open(asset(f"models/{name}")))
     rows = _rows(cli("layers", asset(f"models/{name}")))
     assert len(rows) == len(layers)
-    for layer, row in zip(layers, rows):
+    for layer, row in zip(layers, rows, strict=True):
         fields = row.split()
         assert fields[:4] == [str(layer.index), layer.name, layer.op_type, "x".join(map(str, layer.weight_shape))]
         assert f"{layer.param_count:,}" in fields
@@ -49,7 +49,8 @@ def test_layers_of_every_real_model(cli, name):
 @pytest.mark.parametrize(
     "name, first_row",
     [
-        ("mnist_cntk_int8_qdq.onnx", "0  Convolution28 Conv 8x1x5x5 1x1 0,0,0,0 1 200 quantized (int8 per-channel (axis 0, 8 scales) via DequantizeLinear)"),
+        ("mnist_cntk_int8_qdq.onnx",
+            "0  Convolution28 Conv 8x1x5x5 1x1 0,0,0,0 1 200 quantized (int8 per-channel (axis 0, 8 scales) via DequantizeLinear)"),
         ("ppocr_mobile_v2.0_cls_paddle.onnx", "0  Conv@0 Conv 8x3x3x3 2x2 1,1,1,1 1 216 constant float32"),
         ("light_squeezenet_constantofshape.onnx", "0  n0 Conv 64x3x3x3 2x2 0,0,0,0 1 1,792 computed by ConstantOfShape, folded"),
         ("squeezenet1.0_caffe2_fp16.onnx", "0  Conv_0 Conv 64x3x3x3 2x2 0,0,0,0 1 1,792 initializer float16"),  # 1,728 weights + 64 biases
@@ -71,7 +72,8 @@ def test_layers_of_subgraphs_conv_transpose_and_fused_conv(cli, tmp_path):
         helper.make_node("ConvTranspose", ["x", "wt"], ["up"], name="up", group=2),
         helper.make_node("FusedConv", ["x", "w"], ["y"], name="fused", domain="com.microsoft", activation="Relu"),
     ]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8]),
+        helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
     inits = [numpy_helper.from_array(_weight(2, 4, 3, 3), "w"), numpy_helper.from_array(_weight(4, 3, 2, 2), "wt")]
     path = _save(tmp_path / "m.onnx", nodes, inputs, inits, outputs=("b", "up", "y"), opsets=(("", 17), ("com.microsoft", 1)))
     rows = _rows(cli("layers", path))
@@ -82,7 +84,8 @@ def test_layers_of_subgraphs_conv_transpose_and_fused_conv(cli, tmp_path):
 
 
 def test_layers_of_a_model_without_conv_is_an_error(cli, tmp_path):
-    path = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])])
+    path = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])])
     done = cli("layers", path)
     assert done.returncode == 2
     assert done.stderr.startswith("onnxvis: error: ") and "no convolution layer" in done.stderr
@@ -94,7 +97,8 @@ def _runtime_weight_model(tmp_path):
         helper.make_node("Conv", ["x", "w_stored"], ["h"], name="stored", pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["h", "w_fed"], ["y"], name="fed"),
     ]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]), helper.make_tensor_value_info("w_fed", TensorProto.FLOAT, [2, 4, 3, 3])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+        helper.make_tensor_value_info("w_fed", TensorProto.FLOAT, [2, 4, 3, 3])]
     return _save(tmp_path / "m.onnx", nodes, inputs, [numpy_helper.from_array(_weight(4, 3, 3, 3), "w_stored")])
 
 
@@ -166,7 +170,8 @@ def test_kernels_of_every_conv_kind_through_the_cli(cli, tmp_path, op, weight_sh
 def test_kernels_of_a_conv_inside_a_loop_body_through_the_cli(cli, tmp_path):
     w = _weight(3, 3, 3, 3)
     body = helper.make_graph(
-        [helper.make_node("Conv", ["s", "w"], ["s_out"], name="body_conv", pads=[1, 1, 1, 1]), helper.make_node("Identity", ["c"], ["c_out"])],
+        [helper.make_node("Conv", ["s", "w"], ["s_out"], name="body_conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Identity", ["c"], ["c_out"])],
         "body",
         [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", TensorProto.BOOL, []),
          helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],

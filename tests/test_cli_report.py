@@ -143,8 +143,8 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     assert "metadata: resize 24x24, RGB, 0..1, mean [0.5, 0.5, 0.5], std [0.25, 0.25, 0.25]" in text
 
     # the conv layer table: weight statistics of each layer, norms, near-dead count
-    from onnx import numpy_helper
     import onnx
+    from onnx import numpy_helper
 
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model)).graph.initializer}
     rows = {r[1]: r for r in page.rows if len(r) == 14}
@@ -164,7 +164,7 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     pngs = _written(kernels)
     kernel_images = [i for i in page.images if "kernels" in i["alt"]]
     assert len(kernel_images) == len(pngs) == 2
-    for image, png in zip(kernel_images, pngs):
+    for image, png in zip(kernel_images, pngs, strict=True):
         assert np.array_equal(_decode(image["src"]), np.asarray(Image.open(png)))
 
     # each image: the photo, the maps of both layers with per-channel statistics, the top-5
@@ -179,7 +179,7 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     opened = Model.open(model)
     layers = find_conv_layers(opened)
     result = feature_maps(opened, images[0], layers)
-    for image, layer in zip(fmap_images[:2], layers):
+    for image, layer in zip(fmap_images[:2], layers, strict=True):
         assert np.array_equal(_decode(image["src"]), grids.to_uint8(grids.fmap_grid(result.maps[layer])))
     channel_rows = [r for r in page.rows if len(r) == 6 and r[0].isdigit()]
     assert len(channel_rows) == 2 * (4 + 6)  # one row per channel, per layer, per image

@@ -16,18 +16,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
+
+from conftest import asset, run_onnxvis
+from exporters.torchvision_export import _read_state_dict, export_model  # imports torch only when it runs
+from onnxvis import preprocess as pp
+from onnxvis.errors import OnnxvisError
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 pytest.importorskip("onnxscript")
-
-import onnx
-from conftest import asset, run_onnxvis
-
-from exporters.torchvision_export import _read_state_dict, export_model
-from onnxvis import preprocess as pp
-from onnxvis.errors import OnnxvisError
 
 CIFAR_MEAN = "0.49139968,0.48215827,0.44653124"
 CIFAR_STD = "0.24703233,0.24348505,0.26158768"

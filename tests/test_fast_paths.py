@@ -171,7 +171,8 @@ def test_encode_png_big_and_non_contiguous():
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode_png(pixels)))), pixels)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8), np.zeros((0, 4), np.uint8), np.zeros(4, np.uint8)])
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8),
+    np.zeros((0, 4), np.uint8), np.zeros(4, np.uint8)])
 def test_encode_png_refuses_what_it_cannot_write(bad):
     with pytest.raises(ValueError):
         encode_png(bad)

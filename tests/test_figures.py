@@ -152,7 +152,7 @@ def test_notebook_kernels_are_the_cli_pictures(cli, tmp_path):
     done = cli("kernels", model, "-o", tmp_path / "k")
     files = [Path(p) for p in done.stdout.split()]
     assert len(pictures) == len(files) == 4
-    for picture, path in zip(pictures, files):
+    for picture, path in zip(pictures, files, strict=True):
         assert np.array_equal(picture.pixels, np.asarray(Image.open(path)))
     assert pictures[0].title.startswith("0 ") and "12x3x5x5" in pictures[0].title
     assert figures.kernels(model, layers="1", colormap="diverging")[0].pixels.shape[-1] == 3

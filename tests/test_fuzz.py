@@ -79,6 +79,7 @@ def _run(model: bytes | None, image: bytes | None, commands: list[list[str]]):
 model_names = st.sampled_from(sorted(MODELS) or ["none"])
 
 
+@pytest.mark.slow
 @settings(max_examples=500, **FUZZ)
 @given(name=model_names, rng=st.randoms(use_true_random=False))
 def test_mutated_models_through_the_cli(name, rng):
@@ -90,6 +91,7 @@ def test_mutated_models_through_the_cli(name, rng):
     _check(_run(data, None, commands))
 
 
+@pytest.mark.slow
 @settings(max_examples=600, **FUZZ)
 @given(name=model_names, rng=st.randoms(use_true_random=False))
 def test_byte_mutated_models_through_the_library(name, rng):
@@ -122,6 +124,7 @@ def test_byte_mutated_models_through_the_library(name, rng):
             assert str(exc).strip()
 
 
+@pytest.mark.slow
 @settings(max_examples=300, **FUZZ)
 @given(rng=st.randoms(use_true_random=False), which=st.sampled_from(fuzz.IMAGE_MODELS))
 def test_random_images_through_fmaps(rng, which):

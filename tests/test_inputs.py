@@ -13,13 +13,6 @@ from conftest import asset
 from onnxvis import preprocess as pp
 from onnxvis.errors import OnnxvisError
 from onnxvis.fmaps import feature_maps, predict
-from onnxvis.inspector import Inspector
-
-
-def prepare_input(model, image, preprocess, explicit_size=False):
-    prepared = Inspector(model, preprocess=preprocess, explicit_size=explicit_size).prepare(image)
-    return None, prepared.preprocess, prepared.array
-
 from onnxvis.inputs import (
     GUESS_HINT,
     explain_preprocess,
@@ -29,8 +22,15 @@ from onnxvis.inputs import (
     parse_input_values,
     size_multiple,
 )
+from onnxvis.inspector import Inspector
 from onnxvis.layers import find_conv_layers
 from onnxvis.model import Model
+
+
+def prepare_input(model, image, preprocess, explicit_size=False):
+    prepared = Inspector(model, preprocess=preprocess, explicit_size=explicit_size).prepare(image)
+    return None, prepared.preprocess, prepared.array
+
 
 RNG = np.random.default_rng(3)
 
@@ -181,7 +181,8 @@ def test_grey_photo_into_an_rgb_model_and_colour_photo_into_a_grey_model(tmp_pat
     np.testing.assert_allclose(x[0, 0], (luma - chosen.mean[0]) / chosen.std[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("elem, dtype", [(TensorProto.FLOAT16, np.float16), (TensorProto.DOUBLE, np.float64), (TensorProto.UINT8, np.uint8)])
+@pytest.mark.parametrize("elem, dtype", [(TensorProto.FLOAT16, np.float16), (TensorProto.DOUBLE, np.float64),
+    (TensorProto.UINT8, np.uint8)])
 def test_input_dtypes_are_fed_as_the_model_declares(tmp_path, elem, dtype):
     model = conv_nchw(tmp_path / "m.onnx", elem=elem)
     spec = image_input(model)

@@ -64,7 +64,7 @@ def test_batched_runs_equal_runs_of_one_image(tmp_path):
     single = Inspector(model, batch_size=1)
     many = list(batched.run(photos, ["a", "scores"]))
     assert [r.image for r in many] == photos  # in order
-    for result, photo in zip(many, photos):
+    for result, photo in zip(many, photos, strict=True):
         alone = single.run(photo, ["a", "scores"])
         for name in ("a", "scores"):
             assert result.values[name].shape == alone.values[name].shape
@@ -94,7 +94,7 @@ def test_a_graph_that_refuses_batches_falls_back_to_one_image_a_run(tmp_path):
     photos = _photos(tmp_path / "photos", 5)
     results = list(inspector.outputs(photos))
     reference = Inspector(_net(tmp_path / "plain.onnx"), batch_size=1)
-    for values, photo in zip(results, photos):
+    for values, photo in zip(results, photos, strict=True):
         np.testing.assert_allclose(values["scores"], reference.outputs(photo)["scores"], rtol=1e-5, atol=1e-5)
 
 
@@ -166,7 +166,7 @@ def test_squeezenet_predictions_match_a_bare_onnxruntime_run(tmp_path):
     photos = [asset("images/skimage_coffee.png"), asset("images/skimage_chelsea.png")]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
-    for prediction, photo in zip(inspector.predict(photos, top=3), photos):
+    for prediction, photo in zip(inspector.predict(photos, top=3), photos, strict=True):
         x = inspector.prepare(photo).array
         probs = session.run([output], {session.get_inputs()[0].name: x})[0].reshape(-1).astype(np.float64)
         expected = np.argsort(-probs, kind="stable")[:3]
@@ -176,7 +176,9 @@ def test_squeezenet_predictions_match_a_bare_onnxruntime_run(tmp_path):
 
 
 def test_the_report_runs_each_image_once_and_traces_layers_once(tmp_path, monkeypatch):
-    from onnxvis import cli, inspector as inspector_module, layers as layers_module
+    from onnxvis import cli
+    from onnxvis import inspector as inspector_module
+    from onnxvis import layers as layers_module
 
     runs = []
     traces = []

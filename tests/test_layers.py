@@ -117,7 +117,8 @@ def _if_loop_model():
             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
             helper.make_tensor_value_info("state", TensorProto.FLOAT, None),
         ],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("state_out", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, None)],
     )
     nodes = [
         helper.make_node("Conv", ["x", "w_main"], ["h"], name="main_conv", pads=[1, 1, 1, 1]),
@@ -128,7 +129,8 @@ def _if_loop_model():
         nodes, "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w_main, "w_main"), numpy_helper.from_array(w_else, "w_else"), numpy_helper.from_array(np.array(2, np.int64), "trips")],
+        [numpy_helper.from_array(w_main, "w_main"), numpy_helper.from_array(w_else, "w_else"),
+            numpy_helper.from_array(np.array(2, np.int64), "trips")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return model, {"main_conv": w_main, "then_conv": w_then, "else_conv": w_else, "loop_conv": w_loop}
@@ -177,7 +179,8 @@ def test_computed_weight_inside_a_subgraph_from_an_outer_initializer(tmp_path):
         [helper.make_node("Mul", ["w_outer", "two"], ["w2"]), helper.make_node("Conv", ["x", "w2"], ["t"], name="inner")],
         "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], [numpy_helper.from_array(np.float32(2), "two")],
     )
-    else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
     graph = helper.make_graph(
         [helper.make_node("If", ["cond"], ["y"], then_branch=then_graph, else_branch=else_graph)], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
@@ -221,7 +224,8 @@ def test_select_by_index_name_all_and_first(three_layers):
 
 @pytest.mark.parametrize(
     "spec, match",
-    [("3", "out of range: the model has 3 conv layers"), ("-4", "out of range"), ("nope", "no conv layer is named 'nope'"), (",", "selects no layer")],
+    [("3", "out of range: the model has 3 conv layers"), ("-4", "out of range"),
+        ("nope", "no conv layer is named 'nope'"), (",", "selects no layer")],
 )
 def test_bad_selection_is_a_clear_error(three_layers, spec, match):
     with pytest.raises(OnnxvisError, match=match):

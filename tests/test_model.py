@@ -50,7 +50,7 @@ def assert_matches_plain_load(path: Path) -> Model:
     ref = onnx.load(str(path))
     assert list(model.proto.graph.node) == list(ref.graph.node)
     assert len(model.graph.initializer) == len(ref.graph.initializer)
-    for skel, full in zip(model.graph.initializer, ref.graph.initializer):
+    for skel, full in zip(model.graph.initializer, ref.graph.initializer, strict=True):
         assert (skel.name, list(skel.dims), skel.data_type) == (full.name, list(full.dims), full.data_type)
         assert not any(skel.HasField(f) if f == "raw_data" else len(getattr(skel, f)) for f in DATA_FIELDS)
         assert model.initializer_info(full.name) == (tuple(full.dims), full.data_type)

@@ -52,7 +52,7 @@ def test_kernels_of_every_layer_through_the_cli(cli, tmp_path, name):
     assert done.returncode == 0, done.stderr
     files = _pngs(done)
     assert len(files) == len(layers)
-    for layer, png in zip(layers, files):
+    for layer, png in zip(layers, files, strict=True):
         pixels = np.asarray(Image.open(png))
         if constant:
             assert pixels.max() == int(0.02 * 255 + 0.5), png
@@ -205,7 +205,7 @@ def test_quantized_mnist_kernels_equal_the_float_ones_within_one_step(name):
     model = Model.open(asset(f"models/{name}"))
     layers = find_conv_layers(model)
     assert len(layers) == len(float_layers) == 2
-    for layer, float_layer in zip(layers, float_layers):
+    for layer, float_layer in zip(layers, float_layers, strict=True):
         assert layer.source.kind == "quantized" and "int8" in layer.source.describe()
         got, ref = kernel_weights(layer), kernel_weights(float_layer)
         assert got.shape == ref.shape

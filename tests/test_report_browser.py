@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli_report import classifier, photo
 
 from conftest import ASSETS
-from test_cli_report import classifier, photo
 
 CHROMIUM_ARGS = [
     "--headless",

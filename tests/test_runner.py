@@ -71,7 +71,7 @@ def _reference(path, targets: list[str], feeds: dict[str, np.ndarray], same_opti
         options.log_severity_level = 3
     session = ort.InferenceSession(full.SerializeToString(), options, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
-    return dict(zip(targets, session.run(targets, {k: v for k, v in feeds.items() if k in wanted})))
+    return dict(zip(targets, session.run(targets, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
 
 
 def _assert_same(got: np.ndarray, expected: np.ndarray, what: str, ulps: float = 0) -> None:
@@ -246,7 +246,7 @@ def _chain(path, channels=(3, 64, 64, 32), size=20, *, external: bool = False, a
     rng = np.random.default_rng(1)
     nodes, inits, outputs = [], [], []
     current = "x"
-    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
         w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
         b = rng.standard_normal(c_out).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]

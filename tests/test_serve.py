@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli_report import LABELS, classifier, photo
 
 from conftest import ROOT, asset, run_onnxvis
-from test_cli_report import LABELS, classifier, photo
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")
@@ -34,7 +34,7 @@ httpx = pytest.importorskip("httpx2", reason="httpx2 (dev extra) is needed by St
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from onnxvis.explorer import MAX_UPLOAD_BYTES, Explorer, _LRU  # noqa: E402
+from onnxvis.explorer import _LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
 from onnxvis.inspector import Inspector  # noqa: E402
 from onnxvis.serve import create_app  # noqa: E402
 

@@ -8,10 +8,10 @@ text file and see the error, and go on. Chromium is launched as in the report's 
 from __future__ import annotations
 
 import pytest
-
-from conftest import asset
 from test_report_browser import browser  # noqa: F401  (the fixture: Chromium, or the reason it is missing)
 from test_serve import COFFEE, ESPRESSO, SQUEEZENET, ServerProcess
+
+from conftest import asset
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")

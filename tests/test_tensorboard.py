@@ -146,7 +146,7 @@ def test_fmaps_of_a_real_model_in_tensorboard(cli, tmp_path):
     acc = _events(tmp_path / "f")
     tags = sorted(acc.Tags()["images"])
     assert tags == ["fmaps/" + p.stem[len("fmaps_"):] for p in pngs]
-    for tag, png in zip(tags, pngs):
+    for tag, png in zip(tags, pngs, strict=True):
         (image_event,) = acc.Images(tag)
         assert np.array_equal(_pixels(image_event.encoded_image_string), np.asarray(Image.open(png)))
 

@@ -416,7 +416,7 @@ def test_conv_integer_of_onnxruntime_dynamic_quantization_within_one_step(tmp_pa
     model = Model.open(target)
     layers = find_conv_layers(model)
     assert [layer.op_type for layer in layers] == ["ConvInteger", "ConvInteger"]
-    for layer, float_layer in zip(layers, float_layers):
+    for layer, float_layer in zip(layers, float_layers, strict=True):
         assert "w_scale from the Mul after it" in layer.source.describe()
         scale_name = next(n for n in model.initializer_names if n.endswith("_scale") and layer.weight_name.startswith(n[: -len("_scale")]))
         step = float(np.max(model.tensor(scale_name)))
@@ -448,7 +448,8 @@ def test_arithmetic_on_stored_weights_is_folded(tmp_path):
         helper.make_node("Div", ["v", "norm"], ["unit"]),
         helper.make_node("Mul", ["unit", "g"], ["w"]),
     ]
-    inits = [numpy_helper.from_array(v, "v"), numpy_helper.from_array(g, "g"), numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")]
+    inits = [numpy_helper.from_array(v, "v"), numpy_helper.from_array(g, "g"),
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")]
     proto = conv_graph_model(tmp_path / "m.onnx", "w", nodes, inits, in_ch=2, ksize=(3, 3), opset=18)
     layer = only_layer(tmp_path / "m.onnx")
     assert layer.source.kind == "computed"
@@ -585,7 +586,8 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
 )
 def test_conv_kinds_against_onnxruntime(tmp_path, in_ch, out_ch, group, ksize):
     w = f32(out_ch, in_ch // group, *ksize)
-    proto = conv_graph_model(tmp_path / "m.onnx", "w", [], [numpy_helper.from_array(w, "w")], in_ch=in_ch, ksize=ksize, attrs={"group": group})
+    proto = conv_graph_model(tmp_path / "m.onnx", "w", [], [numpy_helper.from_array(w, "w")],
+        in_ch=in_ch, ksize=ksize, attrs={"group": group})
     layer = only_layer(tmp_path / "m.onnx")
     assert layer.group == group and layer.out_channels == out_ch and layer.kernel_size == ksize
     got = kernel_weights(layer)
@@ -600,7 +602,8 @@ def test_conv_kinds_against_onnxruntime(tmp_path, in_ch, out_ch, group, ksize):
 def test_conv_transpose_is_drawn_per_output_channel(tmp_path, in_ch, out_per_group, group, ksize):
     w = f32(in_ch, out_per_group, *ksize)  # ConvTranspose stores (C_in, C_out/group, *k)
     proto = conv_graph_model(
-        tmp_path / "m.onnx", "w", [], [numpy_helper.from_array(w, "w")], op="ConvTranspose", in_ch=in_ch, ksize=ksize, attrs={"group": group}
+        tmp_path / "m.onnx", "w", [], [numpy_helper.from_array(w, "w")], op="ConvTranspose",
+        in_ch=in_ch, ksize=ksize, attrs={"group": group}
     )
     layer = only_layer(tmp_path / "m.onnx")
     assert layer.out_channels == out_per_group * group
@@ -638,7 +641,8 @@ def test_conv_1d_and_3d_against_torch():
     from onnxvis.layers import ConvLayer
     from onnxvis.weights import WeightSource
 
-    for shape, fn, x_shape in [((4, 2, 5), torch.nn.functional.conv1d, (1, 2, 20)), ((3, 2, 2, 3, 3), torch.nn.functional.conv3d, (1, 2, 6, 7, 7))]:
+    cases = [((4, 2, 5), torch.nn.functional.conv1d, (1, 2, 20)), ((3, 2, 2, 3, 3), torch.nn.functional.conv3d, (1, 2, 6, 7, 7))]
+    for shape, fn, x_shape in cases:
         w = f32(*shape)
         source = WeightSource("initializer", "", w.shape, "float32", "", lambda w=w: w)
         layer = ConvLayer(0, "c", "Conv", "", "x", "w", "y", "", {}, source)
