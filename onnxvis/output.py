@@ -51,7 +51,9 @@ def sanitize(name: str, fallback: str = "layer") -> str:
     text = re.sub(r"_+", "_", text)[:_MAX_STEM].strip("._-")
     head, dot, rest = text.partition(".")
     if head.upper() in _RESERVED:
-        text = f"{head}_{dot}{rest}"
+        # The mark goes before the first dot, which is where Windows stops reading the reserved name;
+        # without a dot the fallback follows it, so that the name does not end with the mark.
+        text = (f"{head}_{dot}{rest}" if dot else f"{head}_{fallback}")[:_MAX_STEM].strip("._-")
     return text or fallback
 
 

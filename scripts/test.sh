@@ -2,7 +2,10 @@
 # Run the whole test suite twice, as CI does:
 #   1. the core, in .venv-core, where torch is NOT installed (proves onnxvis/ needs no framework);
 #   2. everything, in .venv, with the export extra (torch, torchvision): exporter and torch-parity tests.
-# Each environment is created on first use and reused after. Extra arguments go to pytest.
+# Each environment is created on first use and reused after. Extra arguments go to pytest
+# (-m "not slow": the quick loop; --reverse: every test in reverse order).
+# Each run lists every skip and its reason (-ra in pyproject.toml). With CI=true a skip that
+# tests/skips.py does not allow for this environment fails the run (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

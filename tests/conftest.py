@@ -107,3 +107,88 @@ def cli(tmp_path):
         return run_onnxvis(*args, **kwargs)
 
     return run
+
+
+# ------------------------------------------------------------------- browser tests and CI skips
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium WebDriver (tests/browser.py): skips locally when it cannot start, FAILS in CI."""
+    from browser import chromium
+
+    with chromium() as driver:
+        yield driver
+
+
+_SKIPS: list[tuple[str, str]] = []  # (test id, reason) of every skip of the run
+_BROWSER_OUTCOMES: list[str] = []
+
+
+def pytest_collectreport(report):
+    if report.skipped:
+        from skips import reason_of
+
+        _SKIPS.append((report.nodeid, reason_of(report.longrepr)))
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        from skips import reason_of
+
+        _SKIPS.append((report.nodeid, reason_of(report.longrepr)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and "browser" in getattr(item, "fixturenames", ()):
+        _BROWSER_OUTCOMES.append(report.outcome)
+
+
+def _refused_skips() -> list[tuple[str, str]]:
+    from browser import in_ci
+    from skips import not_allowed
+
+    if not in_ci():
+        return []
+    refused = set(not_allowed(reason for _, reason in _SKIPS))
+    return [(nodeid, reason) for nodeid, reason in _SKIPS if reason in refused]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # CI=true: a skip that tests/skips.py does not allow fails the run (its summary lists them).
+    if _refused_skips() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    from browser import STARTED, in_ci
+
+    write = terminalreporter.write_line
+    if _BROWSER_OUTCOMES or STARTED:
+        counts = ", ".join(f"{_BROWSER_OUTCOMES.count(o)} {o}" for o in ("passed", "failed", "skipped") if o in _BROWSER_OUTCOMES)
+        write(f"browser tests: {counts or 'none ran'}; headless {', '.join(sorted(set(STARTED))) or 'Chromium never started'}")
+    refused = _refused_skips()
+    if refused:
+        write(f"CI=true: {len(refused)} skip(s) not allowed by tests/skips.py; each hides a test CI must run:", red=True)
+        for nodeid, reason in refused:
+            write(f"  {nodeid}: {reason}", red=True)
+    elif in_ci():
+        write(f"CI=true: {len(_SKIPS)} skip(s), all allowed by tests/skips.py")
+
+
+# ------------------------------------------------------------------------ reverse order
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse", action="store_true", default=False,
+        help="run the collected tests in reverse order (files and the tests in them), to find tests that depend on order",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()

@@ -234,18 +234,60 @@ def test_report_on_a_real_model_with_a_real_photo(cli, tmp_path):
     assert report.stat().st_size < 5_000_000
 
 
-def test_report_of_a_model_with_a_weight_it_cannot_draw(cli, tmp_path):
+def test_report_draws_a_weight_computed_by_constant_of_shape(cli, tmp_path):
+    """Every conv weight of this SqueezeNet is computed (ConstantOfShape and after): all 26 draw."""
     model = asset("models/light_squeezenet_constantofshape.onnx")
     done = cli("report", model, "-o", tmp_path / "c")
     assert done.returncode == 0, done.stderr
     text, page = parse(_written(done)[0])
     layer_rows = [r for r in page.rows if len(r) == 14 and r[0].isdigit()]
     assert len(layer_rows) == 26
-    drawn = [i for i in page.images if "kernels" in i["alt"]]
-    missing = [r for r in layer_rows if r[7] == "-"]
-    assert len(drawn) + len(missing) == 26  # each layer is either drawn or says why not
-    if missing:
-        assert "cannot" in text or "not stored" in text
+    assert len([i for i in page.images if "kernels" in i["alt"]]) == 26
+    assert not [r for r in layer_rows if r[7] == "-"]
+
+
+def _model_with_weights_it_cannot_draw(path: Path) -> Path:
+    """Three convs: a stored weight; one fed at run time (not in the file); one computed by a
+    ConstantOfShape that claims 64x3x1500x1500 (1.7 GB, refused rather than made)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    stored = np.random.default_rng(3).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w_stored"], ["h"], name="stored", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w_fed"], ["y"], name="fed"),
+        helper.make_node("ConstantOfShape", ["huge_shape"], ["w_huge"], value=numpy_helper.from_array(np.array([0.02], np.float32))),
+        helper.make_node("Conv", ["x", "w_huge"], ["z"], name="huge"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+         helper.make_tensor_value_info("w_fed", TensorProto.FLOAT, [2, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(stored, "w_stored"), numpy_helper.from_array(np.array([64, 3, 1500, 1500], np.int64), "huge_shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_report_of_a_model_with_weights_it_cannot_draw(cli, tmp_path):
+    """Each layer is either drawn or says, in the page and on stderr, why not."""
+    model = _model_with_weights_it_cannot_draw(tmp_path / "m.onnx")
+    done = cli("report", model, "-o", tmp_path / "c")
+    assert done.returncode == 0, done.stderr
+    text, page = parse(_written(done)[0])
+    layer_rows = [r for r in page.rows if len(r) == 14 and r[0].isdigit()]
+    assert [r[1] for r in layer_rows] == ["stored", "fed", "huge"]
+    drawn = [i["alt"] for i in page.images if "kernels" in i["alt"]]
+    assert len(drawn) == 1 and "stored" in drawn[0]
+    missing = [r[1] for r in layer_rows if r[7] == "-"]
+    assert missing == ["fed", "huge"]
+    assert re.search(r"1 fed: .*not in the file", text)
+    assert re.search(r"2 huge: .*64x3x1500x1500", text)
+    assert "layer 1 (fed): no kernels" in done.stderr and "layer 2 (huge): no kernels" in done.stderr
 
 
 def test_report_errors_are_user_errors(cli, tmp_path):

@@ -51,11 +51,66 @@ def test_sanitize_keeps_ordinary_names_and_uses_the_fallback_for_nothing():
     assert sanitize("🚀", fallback="x") == "x"
 
 
-@given(st.text())
-@settings(max_examples=300, deadline=None)
+# Each promise of sanitize's docstring, with an input that would break it.
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # ASCII letters, digits and ._- are kept; anything else becomes _ (runs of it one _)
+        ("features.0-conv_1", "features.0-conv_1"),
+        ("a/b\\c:d\x00e\x01f g", "a_b_c_d_e_f_g"),
+        ("层 🚀 é\u202eabc", "abc"),
+        ("conv  /  1", "conv_1"),
+        # no leading or trailing ., _ or -
+        (".hidden", "hidden"),
+        ("-rf", "rf"),
+        ("__init__", "init"),
+        ("conv1.", "conv1"),
+        ("conv1-", "conv1"),
+        ("conv1/", "conv1"),
+        # at most 80 characters, and no trailing ._- where the cut falls (the second strip)
+        ("x" * 300, "x" * 80),
+        ("x" * 79 + "-y", "x" * 79),
+        ("x" * 79 + "._-y", "x" * 79),
+        ("x" * 79 + "_/" + "y" * 10, "x" * 79),
+        ("x" * 79 + "." + "y" * 10, "x" * 79),
+        # Windows' reserved names, whatever the case and the extension, and still no trailing _
+        ("CON", "CON_layer"),
+        ("nul", "nul_layer"),
+        ("com1", "com1_layer"),
+        ("nul.png", "nul_.png"),
+        ("LPT9.a.b", "LPT9_.a.b"),
+        ("CON." + "a" * 90, "CON_." + "a" * 75),
+        ("CONSOLE", "CONSOLE"),
+        # the fallback when nothing is left
+        ("", "layer"),
+        ("../..", "layer"),
+        ("   ", "layer"),
+        ("_" * 200, "layer"),
+    ],
+)
+def test_sanitize_keeps_each_promise_of_its_docstring(name, expected):
+    clean = sanitize(name)
+    assert clean == expected
+    assert len(clean) <= 80 and clean[0] not in "._-" and clean[-1] not in "._-"
+
+
+def test_sanitize_reserved_name_with_another_fallback():
+    assert sanitize("aux", fallback="image") == "aux_image"
+    assert sanitize("🚀", fallback="x") == "x"
+
+
+# Names of every length around the 80-character cut, built from the characters that matter: safe
+# ones, the ._- that must not end a name, and unsafe ones that become _.
+_NAME_CHARS = st.sampled_from(list("ab9._-/ 层") + ["CON", "nul.", "\x00"])
+
+
+@given(st.one_of(st.text(), st.lists(_NAME_CHARS, min_size=60, max_size=120).map("".join)))
+@settings(max_examples=400, deadline=None)
 def test_sanitize_property(name):
     clean = sanitize(name)
-    assert SAFE.fullmatch(clean) and len(clean) <= 81
+    assert SAFE.fullmatch(clean) and len(clean) <= 80
+    assert clean[-1] not in "._-"
+    assert clean.split(".")[0].upper() not in output._RESERVED
     assert sanitize(clean) == clean
 
 

@@ -1,72 +1,19 @@
 """The HTML report in a real browser: headless Chromium opens it from a file.
 
-Chromium and its WebDriver come from Debian's ``chromium`` and ``chromium-driver`` packages (.ci/run
-installs them); Selenium (the ``dev`` extra) drives them. Where any of the three is missing the test
-skips and says which.
+The ``browser`` fixture (tests/conftest.py, tests/browser.py) starts it: where Chromium, its driver
+or Selenium is missing, a local run skips and says which, and a CI run (CI=true) fails.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from test_cli_report import classifier, photo
 
 from conftest import ASSETS
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1400",
-]
-
-
-def _find(*names: str) -> str | None:
-    for name in names:
-        found = shutil.which(name) or (name if Path(name).is_file() else None)
-        if found:
-            return found
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]'); cannot drive Chromium"
-    )
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = _find("/usr/bin/chromium", "chromium", "chromium-browser")
-    driver_path = _find("/usr/bin/chromedriver", "chromedriver")
-    if chromium is None or driver_path is None:
-        missing = " and ".join(n for n, p in (("chromium", chromium), ("chromedriver", driver_path)) if p is None)
-        pytest.skip(f"{missing} not found: install Debian's chromium and chromium-driver packages (.ci/run does) to run the browser test")
-    profile = tempfile.mkdtemp(prefix="onnxvis-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in CHROMIUM_ARGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    except Exception as exc:  # e.g. a driver and browser of different versions, or no display libraries
-        shutil.rmtree(profile, ignore_errors=True)
-        pytest.skip(f"headless Chromium did not start: {' '.join(str(exc).split())[:300]}")
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _open(browser, report: Path) -> list[dict]:

@@ -1,0 +1,72 @@
+"""The skips a CI run allows; any other skip fails it (issue 13: no test hidden by a silent skip).
+
+With ``CI=true``, tests/conftest.py collects every skip of the run and matches its reason against
+``ALLOWED``: a skip is allowed only when its reason matches the pattern AND the entry's condition
+holds in this environment. The run fails, and lists them, when any skip is not allowed. Outside CI
+nothing changes: skips are listed by ``-rs`` and the run passes.
+
+Keep the list short. To add an entry: a pattern that matches only the skip you mean (anchor it), the
+condition under which that skip is by design, and why the case is still covered.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+
+def _no_torch() -> bool:
+    return importlib.util.find_spec("torch") is None
+
+
+def _root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class AllowedSkip:
+    pattern: str  # a regular expression, matched at the start of the skip's reason
+    when: Callable[[], bool]  # the environment in which this skip is by design
+    why: str
+
+    def allows(self, reason: str) -> bool:
+        return re.match(self.pattern, reason) is not None and self.when()
+
+
+ALLOWED = [
+    AllowedSkip(
+        r"could not import '(torch|torchvision|onnxscript)(\.[\w.]+)?': No module named '(torch|torchvision|onnxscript)'",
+        _no_torch,
+        "the core environment (.venv-core) has no torch by design; the full environment runs these tests",
+    ),
+    AllowedSkip(
+        r"exporting needs torch \(the full environment\)",
+        _no_torch,
+        "the same: a torch-only test with its own reason",
+    ),
+    AllowedSkip(
+        r"root can write anywhere",
+        _root,
+        "as root the unwritable-folder case runs as the user nobody instead (tests/test_cli_errors.py)",
+    ),
+    AllowedSkip(
+        r"needs root, to run onnxvis as the user nobody",
+        lambda: not _root(),
+        "not as root, the unwritable-folder case runs directly (tests/test_output.py)",
+    ),
+]
+
+
+def reason_of(longrepr: object) -> str:
+    """The reason of a skip report's ``longrepr`` (a (path, line, "Skipped: reason") tuple)."""
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return str(text).removeprefix("Skipped: ")
+
+
+def not_allowed(reasons: Iterable[str], allowed: Iterable[AllowedSkip] = ALLOWED) -> list[str]:
+    """The reasons that no entry of ``allowed`` allows here, in order."""
+    entries = list(allowed)
+    return [reason for reason in reasons if not any(entry.allows(reason) for entry in entries)]
