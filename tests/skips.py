@@ -36,9 +36,13 @@ class AllowedSkip:
         return re.match(self.pattern, reason) is not None and self.when()
 
 
+# The reference tools that come only with torch, in the full environment: torch, torchvision, the
+# exporter's onnxscript, pytorch-grad-cam and the OpenCV it brings.
+_TORCH_ONLY = r"(torch|torchvision|onnxscript|pytorch_grad_cam|cv2)"
+
 ALLOWED = [
     AllowedSkip(
-        r"could not import '(torch|torchvision|onnxscript)(\.[\w.]+)?': No module named '(torch|torchvision|onnxscript)'",
+        rf"could not import '{_TORCH_ONLY}(\.[\w.]+)?': No module named '{_TORCH_ONLY}(\.[\w.]+)?'",
         _no_torch,
         "the core environment (.venv-core) has no torch by design; the full environment runs these tests",
     ),

@@ -88,6 +88,10 @@ def test_the_allow_list_is_precise():
     assert (not_allowed([torch_skip]) == []) == _no_torch()  # allowed only where torch is absent
     vision_skip = "could not import 'torchvision.utils': No module named 'torchvision'"
     assert (not_allowed([vision_skip]) == []) == _no_torch()
+    cam_skip = "could not import 'pytorch_grad_cam': No module named 'pytorch_grad_cam'"
+    assert (not_allowed([cam_skip]) == []) == _no_torch()
+    # an optional extra of the core (ray, starlette, scikit-learn, ...) belongs in the core environment
+    assert not_allowed(["could not import 'ray': No module named 'ray'"]) != []
     # a torch that is there but broken is no reason to skip, nor any other missing module
     assert not_allowed(["could not import 'torch': libtorch.so: cannot open shared object file"]) != []
     assert not_allowed(["could not import 'selenium.webdriver': No module named 'selenium'"]) != []
