@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import STARTED, chromium, in_ci
+from skips import not_allowed, reason_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -115,8 +117,6 @@ def cli(tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     """A headless Chromium WebDriver (tests/browser.py): skips locally when it cannot start, FAILS in CI."""
-    from browser import chromium
-
     with chromium() as driver:
         yield driver
 
@@ -127,15 +127,11 @@ _BROWSER_OUTCOMES: list[str] = []
 
 def pytest_collectreport(report):
     if report.skipped:
-        from skips import reason_of
-
         _SKIPS.append((report.nodeid, reason_of(report.longrepr)))
 
 
 def pytest_runtest_logreport(report):
     if report.skipped and not hasattr(report, "wasxfail"):
-        from skips import reason_of
-
         _SKIPS.append((report.nodeid, reason_of(report.longrepr)))
 
 
@@ -143,14 +139,12 @@ def pytest_runtest_logreport(report):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and "browser" in getattr(item, "fixturenames", ()):
+    ran_or_never_could = report.when == "call" or (report.when == "setup" and not report.passed)
+    if ran_or_never_could and "browser" in getattr(item, "fixturenames", ()):
         _BROWSER_OUTCOMES.append(report.outcome)
 
 
 def _refused_skips() -> list[tuple[str, str]]:
-    from browser import in_ci
-    from skips import not_allowed
-
     if not in_ci():
         return []
     refused = set(not_allowed(reason for _, reason in _SKIPS))
@@ -164,11 +158,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from browser import STARTED, in_ci
-
     write = terminalreporter.write_line
     if _BROWSER_OUTCOMES or STARTED:
         counts = ", ".join(f"{_BROWSER_OUTCOMES.count(o)} {o}" for o in ("passed", "failed", "skipped") if o in _BROWSER_OUTCOMES)
+        # e.g. "browser tests: 3 passed; headless Chromium 156.0.8078.114": the CI log shows they ran
         write(f"browser tests: {counts or 'none ran'}; headless {', '.join(sorted(set(STARTED))) or 'Chromium never started'}")
     refused = _refused_skips()
     if refused:
