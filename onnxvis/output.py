@@ -44,8 +44,8 @@ def sanitize(name: str, fallback: str = "layer") -> str:
 
     Anything else (``/``, ``\\``, ``:``, NUL, control characters, spaces, any non-ASCII letter)
     becomes ``_``; the result has at most 80 characters, never starts or ends with ``.``, ``_`` or
-    ``-``, is never a name Windows reserves (``CON``, ``NUL``, ...), and is ``fallback`` when
-    nothing is left.
+    ``-``, is never a name Windows reserves (``CON`` becomes ``CON_<fallback>``, ``nul.png``
+    becomes ``nul_.png``), and is ``fallback`` when nothing is left.
     """
     text = _UNSAFE.sub("_", str(name)).strip("._-")
     text = re.sub(r"_+", "_", text)[:_MAX_STEM].strip("._-")
