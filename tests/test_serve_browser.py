@@ -2,13 +2,13 @@
 
 It does what a person does: open the page, see the layers, click one and see its kernels, give a
 photo and see the feature maps, the class activation map (where onnxvis has it) and the top-5, give a
-text file and see the error, and go on. Chromium is launched as in the report's browser test.
+text file and see the error, and go on. The ``browser`` fixture (tests/conftest.py) launches
+Chromium: a local run without it skips, a CI run (CI=true) fails.
 """
 
 from __future__ import annotations
 
 import pytest
-from test_report_browser import browser  # noqa: F401  (the fixture: Chromium, or the reason it is missing)
 from test_serve import COFFEE, ESPRESSO, SQUEEZENET, ServerProcess
 
 from conftest import asset
