@@ -52,6 +52,12 @@ ALLOWED = [
         "the same: a torch-only test with its own reason",
     ),
     AllowedSkip(
+        r"torch is installed here; the shim test above covers this case",
+        lambda: not _no_torch(),
+        "the mirror image: a test of the core without torch, which the core environment runs "
+        "(tests/test_classes.py; a shim hides torch for the same case in the full environment)",
+    ),
+    AllowedSkip(
         r"root can write anywhere",
         _root,
         "as root the unwritable-folder case runs as the user nobody instead (tests/test_cli_errors.py)",

@@ -96,6 +96,8 @@ def test_the_allow_list_is_precise():
     assert not_allowed(["could not import 'torch': libtorch.so: cannot open shared object file"]) != []
     assert not_allowed(["could not import 'selenium.webdriver': No module named 'selenium'"]) != []
     assert not_allowed(["real test asset /x is missing (../shared/assets is not beside the repo)"]) != []
+    core_only = "torch is installed here; the shim test above covers this case"
+    assert (not_allowed([core_only]) == []) == (not _no_torch())
     assert (not_allowed(["root can write anywhere (tests/test_cli_errors.py ...)"]) == []) == _root()
     assert len(ALLOWED) <= 6  # short, on purpose: each entry is a test CI does not run
 
