@@ -1,0 +1,306 @@
+"""Class activation maps of an ONNX model: the forward passes of :mod:`onnxvis.cam`, run by the Inspector.
+
+ScoreCAM feeds the image times each mask to the whole model, in batches, through one cached
+session. AblationCAM changes only the chosen tensor, so it runs only the graph after it (the tail):
+the ablated copies are fed at that tensor, with the other tensors the tail reads (a residual
+branch, say) computed once from the image and repeated. EigenCAM, FEM and KPCA-CAM need only the
+activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from onnxvis import cam
+from onnxvis.errors import OnnxvisError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxvis.inspector import Inspector
+    from onnxvis.layers import ConvLayer
+
+__all__ = ["Place", "CamResult", "places_for", "default_layer", "tail_inputs", "target_index", "compute_cams"]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a map is taken: a tensor of the graph.
+
+    Attributes:
+        tensor: the tensor's name.
+        label: names the files: ``<idx>_<layer>`` for a conv layer, the tensor's name otherwise.
+        channels_last: the tensor is (N, h, w, C) (a com.microsoft NhwcConv's output).
+    """
+
+    tensor: str
+    label: str
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class CamResult:
+    """One map: an image, a place, a method and a target class.
+
+    Attributes:
+        cam: (H, W) float32 in [0, 1], the model input's size (grad-cam's output).
+        rgb: the photo after resize/crop, uint8 (H, W, 3), to draw the map on.
+        score: the target's score on the image (the raw output, as grad-cam's ClassifierOutputTarget).
+        input: the array fed to the model (batch 1, the model's layout and dtype), for the metrics.
+        activations: the (C, h, w) activations at the place.
+    """
+
+    image: Path
+    method: str
+    place: Place
+    target: int
+    target_label: str | None
+    score: float
+    cam: np.ndarray
+    rgb: np.ndarray
+    input: np.ndarray
+    activations: np.ndarray
+
+
+def places_for(insp: "Inspector", layers: Sequence["ConvLayer"] = (), tensors: Sequence[str] = ()) -> list[Place]:
+    """Places for conv layers and named tensors (checked to exist in the main graph)."""
+    from onnxvis.render import layer_stem
+
+    places = []
+    for layer in layers:
+        if not layer.in_main_graph:
+            raise OnnxvisError(f"layer {layer.index} ({layer.name}) is inside a subgraph; a class activation map needs a tensor of the main graph")
+        places.append(Place(layer.output_name, layer_stem(layer), layer.op_type == "NhwcConv"))
+    graph = insp.model.graph
+    known = {out for node in graph.node for out in node.output if out}
+    for name in tensors:
+        if name not in known:
+            raise OnnxvisError(f"the model computes no tensor named {name!r}; 'onnxvis info' lists the layers, Netron shows every tensor name")
+        places.append(Place(name, name))
+    return places
+
+
+def default_layer(insp: "Inspector") -> "ConvLayer":
+    """The last conv layer of the main graph whose output is spatial (wider than 1x1), by the shapes
+    onnx infers; a layer whose shape is unknown counts as spatial (the run checks it)."""
+    import onnx
+
+    main = [layer for layer in insp.layers if layer.in_main_graph]
+    if not main:
+        raise OnnxvisError("the model has no conv layer in its main graph; a class activation map needs a conv layer or a spatial tensor")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(insp.model.proto).graph
+        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                  for v in list(inferred.value_info) + list(inferred.output)}
+    except Exception:  # shape inference is a convenience: without it the last conv layer is taken
+        shapes = {}
+    for layer in reversed(main):
+        dims = shapes.get(layer.output_name)
+        spatial = dims[2:] if dims and layer.op_type != "NhwcConv" else (dims[1:-1] if dims else None)
+        if not spatial or len(spatial) != 2 or any(d is None or d > 1 for d in spatial):
+            return layer
+    raise OnnxvisError("no conv layer of the model has a spatial output (all are 1x1); a class activation map needs one")
+
+
+def tail_inputs(graph: "onnx.GraphProto", fed: str, targets: Iterable[str]) -> list[str]:
+    """The tensors, other than ``fed``, that the nodes between ``fed`` and ``targets`` read from outside.
+
+    These are what the tail needs besides the fed tensor: a residual branch, a shape computed
+    upstream, or a graph input. Initializers are not listed (the model holds them).
+    """
+    from onnxvis.runner import _outer_names
+
+    producers = {out: node for node in graph.node for out in node.output if out}
+    initializers = {init.name for init in graph.initializer}
+    tail_outputs: set[str] = set()
+    outside: list[str] = []
+    seen: set[str] = set()
+    stack = list(targets)
+    while stack:
+        name = stack.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name == fed or name in initializers:
+            continue
+        node = producers.get(name)
+        if node is None:
+            outside.append(name)
+            continue
+        tail_outputs.update(node.output)
+        stack.extend(node.input)
+        stack.extend(_outer_names(node))
+    if fed not in seen:
+        raise OnnxvisError(f"tensor {fed!r} does not lead to the scores output; choose a tensor before the classifier")
+    return sorted(n for n in outside if n not in tail_outputs)
+
+
+def target_index(target: int | str | None, scores: np.ndarray, labels: Sequence[str] | None) -> int:
+    """A class index from an index, a label or nothing (the highest score)."""
+    count = scores.shape[0]
+    if target is None:
+        return int(np.argmax(scores))
+    if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
+        if not labels:
+            raise OnnxvisError(f"the model has no class labels, so target {target!r} must be a class index 0..{count - 1}")
+        wanted = target.strip().lower()
+        matches = [i for i, label in enumerate(labels) if label.lower() == wanted]
+        if not matches:
+            raise OnnxvisError(f"no class is labelled {target!r}; give a class index 0..{count - 1} or one of the model's labels")
+        return matches[0]
+    index = int(target)
+    if not 0 <= index < count:
+        raise OnnxvisError(f"target class {index} is out of range: the model scores {count} classes (0..{count - 1})")
+    return index
+
+
+def _class_scores(value: np.ndarray) -> np.ndarray:
+    """(N, classes, 1, 1...) -> (N, classes): a scores output may keep singleton spatial dims."""
+    value = np.asarray(value)
+    flat = value.reshape(value.shape[0], -1) if value.ndim > 1 else value[None]
+    if value.ndim > 2 and flat.shape[1] != max(value.shape[1:]):
+        raise OnnxvisError(f"the output has shape {value.shape}, not one score per class; choose the scores output with --target-output")
+    return flat.astype(np.float32)
+
+
+def _batched(values: np.ndarray, n: int) -> np.ndarray:
+    """A batch-1 value repeated ``n`` times (values without a batch dimension are fed as they are)."""
+    if values.ndim >= 1 and values.shape[0] == 1:
+        return np.repeat(values, n, axis=0)
+    return values
+
+
+class _Scorer:
+    """Runs feeds -> the target's scores, in batches when the graph allows, else one copy at a time
+    (a graph may fix its batch, e.g. a Reshape to [1, 512] after the chosen tensor)."""
+
+    def __init__(self, insp: "Inspector", output: str, target: int):
+        self.insp, self.output, self.target = insp, output, target
+        self.batched: bool | None = None
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return _class_scores(self.insp.run_arrays(feeds, [self.output])[self.output])[:, self.target]
+
+    def __call__(self, varying: dict[str, np.ndarray], fixed: dict[str, np.ndarray]) -> np.ndarray:
+        n = next(iter(varying.values())).shape[0]
+        if self.batched is not False and n > 1:
+            try:
+                scores = self._run({**varying, **{k: _batched(v, n) for k, v in fixed.items()}})
+                self.batched = True
+                return scores
+            except Exception:  # onnxruntime's shape errors have no common type; a bad feed fails again below
+                if self.batched:
+                    raise
+                self.batched = False
+        return np.concatenate([self._run({**{k: v[i : i + 1] for k, v in varying.items()}, **fixed}) for i in range(n)])
+
+
+def _to_layout(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
+    """The batch-1 image times each mask (n, H, W), in the image's layout and dtype."""
+    img = image[:1].astype(np.float32)
+    product = img * (masks[:, None] if layout == "NCHW" else masks[..., None])
+    return product.astype(image.dtype)
+
+
+def _clip_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast, keeping grad-cam's huge ablation values finite in float16 and inside integer ranges."""
+    info = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else np.iinfo(dtype)
+    return np.clip(values, info.min, info.max).astype(dtype)
+
+
+def compute_cams(
+    insp: "Inspector",
+    images: Iterable,
+    places: Sequence[Place],
+    method: str,
+    target: int | str | None = None,
+    output: str | None = None,
+    batch_size: int = 16,
+) -> Iterator[CamResult]:
+    """The class activation map of each image at each place, as pytorch-grad-cam computes it.
+
+    Args:
+        insp: the Inspector of the model.
+        images: photos (paths or PIL images).
+        places: where to take the maps (:func:`places_for`).
+        method: one of :data:`onnxvis.cam.METHODS`.
+        target: a class index or label; by default each image's highest-scoring class.
+        output: the scores output; by default the Inspector's class output.
+        batch_size: masked images per run for ScoreCAM (AblationCAM keeps grad-cam's 32).
+
+    Raises:
+        OnnxvisError: an unknown method, a place whose tensor is not (C, h, w), a target out of range.
+    """
+    if method not in cam.METHODS:
+        raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
+    if not places:
+        raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
+    output = output or insp.class_output()
+    spec = insp.image_input
+    graph = insp.model.graph
+    sides = {p.tensor: tail_inputs(graph, p.tensor, [output]) for p in places} if method == "ablation" else {}
+    wanted = list(dict.fromkeys([output, *(p.tensor for p in places), *(n for names in sides.values() for n in names)]))
+    for image in images:
+        prepared = insp.prepare(image)
+        array = prepared.array[:1]
+        feeds = {spec.name: array}
+        values = insp.run_arrays(feeds, [n for n in wanted if n != spec.name])
+        values[spec.name] = array
+        scores = _class_scores(values[output])[0]
+        index = target_index(target, scores, insp.labels)
+        label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
+        size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
+        scorer = _Scorer(insp, output, index)
+        for place in places:
+            raw_value = np.asarray(values[place.tensor])
+            acts = raw_value[0]
+            if acts.ndim != 3 or min(acts.shape) < 1:
+                raise OnnxvisError(
+                    f"tensor {place.tensor!r} has shape {raw_value.shape}, not (batch, channels, height, width): a class "
+                    "activation map needs a spatial tensor; choose a conv layer or a tensor before the global pooling"
+                )
+            if place.channels_last:
+                acts = np.moveaxis(acts, -1, 0)
+            acts = acts.astype(np.float32)
+            raw = _raw_map(method, acts, scorer, array, spec.layout, size, batch_size, float(scores[index]), place, raw_value.dtype,
+                           {n: values[n] for n in sides.get(place.tensor, [])}, spec.name)
+            yield CamResult(
+                image=prepared.image, method=method, place=place, target=index, target_label=label, score=float(scores[index]),
+                cam=cam.finish(raw, size), rgb=prepared.rgb, input=array, activations=acts,
+            )
+
+
+def _raw_map(
+    method: str,
+    acts: np.ndarray,
+    scorer: _Scorer,
+    array: np.ndarray,
+    layout: str,
+    size: tuple[int, int],
+    batch_size: int,
+    original: float,
+    place: Place,
+    dtype: np.dtype,
+    side_values: dict[str, np.ndarray],
+    input_name: str,
+) -> np.ndarray:
+    if method == "eigen":
+        return cam.eigen_projection(acts)
+    if method == "fem":
+        return cam.fem_map(acts)
+    if method == "kpca":
+        return cam.kpca_projection(acts)
+    if method == "score":
+        weights = cam.score_cam_weights(acts, size, lambda masks: scorer({input_name: _to_layout(masks, array, layout)}, {}), batch_size)
+        return cam.weighted_sum(weights, acts)
+
+    def ablated(copies: np.ndarray) -> np.ndarray:
+        if place.channels_last:
+            copies = np.moveaxis(copies, 1, -1)
+        return scorer({place.tensor: _clip_to(copies, dtype)}, side_values)
+
+    return cam.weighted_sum(cam.ablation_cam_weights(acts, original, ablated), acts)
