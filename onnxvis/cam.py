@@ -201,7 +201,9 @@ def ablation_values(acts: np.ndarray, rows: int) -> np.ndarray:
     return values
 
 
-def ablation_cam_weights(acts: np.ndarray, original: float, score_ablated: ScoreFn, batch_size: int = 32) -> np.ndarray:
+def ablation_cam_weights(
+    acts: np.ndarray, original: float, score_ablated: ScoreFn, batch_size: int = 32, dtype: np.dtype | type = np.float32
+) -> np.ndarray:
     """AblationCAM's channel weights ``(original - ablated) / original``, float32.
 
     Args:
@@ -210,14 +212,19 @@ def ablation_cam_weights(acts: np.ndarray, original: float, score_ablated: Score
         score_ablated: copies (n, C, h, w), each with one channel ablated -> the target scores (n,).
         batch_size: copies per call; it also sets the ablation values (see :func:`ablation_values`),
             so keep grad-cam's 32 to get its numbers.
+        dtype: of the copies (the tensor's own); the values are clipped into its range, so grad-cam's
+            huge ablation values stay finite in float16.
     """
     acts = _check_acts(acts)
     channels = acts.shape[0]
-    values = ablation_values(acts, batch_size)
+    dtype = np.dtype(dtype)
+    info = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else np.iinfo(dtype)
+    values = np.clip(ablation_values(acts, batch_size), info.min, info.max).astype(dtype)
+    base = acts.astype(dtype)[None]
     scores = []
     for start in range(0, channels, batch_size):
         stop = min(start + batch_size, channels)
-        batch = np.repeat(acts[None], stop - start, axis=0)
+        batch = np.repeat(base, stop - start, axis=0)
         for row, channel in enumerate(range(start, stop)):
             batch[row, channel] = values[row]
         scores.append(np.asarray(score_ablated(batch), dtype=np.float32).reshape(-1))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from onnxvis.inspector import Inspector
     from onnxvis.layers import ConvLayer
 
-__all__ = ["Place", "CamResult", "places_for", "default_layer", "tail_inputs", "target_index", "compute_cams"]
+__all__ = ["Place", "CamResult", "places_for", "default_layer", "class_scores", "tail_inputs", "target_index", "compute_cams"]
 
 
 @dataclass(frozen=True)
@@ -107,36 +107,30 @@ def default_layer(insp: "Inspector") -> "ConvLayer":
 
 
 def tail_inputs(graph: "onnx.GraphProto", fed: str, targets: Iterable[str]) -> list[str]:
-    """The tensors, other than ``fed``, that the nodes between ``fed`` and ``targets`` read from outside.
+    """What the tail -- the nodes after ``fed`` that lead to ``targets`` -- reads from before ``fed``.
 
-    These are what the tail needs besides the fed tensor: a residual branch, a shape computed
-    upstream, or a graph input. Initializers are not listed (the model holds them).
+    A residual branch, for instance: AblationCAM computes these once from the image and feeds them
+    beside the ablated copies, so that nothing before ``fed`` runs again. Initializers, and tensors
+    computed from constants alone (onnxruntime computes them in the tail), are not listed.
     """
-    from onnxvis.runner import _outer_names
+    from onnxvis.runner import _outer_names, required_nodes
 
-    producers = {out: node for node in graph.node for out in node.output if out}
-    initializers = {init.name for init in graph.initializer}
-    tail_outputs: set[str] = set()
-    outside: list[str] = []
-    seen: set[str] = set()
-    stack = list(targets)
-    while stack:
-        name = stack.pop()
-        if not name or name in seen:
-            continue
-        seen.add(name)
-        if name == fed or name in initializers:
-            continue
-        node = producers.get(name)
-        if node is None:
-            outside.append(name)
-            continue
-        tail_outputs.update(node.output)
-        stack.extend(node.input)
-        stack.extend(_outer_names(node))
-    if fed not in seen:
+    needed, _ = required_nodes(graph, list(targets))
+    constant = {init.name for init in graph.initializer}
+    after = {fed}
+    for node in graph.node:  # graph order is topological
+        reads = [n for n in node.input if n] + sorted(_outer_names(node))
+        if any(n in after for n in reads):
+            after.update(o for o in node.output if o)
+        elif all(n in constant for n in reads):
+            constant.update(o for o in node.output if o)
+    tail = [node for node in needed if any(n in after for n in [*node.input, *_outer_names(node)])]
+    if not tail:
         raise OnnxvisError(f"tensor {fed!r} does not lead to the scores output; choose a tensor before the classifier")
-    return sorted(n for n in outside if n not in tail_outputs)
+    outside = {
+        n for node in tail for n in [*node.input, *_outer_names(node)] if n and n not in after and n not in constant
+    }
+    return sorted(outside)
 
 
 def target_index(target: int | str | None, scores: np.ndarray, labels: Sequence[str] | None) -> int:
@@ -158,45 +152,47 @@ def target_index(target: int | str | None, scores: np.ndarray, labels: Sequence[
     return index
 
 
-def _class_scores(value: np.ndarray) -> np.ndarray:
-    """(N, classes, 1, 1...) -> (N, classes): a scores output may keep singleton spatial dims."""
+def class_scores(value: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+    """An output (N, classes) -> (N, classes) float32; singleton trailing dims are dropped.
+
+    A spatial output -- one score per class at each position, (N, classes, h, w), or (N, h, w,
+    classes) for an NHWC model -- gives each class the sum over the positions (grad-cam's
+    SemanticSegmentationTarget with the whole image as the mask).
+    """
     value = np.asarray(value)
-    flat = value.reshape(value.shape[0], -1) if value.ndim > 1 else value[None]
-    if value.ndim > 2 and flat.shape[1] != max(value.shape[1:]):
-        raise OnnxvisError(f"the output has shape {value.shape}, not one score per class; choose the scores output with --target-output")
-    return flat.astype(np.float32)
+    if value.ndim < 2:
+        return value.reshape(1, -1).astype(np.float32)
+    squeezed = value.reshape(value.shape[:2] + tuple(d for d in value.shape[2:] if d != 1)) if layout == "NCHW" else value
+    if squeezed.ndim == 2:
+        return squeezed.astype(np.float32)
+    if layout == "NHWC":
+        squeezed = value.reshape((value.shape[0], -1, value.shape[-1]))
+        return squeezed.sum(axis=1, dtype=np.float64).astype(np.float32)
+    return squeezed.reshape(squeezed.shape[:2] + (-1,)).sum(axis=2, dtype=np.float64).astype(np.float32)
 
 
 def _batched(values: np.ndarray, n: int) -> np.ndarray:
-    """A batch-1 value repeated ``n`` times (values without a batch dimension are fed as they are)."""
-    if values.ndim >= 1 and values.shape[0] == 1:
-        return np.repeat(values, n, axis=0)
-    return values
+    """A batch-1 tensor the tail reads, repeated for ``n`` ablated copies."""
+    if values.ndim < 1 or values.shape[0] != 1:
+        raise OnnxvisError(
+            f"the graph after the chosen tensor also reads a tensor of shape {values.shape} without a batch dimension "
+            "(a shape computed upstream); AblationCAM cannot batch it: choose another tensor or method"
+        )
+    return np.repeat(values, n, axis=0)
 
 
 class _Scorer:
-    """Runs feeds -> the target's scores, in batches when the graph allows, else one copy at a time
-    (a graph may fix its batch, e.g. a Reshape to [1, 512] after the chosen tensor)."""
+    """feeds -> the target's scores. The Inspector batches the rows, or runs them one by one when the
+    graph fixes its batch (e.g. a Reshape to [1, 512] after the chosen tensor)."""
 
-    def __init__(self, insp: "Inspector", output: str, target: int):
-        self.insp, self.output, self.target = insp, output, target
-        self.batched: bool | None = None
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return _class_scores(self.insp.run_arrays(feeds, [self.output])[self.output])[:, self.target]
+    def __init__(self, insp: "Inspector", output: str, target: int, batch_size: int):
+        self.insp, self.output, self.target, self.batch_size = insp, output, target, batch_size
 
     def __call__(self, varying: dict[str, np.ndarray], fixed: dict[str, np.ndarray]) -> np.ndarray:
-        n = next(iter(varying.values())).shape[0]
-        if self.batched is not False and n > 1:
-            try:
-                scores = self._run({**varying, **{k: _batched(v, n) for k, v in fixed.items()}})
-                self.batched = True
-                return scores
-            except Exception:  # onnxruntime's shape errors have no common type; a bad feed fails again below
-                if self.batched:
-                    raise
-                self.batched = False
-        return np.concatenate([self._run({**{k: v[i : i + 1] for k, v in varying.items()}, **fixed}) for i in range(n)])
+        n = len(next(iter(varying.values())))
+        feeds = {**{k: _batched(v, n) for k, v in fixed.items()}, **varying}
+        value = self.insp.run_arrays(feeds, [self.output], batch_size=self.batch_size)[self.output]
+        return class_scores(value, self.insp.image_input.layout)[:, self.target]
 
 
 def _to_layout(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
@@ -204,12 +200,6 @@ def _to_layout(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
     img = image[:1].astype(np.float32)
     product = img * (masks[:, None] if layout == "NCHW" else masks[..., None])
     return product.astype(image.dtype)
-
-
-def _clip_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Cast, keeping grad-cam's huge ablation values finite in float16 and inside integer ranges."""
-    info = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else np.iinfo(dtype)
-    return np.clip(values, info.min, info.max).astype(dtype)
 
 
 def compute_cams(
@@ -239,7 +229,7 @@ def compute_cams(
         raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
     if not places:
         raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
-    output = output or insp.class_output()
+    output = insp.class_output(output)
     spec = insp.image_input
     graph = insp.model.graph
     sides = {p.tensor: tail_inputs(graph, p.tensor, [output]) for p in places} if method == "ablation" else {}
@@ -250,11 +240,11 @@ def compute_cams(
         feeds = {spec.name: array}
         values = insp.run_arrays(feeds, [n for n in wanted if n != spec.name])
         values[spec.name] = array
-        scores = _class_scores(values[output])[0]
+        scores = class_scores(values[output], spec.layout)[0]
         index = target_index(target, scores, insp.labels)
         label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
         size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
-        scorer = _Scorer(insp, output, index)
+        scorer = _Scorer(insp, output, index, batch_size if method == "score" else 32)
         for place in places:
             raw_value = np.asarray(values[place.tensor])
             acts = raw_value[0]
@@ -300,7 +290,7 @@ def _raw_map(
 
     def ablated(copies: np.ndarray) -> np.ndarray:
         if place.channels_last:
-            copies = np.moveaxis(copies, 1, -1)
-        return scorer({place.tensor: _clip_to(copies, dtype)}, side_values)
+            copies = np.ascontiguousarray(np.moveaxis(copies, 1, -1))
+        return scorer({place.tensor: copies}, side_values)
 
-    return cam.weighted_sum(cam.ablation_cam_weights(acts, original, ablated), acts)
+    return cam.weighted_sum(cam.ablation_cam_weights(acts, original, ablated, dtype=dtype), acts)

@@ -271,6 +271,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess_options(p)
 
     p = sub.add_parser(
+        "cam",
+        help="where the model looks: class activation maps (ScoreCAM, AblationCAM, EigenCAM, FEM, KPCA-CAM) over the photo",
+        description="Compute, for each image and place, the class activation map of a class as pytorch-grad-cam "
+        "1.5 does (same numbers), from forward passes only: no gradients, no torch, any framework's model. "
+        "Writes the map over the photo (grad-cam's show_cam_on_image, JET colours) as PNG, and with "
+        "--format npy the map itself (float32, the model input's height x width, in [0, 1]). score: ScoreCAM, "
+        "one run of the whole model per channel (masks batched); ablation: AblationCAM, which runs only the "
+        "graph after the chosen tensor; eigen, fem, kpca: from the activations alone (not class-specific).",
+        epilog="examples:\n  onnxvis cam models/resnet18.onnx cat.jpg\n"
+        "  onnxvis cam models/resnet18.onnx cat.jpg --method score --target 'tiger cat'\n"
+        "  onnxvis cam models/resnet18.onnx cat.jpg --tensor relu_16 --format png,npy --metrics\n"
+        "  onnxvis cam squeezenet.onnx photos/ --preset caffe --method eigen",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="photos or folders of photos (default: matplotlib's sample portrait)")
+    p.add_argument("--method", choices=["score", "ablation", "eigen", "fem", "kpca"], default="ablation", help="the CAM method (default ablation)")
+    _add_layers(p, "the last conv layer with a spatial output")
+    p.add_argument(
+        "--tensor",
+        dest="tensors",
+        action="append",
+        metavar="NAME",
+        help="any tensor of the graph with (batch, channels, height, width) values, e.g. a block's output after its "
+        "residual add and activation (repeat for several)",
+    )
+    p.add_argument("--target", metavar="CLASS", help="class index, or label when the model has labels (default: the predicted class)")
+    p.add_argument("--target-output", metavar="NAME", help="the output that holds the class scores, for models with several")
+    p.add_argument("--metrics", action="store_true", help="print grad-cam's CamMultImageConfidenceChange and ROAD scores (ROAD needs pip install 'onnxvis[cam]')")
+    p.add_argument(
+        "--percentiles",
+        type=_floats,
+        default=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0),
+        metavar="P,...",
+        help="ROAD's percentiles for --metrics (default 10,20,...,90, as grad-cam's ROADCombined)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="masked images per run for ScoreCAM (default 16)")
+    _add_preprocess_options(p)
+    p.add_argument(
+        "--format",
+        dest="formats",
+        default="png",
+        metavar="png,npy,tensorboard",
+        help="what to write: png (the map over the photo; default), npy (the map), tensorboard (needs "
+        "pip install 'onnxvis[tensorboard]'), comma-separated",
+    )
+    _add_output(p)
+
+    p = sub.add_parser(
         "report",
         help="write one self-contained HTML report: summary, weight statistics, kernels, feature maps, top-5",
         description="Write report.html: the model's summary (producer, opsets, inputs, preprocessing), a table "
@@ -286,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", metavar="IMAGE", nargs="*", help="photos to run (none: a report of the weights alone)")
     p.add_argument("--full-paths", action="store_true",
                    help="show the full paths of the model and the images (default: file names only, for sharing)")
+    p.add_argument(
+        "--cam",
+        choices=["score", "ablation", "eigen", "fem", "kpca", "none"],
+        default="ablation",
+        help="the class activation map drawn for each image, at the last spatial conv layer (default ablation; none: no map)",
+    )
     _add_layers(p, "the first conv layer; the feature maps shown")
     p.add_argument(
         "--max-tiles",
@@ -603,6 +658,48 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"preprocessing: {inspector.preprocessing.preprocess.describe()}", file=sys.stderr)
 
 
+def cmd_cam(args: argparse.Namespace) -> None:
+    from onnxvis.cammodel import compute_cams, default_layer, places_for
+    from onnxvis.camwrite import parse_cam_formats, write_cams
+
+    if args.batch_size < 1:
+        raise OnnxvisError("--batch-size must be 1 or more")
+    formats = parse_cam_formats(args.formats)
+    if "tensorboard" in formats:
+        from onnxvis.tensorboard import check_available
+
+        check_available()
+    inspector = _inspector(args)
+    images = _images(args)
+    layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector)])
+    places = places_for(inspector, layers, args.tensors or [])
+    output = inspector.class_output(args.target_output)
+    out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
+    results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
+    lines: list[str] = []
+    each = None
+    if args.metrics:
+        from onnxvis.cammetrics import confidence_change, road
+
+        def each(result) -> None:
+            scores = road(inspector, result, args.percentiles, output)
+            morf, lerf = scores["morf"], scores["lerf"]
+            lines.append(
+                f"{result.image.name} {result.place.label} class {result.target}: confidence change {confidence_change(inspector, result, output):+.4g}; "
+                + "ROAD most-relevant-first " + " ".join(f"{p:g}:{v:+.4g}" for p, v in morf.items())
+                + "; least-relevant-first " + " ".join(f"{p:g}:{v:+.4g}" for p, v in lerf.items())
+                + f"; combined {(np.mean(list(lerf.values())) - np.mean(list(morf.values()))) / 2:+.4g}"
+            )
+            print(lines[-1], file=sys.stderr)
+
+    import numpy as np
+
+    written = write_cams(results, out, formats, each)
+    for note in _guess_note(inspector):
+        print(note, file=sys.stderr)
+    _print_paths(written)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from onnxvis.report import build_report, write_report
 
@@ -624,6 +721,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         max_tiles=args.max_tiles,
         full_paths=args.full_paths,
         progress=True,
+        cam_method=None if args.cam == "none" else args.cam,
     )
     written = write_report(out, text)
     if images:
@@ -698,6 +796,7 @@ COMMANDS = {
     "kernels": cmd_kernels,
     "fmaps": cmd_fmaps,
     "predict": cmd_predict,
+    "cam": cmd_cam,
     "report": cmd_report,
     "tutorial": cmd_tutorial,
     "serve": cmd_serve,

@@ -7,6 +7,7 @@ In a notebook::
     figures.kernels("models/alexnet.onnx")                 # every layer's grid, shown inline
     figures.kernels("models/alexnet.onnx", colormap="diverging")[0]   # one grid: blue < 0 < red
     figures.fmaps("models/alexnet.onnx", "cat.jpg", layers="0,1")
+    figures.cam("models/resnet18.onnx", "cat.jpg", method="score")   # where the model looks
     figures.kernel_figure("models/alexnet.onnx", layer=0)   # matplotlib Figure, colour bar in weight units
     figures.fmap_figure("models/alexnet.onnx", "cat.jpg", layer=0)
 
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxvis.cam import overlay
+from onnxvis.cammodel import compute_cams, default_layer, places_for
 from onnxvis.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
 from onnxvis.errors import OnnxvisError
 from onnxvis.grids import GridOptions, fmap_grid, fmap_pixels
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from onnxvis.preprocess import Preprocess
 
 __all__ = [
-    "Picture", "Pictures", "kernels", "fmaps", "kernel_figure", "fmap_figure", "img_tag", "display_scale",
+    "Picture", "Pictures", "kernels", "fmaps", "cam", "kernel_figure", "fmap_figure", "img_tag", "display_scale",
     "COLORMAPS", "DIVERGING_CMAP", "check_colormap", "diverging_rgb", "signed_kernels", "signed_kernel_grid",
 ]
 
@@ -118,6 +121,29 @@ def fmaps(
     options = grid if grid is not None else GridOptions()
     result = inspector.feature_maps(image, inspector.select(layers, "first"))
     return Pictures(Picture(fmap_pixels(maps, options), layer_title(layer, "feature maps")) for layer, maps in result.maps.items())
+
+
+def cam(
+    model: "str | Path | Model | Inspector",
+    image: "str | Path",
+    method: str = "ablation",
+    layers: "str | int | None" = None,
+    tensor: str | None = None,
+    target: "int | str | None" = None,
+    preprocess: "Preprocess | None" = None,
+) -> Pictures:
+    """The class activation map of ``image`` over the photo, as the CLI's ``cam`` draws it (grad-cam's
+    show_cam_on_image), one picture per place: the chosen conv layers and/or ``tensor`` (by default
+    the last conv layer with a spatial output). The titles name the method, the place and the class."""
+    inspector = _inspector(model, preprocess)
+    chosen = inspector.select(layers, "last") if layers is not None else ([] if tensor else [default_layer(inspector)])
+    places = places_for(inspector, chosen, [tensor] if tensor else [])
+    pictures = Pictures()
+    for result in compute_cams(inspector, [image], places, method, target):
+        label = f" {result.target_label}" if result.target_label else ""
+        title = f"{method} CAM - {result.place.label} - class {result.target}{label}"
+        pictures.append(Picture(overlay(result.rgb, result.cam), title))
+    return pictures
 
 
 # ------------------------------------------------------------------------------------------------

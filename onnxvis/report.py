@@ -312,6 +312,23 @@ def _image_section(
     return "\n".join(parts)
 
 
+def _cam_section(inspector: "Inspector", image: Path, method: str) -> str:
+    """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
+    from onnxvis.cam import overlay
+    from onnxvis.cammodel import compute_cams, default_layer, places_for
+
+    try:
+        places = places_for(inspector, [default_layer(inspector)])
+        (result,) = compute_cams(inspector, [image], places, method)
+    except OnnxvisError as exc:
+        return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(exc)}</p>"
+    label = f" ({result.target_label})" if result.target_label else ""
+    title = f"Where the model looks: {method} CAM of class {result.target}{label} at {result.place.label}"
+    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(method)} method, from forward passes; "
+            f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
+            f"<figure>{img_tag(overlay(result.rgb, result.cam), title)}</figure>")
+
+
 def _channels_first(layer: "ConvLayer", value: np.ndarray) -> np.ndarray:
     value = np.asarray(value)
     if value.ndim < 2 or value.size == 0:
@@ -341,6 +358,7 @@ def build_report(
     full_paths: bool = False,
     progress: bool = False,
     log: Log = _stderr,
+    cam_method: str | None = "ablation",
 ) -> str:
     """The report's HTML text.
 
@@ -357,6 +375,7 @@ def build_report(
         full_paths: show the full paths of the model and the images, not only their file names.
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
+        cam_method: the class activation map drawn for each image (see :mod:`onnxvis.cam`), None for none.
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
@@ -401,6 +420,8 @@ def build_report(
             for number, result in enumerate(inspector.run(images, targets)):
                 table = _predictions(output, result.values[output], labels or []) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
+                if cam_method:
+                    image_parts[-1] += _cam_section(inspector, result.image, cam_method)
                 bar.advance(f"image {result.image.name}")
     return _page(inspector, entries, image_parts, colormap, full_paths)
 
