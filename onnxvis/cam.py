@@ -13,29 +13,29 @@ over one layer).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
 
 __all__ = [
+    "JET",
     "METHODS",
     "ScoreFn",
-    "resize_bilinear",
-    "upsample_align_corners",
-    "scale_cam_image",
-    "finish",
-    "score_masks",
-    "score_cam_weights",
-    "ablation_values",
     "ablation_cam_weights",
-    "weighted_sum",
+    "ablation_values",
     "eigen_projection",
-    "kpca_projection",
     "fem_map",
-    "JET",
+    "finish",
+    "kpca_projection",
     "overlay",
+    "resize_bilinear",
+    "scale_cam_image",
+    "score_cam_weights",
+    "score_masks",
+    "upsample_align_corners",
+    "weighted_sum",
 ]
 
 METHODS = ("score", "ablation", "eigen", "fem", "kpca")
@@ -257,18 +257,18 @@ def eigen_projection(acts: np.ndarray) -> np.ndarray:
     """EigenCAM: the centred activations projected on their first right singular vector, (h, w) float32."""
     flat = _centred(acts)
     _, _, vt = np.linalg.svd(flat, full_matrices=True)
-    return np.float32((flat @ vt[0, :]).reshape(acts.shape[1:]))
+    return (flat @ vt[0, :]).reshape(acts.shape[1:]).astype(np.float32)
 
 
 def kpca_projection(acts: np.ndarray, kernel: str = "sigmoid", gamma: float | None = None) -> np.ndarray:
     """KPCA-CAM: the first kernel principal component (scikit-learn's KernelPCA, as grad-cam), (h, w) float32."""
     try:
-        from sklearn.decomposition import KernelPCA
+        from sklearn.decomposition import KernelPCA  # type: ignore[import-untyped]
     except ImportError:
         raise OnnxvisError("the kpca method needs scikit-learn: pip install 'onnxvis[cam]'") from None
     flat = _centred(acts)
     projection = KernelPCA(n_components=1, kernel=kernel, gamma=gamma).fit_transform(flat)
-    return np.float32(projection.reshape(acts.shape[1:]))
+    return np.asarray(projection, dtype=np.float32).reshape(acts.shape[1:])
 
 
 def fem_map(acts: np.ndarray, k: float = 2.0) -> np.ndarray:

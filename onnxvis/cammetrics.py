@@ -14,7 +14,8 @@ needs scipy (``pip install 'onnxvis[cam]'``), imported only here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from onnxvis.errors import OnnxvisError
 if TYPE_CHECKING:
     from onnxvis.inspector import Inspector
 
-__all__ = ["NEIGHBOURS", "noisy_linear_impute", "confidence_change", "road", "deletion", "ROAD_PERCENTILES"]
+__all__ = ["NEIGHBOURS", "ROAD_PERCENTILES", "confidence_change", "deletion", "noisy_linear_impute", "road"]
 
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -45,8 +46,8 @@ def noisy_linear_impute(img: np.ndarray, keep: np.ndarray, noise: float = 0.01, 
         seed: seeds the noise (grad-cam draws it from torch's global generator).
     """
     try:
-        from scipy.sparse import csc_matrix, lil_matrix
-        from scipy.sparse.linalg import spsolve
+        from scipy.sparse import csc_matrix, lil_matrix  # type: ignore[import-untyped]
+        from scipy.sparse.linalg import spsolve  # type: ignore[import-untyped]
     except ImportError:
         raise OnnxvisError("ROAD's imputation needs scipy: pip install 'onnxvis[cam]'") from None
     img = np.asarray(img, dtype=np.float32)
@@ -95,12 +96,12 @@ def _batch(chws: Sequence[np.ndarray], layout: str, dtype: np.dtype) -> np.ndarr
     return np.ascontiguousarray(stacked).astype(dtype)
 
 
-def _scores(insp: "Inspector", output: str, target: int, batch: np.ndarray) -> np.ndarray:
+def _scores(insp: Inspector, output: str, target: int, batch: np.ndarray) -> np.ndarray:
     value = insp.run_arrays({insp.image_input.name: batch}, [output])[output]
     return class_scores(value, insp.image_input.layout)[:, target]
 
 
-def confidence_change(insp: "Inspector", result: CamResult, output: str | None = None) -> float:
+def confidence_change(insp: Inspector, result: CamResult, output: str | None = None) -> float:
     """grad-cam's CamMultImageConfidenceChange: score(input x map) - score(input)."""
     output = insp.class_output(output)
     layout = insp.image_input.layout
@@ -110,7 +111,7 @@ def confidence_change(insp: "Inspector", result: CamResult, output: str | None =
 
 
 def road(
-    insp: "Inspector",
+    insp: Inspector,
     result: CamResult,
     percentiles: Sequence[float] = ROAD_PERCENTILES,
     output: str | None = None,
@@ -131,7 +132,7 @@ def road(
         for p in percentiles:
             if not 0 < float(p) < 100:
                 raise OnnxvisError(f"ROAD percentiles must be between 0 and 100, got {p}")
-            keep = np.float32(values < np.percentile(values, p))
+            keep = (values < np.percentile(values, p)).astype(np.float32)
             batch.append(noisy_linear_impute(img, keep, seed=seed))
         scores = _scores(insp, output, result.target, _batch(batch, layout, result.input.dtype))
         out[kind] = {float(p): float(s - scores[0]) for p, s in zip(percentiles, scores[1:])}
@@ -145,7 +146,7 @@ def _hottest(values: np.ndarray, count: int) -> np.ndarray:
 
 
 def deletion(
-    insp: "Inspector",
+    insp: Inspector,
     result: CamResult,
     share: float = 0.2,
     output: str | None = None,
@@ -169,7 +170,7 @@ def deletion(
     layout = insp.image_input.layout
     img = _chw(result.input, layout)
     mean = img.mean(axis=(1, 2), keepdims=True)
-    count = int(round(share * result.cam.size))
+    count = round(share * result.cam.size)
     rng = np.random.default_rng(seed)
     if baseline == "pixels":
         noise = rng.permutation(result.cam.size).reshape(result.cam.shape).astype(np.float32)

@@ -9,9 +9,10 @@ activations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from onnxvis.inspector import Inspector
     from onnxvis.layers import ConvLayer
 
-__all__ = ["Place", "CamResult", "places_for", "default_layer", "class_scores", "tail_inputs", "target_index", "compute_cams"]
+__all__ = ["CamResult", "Place", "class_scores", "compute_cams", "default_layer", "places_for", "tail_inputs", "target_index"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class CamResult:
     activations: np.ndarray
 
 
-def places_for(insp: "Inspector", layers: Sequence["ConvLayer"] = (), tensors: Sequence[str] = ()) -> list[Place]:
+def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Sequence[str] = ()) -> list[Place]:
     """Places for conv layers and named tensors (checked to exist in the main graph)."""
     from onnxvis.render import layer_stem
 
@@ -84,7 +85,7 @@ def places_for(insp: "Inspector", layers: Sequence["ConvLayer"] = (), tensors: S
     return places
 
 
-def default_layer(insp: "Inspector") -> "ConvLayer":
+def default_layer(insp: Inspector) -> ConvLayer:
     """The last conv layer of the main graph whose output is spatial (wider than 1x1), by the shapes
     onnx infers; a layer whose shape is unknown counts as spatial (the run checks it)."""
     import onnx
@@ -96,7 +97,7 @@ def default_layer(insp: "Inspector") -> "ConvLayer":
         inferred = onnx.shape_inference.infer_shapes(insp.model.proto).graph
         shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
                   for v in list(inferred.value_info) + list(inferred.output)}
-    except Exception:  # shape inference is a convenience: without it the last conv layer is taken
+    except Exception:  # noqa: BLE001  (onnx raises several types; shape inference is a convenience: without it the last conv layer is taken)
         shapes = {}
     for layer in reversed(main):
         dims = shapes.get(layer.output_name)
@@ -106,7 +107,7 @@ def default_layer(insp: "Inspector") -> "ConvLayer":
     raise OnnxvisError("no conv layer of the model has a spatial output (all are 1x1); a class activation map needs one")
 
 
-def tail_inputs(graph: "onnx.GraphProto", fed: str, targets: Iterable[str]) -> list[str]:
+def tail_inputs(graph: onnx.GraphProto, fed: str, targets: Iterable[str]) -> list[str]:
     """What the tail -- the nodes after ``fed`` that lead to ``targets`` -- reads from before ``fed``.
 
     A residual branch, for instance: AblationCAM computes these once from the image and feeds them
@@ -185,7 +186,7 @@ class _Scorer:
     """feeds -> the target's scores. The Inspector batches the rows, or runs them one by one when the
     graph fixes its batch (e.g. a Reshape to [1, 512] after the chosen tensor)."""
 
-    def __init__(self, insp: "Inspector", output: str, target: int, batch_size: int):
+    def __init__(self, insp: Inspector, output: str, target: int, batch_size: int):
         self.insp, self.output, self.target, self.batch_size = insp, output, target, batch_size
 
     def __call__(self, varying: dict[str, np.ndarray], fixed: dict[str, np.ndarray]) -> np.ndarray:
@@ -203,7 +204,7 @@ def _to_layout(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
 
 
 def compute_cams(
-    insp: "Inspector",
+    insp: Inspector,
     images: Iterable,
     places: Sequence[Place],
     method: str,

@@ -4,8 +4,9 @@ map itself as .npy, and TensorBoard images."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from onnxvis.cammodel import CamResult
     from onnxvis.output import OutputDir
 
-__all__ = ["CAM_FORMATS", "parse_cam_formats", "cam_stem", "npy_bytes", "write_cams"]
+__all__ = ["CAM_FORMATS", "cam_stem", "npy_bytes", "parse_cam_formats", "write_cams"]
 
 CAM_FORMATS = ("png", "npy", "tensorboard")
 
@@ -31,7 +32,7 @@ def parse_cam_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
-def cam_stem(result: "CamResult") -> str:
+def cam_stem(result: CamResult) -> str:
     """``cam_<method>_<image stem>_<idx>_<layer>`` (the output folder sanitises it)."""
     return f"cam_{result.method}_{result.image.stem or 'image'}_{result.place.label}"
 
@@ -43,10 +44,10 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def write_cams(
-    results: Iterable["CamResult"],
-    out: "OutputDir",
+    results: Iterable[CamResult],
+    out: OutputDir,
     formats: str | Sequence[str] = ("png",),
-    each: Callable[["CamResult"], None] | None = None,
+    each: Callable[[CamResult], None] | None = None,
 ) -> list[Path]:
     """Write each map as it comes: ``<stem>.png`` (the map over the photo), ``<stem>.npy`` (float32
     H x W in [0, 1]) and/or the TensorBoard tag ``cam_<method>/<place>`` with one step per image.

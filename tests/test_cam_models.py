@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import ASSETS, asset, run_onnxvis
 from PIL import Image
 
-from conftest import ASSETS, asset, run_onnxvis
 from onnxvis import cammodel
 from onnxvis.errors import OnnxvisError
 

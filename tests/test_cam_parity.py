@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import asset, run_onnxvis
 
 torch = pytest.importorskip("torch")
@@ -47,7 +46,7 @@ def _block_output_name(path) -> str:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from pytorch_grad_cam import AblationCAM, EigenCAM, FEM, KPCA_CAM, ScoreCAM
+    from pytorch_grad_cam import FEM, KPCA_CAM, AblationCAM, EigenCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from onnxvis.inspector import Inspector
@@ -104,7 +103,7 @@ def test_default_target_is_the_predicted_class_and_overlay_is_grad_cams(setup):
 
     from onnxvis.inspector import Inspector
 
-    onnx_path, image, target, block, oracle, folder = setup
+    onnx_path, image, _, block, oracle, folder = setup
     out = folder / "out_default"
     done = run_onnxvis("cam", onnx_path, image, "--method", "eigen", "--tensor", block, "-o", out)
     assert done.returncode == 0, done.stderr
