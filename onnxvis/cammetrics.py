@@ -25,7 +25,7 @@ from onnxvis.errors import OnnxvisError
 if TYPE_CHECKING:
     from onnxvis.inspector import Inspector
 
-__all__ = ["NEIGHBOURS", "ROAD_PERCENTILES", "confidence_change", "deletion", "noisy_linear_impute", "road"]
+__all__ = ["check_road_available", "metrics_line", "NEIGHBOURS", "ROAD_PERCENTILES", "confidence_change", "deletion", "noisy_linear_impute", "road"]
 
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -34,6 +34,14 @@ NEIGHBOURS = (
     ((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
     ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
 )  # fmt: skip
+
+
+def check_road_available() -> None:
+    """Raise the install hint now, before a long run, when scipy (ROAD's solver) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is None:
+        raise OnnxvisError("ROAD's imputation needs scipy: pip install 'onnxvis[cam]'")
 
 
 def noisy_linear_impute(img: np.ndarray, keep: np.ndarray, noise: float = 0.01, seed: int = 0) -> np.ndarray:
@@ -120,8 +128,9 @@ def road(
     """ROAD's score changes, as grad-cam defines them, for each percentile p.
 
     ``"morf"`` (most relevant first, grad-cam's ROADMostRelevantFirst(p)) removes the pixels whose map
-    value is at or above the p-th percentile; ``"lerf"`` (ROADLeastRelevantFirst(p)) does the same on
-    1 - map, so it keeps the top (100 - p)% ... and removes the rest. A good map: morf drops, lerf stays.
+    value is at or above its p-th percentile (the top (100 - p)%); ``"lerf"`` (ROADLeastRelevantFirst(p))
+    does the same on 1 - map: it keeps the p% most relevant pixels and removes the rest. A good map:
+    the score drops under morf and stays under lerf.
     """
     output = insp.class_output(output)
     layout = insp.image_input.layout
@@ -179,3 +188,19 @@ def deletion(
     deleted = [np.where(mask[None], mean, img) for mask in (_hottest(result.cam, count), _hottest(noise, count))]
     scores = _scores(insp, output, result.target, _batch([img, *deleted], layout, result.input.dtype))
     return float(scores[0] - scores[1]), float(scores[0] - scores[2])
+
+
+def metrics_line(insp: "Inspector", result: CamResult, percentiles: Sequence[float] = ROAD_PERCENTILES, output: str | None = None) -> str:
+    """One line for ``onnxvis cam --metrics``: the confidence change, ROAD's score changes at each
+    percentile, and ROAD combined ((mean least-relevant-first - mean most-relevant-first) / 2, as
+    grad-cam's ROADCombined)."""
+    scores = road(insp, result, percentiles, output)
+    morf, lerf = scores["morf"], scores["lerf"]
+    combined = (np.mean(list(lerf.values())) - np.mean(list(morf.values()))) / 2
+    return (
+        f"{result.image.name} {result.place.label} class {result.target}: confidence change "
+        f"{confidence_change(insp, result, output):+.4g}; ROAD most-relevant-first "
+        + " ".join(f"{p:g}:{v:+.4g}" for p, v in morf.items())
+        + "; least-relevant-first " + " ".join(f"{p:g}:{v:+.4g}" for p, v in lerf.items())
+        + f"; combined {combined:+.4g}"
+    )

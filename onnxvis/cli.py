@@ -675,25 +675,16 @@ def cmd_cam(args: argparse.Namespace) -> None:
     places = places_for(inspector, layers, args.tensors or [])
     output = inspector.class_output(args.target_output)
     out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
-    results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
-    lines: list[str] = []
     each = None
     if args.metrics:
-        from onnxvis.cammetrics import confidence_change, road
+        from onnxvis.cammetrics import check_road_available, metrics_line
+
+        check_road_available()  # before the long run
 
         def each(result) -> None:
-            scores = road(inspector, result, args.percentiles, output)
-            morf, lerf = scores["morf"], scores["lerf"]
-            lines.append(
-                f"{result.image.name} {result.place.label} class {result.target}: confidence change {confidence_change(inspector, result, output):+.4g}; "
-                + "ROAD most-relevant-first " + " ".join(f"{p:g}:{v:+.4g}" for p, v in morf.items())
-                + "; least-relevant-first " + " ".join(f"{p:g}:{v:+.4g}" for p, v in lerf.items())
-                + f"; combined {(np.mean(list(lerf.values())) - np.mean(list(morf.values()))) / 2:+.4g}"
-            )
-            print(lines[-1], file=sys.stderr)
+            print(metrics_line(inspector, result, args.percentiles, output), file=sys.stderr)
 
-    import numpy as np
-
+    results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
     written = write_cams(results, out, formats, each)
     for note in _guess_note(inspector):
         print(note, file=sys.stderr)

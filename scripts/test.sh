@@ -31,7 +31,7 @@ if .venv-core/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util
 fi
 pytest_in .venv-core -q "$@"
 
-echo "== full environment (torch, torchvision, the serve extra): .venv"
+echo "== full environment (torch, torchvision, the serve and cam extras, grad-cam): .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,export,serve]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,export,serve,cam,cam-parity]'
 pytest_in .venv -q "$@"

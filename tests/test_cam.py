@@ -75,7 +75,7 @@ def test_ablation_values_follow_grad_cams_running_minimum():
 
 
 def test_ablation_weights_relative_drop_and_copies():
-    acts = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2) + 1
+    acts = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2) + 1
     seen = []
 
     def score(batch):

@@ -216,3 +216,28 @@ def test_deleting_the_hottest_pixels_hurts_more_than_random(method, limit):
 @pytest.mark.parametrize("method", ["score", "ablation", "eigen", "kpca"])
 def test_deletion_on_all_100_photos_slow(method):
     assert _deletion_share(method, 100) > 0.5
+
+
+def test_report_and_notebook_show_a_cam_with_the_method_named(tmp_path, photo):
+    from onnxvis import figures
+    from onnxvis.inspector import Inspector
+    from onnxvis.report import build_report
+
+    model = _small_classifier(tmp_path / "small.onnx", residual=True)
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+        text = build_report(insp, [photo], cam_method="score")
+        pictures = figures.cam(insp, photo, method="fem", tensor="block")
+        none = build_report(insp, [photo], cam_method=None)
+    assert "Where the model looks: score CAM of class" in text and text.count("data:image/png") > none.count("data:image/png")
+    assert "Where the model looks" not in none
+    (picture,) = pictures
+    assert picture.title.startswith("fem CAM - block - class ") and picture.pixels.shape == (16, 16, 3)
+
+
+def test_tensorboard_format(tmp_path, photo):
+    pytest.importorskip("tensorboard")
+    model = _small_classifier(tmp_path / "small.onnx")
+    done = run_onnxvis("cam", model, photo, photo, "--preset", "unit", "--resize", "16,16", "--format", "tensorboard", "-o", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    (events,) = done.stdout.split()
+    assert "events.out.tfevents" in events and os.path.getsize(events) > 0
