@@ -25,7 +25,7 @@ from onnxvis.errors import OnnxvisError
 if TYPE_CHECKING:
     from onnxvis.inspector import Inspector
 
-__all__ = ["check_road_available", "metrics_line", "NEIGHBOURS", "ROAD_PERCENTILES", "confidence_change", "deletion", "noisy_linear_impute", "road"]
+__all__ = ["NEIGHBOURS", "ROAD_PERCENTILES", "check_road_available", "confidence_change", "deletion", "metrics_line", "noisy_linear_impute", "road"]
 
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -190,7 +190,7 @@ def deletion(
     return float(scores[0] - scores[1]), float(scores[0] - scores[2])
 
 
-def metrics_line(insp: "Inspector", result: CamResult, percentiles: Sequence[float] = ROAD_PERCENTILES, output: str | None = None) -> str:
+def metrics_line(insp: Inspector, result: CamResult, percentiles: Sequence[float] = ROAD_PERCENTILES, output: str | None = None) -> str:
     """One line for ``onnxvis cam --metrics``: the confidence change, ROAD's score changes at each
     percentile, and ROAD combined ((mean least-relevant-first - mean most-relevant-first) / 2, as
     grad-cam's ROADCombined)."""

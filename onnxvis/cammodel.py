@@ -235,8 +235,9 @@ def compute_cams(
     graph = insp.model.graph
     sides = {p.tensor: tail_inputs(graph, p.tensor, [output]) for p in places} if method == "ablation" else {}
     wanted = list(dict.fromkeys([output, *(p.tensor for p in places), *(n for names in sides.values() for n in names)]))
-    for image in images:
-        prepared = insp.prepare(image)
+    from onnxvis.inspector import map_images
+
+    for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
         array = prepared.array[:1]
         feeds = {spec.name: array}
         values = insp.run_arrays(feeds, [n for n in wanted if n != spec.name])

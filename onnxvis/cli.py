@@ -661,6 +661,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_cam(args: argparse.Namespace) -> None:
     from onnxvis.cammodel import compute_cams, default_layer, places_for
     from onnxvis.camwrite import parse_cam_formats, write_cams
+    from onnxvis.progress import Progress
 
     if args.batch_size < 1:
         raise OnnxvisError("--batch-size must be 1 or more")
@@ -675,17 +676,19 @@ def cmd_cam(args: argparse.Namespace) -> None:
     places = places_for(inspector, layers, args.tensors or [])
     output = inspector.class_output(args.target_output)
     out = _output_dir(args, inspector.model.name, [inspector.model.path, *images])
-    each = None
     if args.metrics:
         from onnxvis.cammetrics import check_road_available, metrics_line
 
         check_road_available()  # before the long run
+    with Progress(len(images) * len(places), f"cam {args.method}") as bar:
 
         def each(result) -> None:
-            print(metrics_line(inspector, result, args.percentiles, output), file=sys.stderr)
+            if args.metrics:
+                bar.write(metrics_line(inspector, result, args.percentiles, output))
+            bar.advance(result.image.name)
 
-    results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
-    written = write_cams(results, out, formats, each)
+        results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
+        written = write_cams(results, out, formats, each)
     for note in _guess_note(inspector):
         print(note, file=sys.stderr)
     _print_paths(written)

@@ -182,7 +182,7 @@ def test_real_models_nhwc_fp16_quantized(tmp_path, model, image, extra, method):
     picture = np.asarray(Image.open(png))
     assert cam.dtype == np.float32 and picture.shape == cam.shape + (3,)
     assert cam.min() == 0 and cam.max() == pytest.approx(1, abs=1e-6) and np.isfinite(cam).all()
-    assert cam.std() > 0.05  # a map with places, not a flat field
+    assert cam.std() > 0.02  # a map with places, not a flat field
 
 
 def _imagenet_sample(limit: int) -> list:
