@@ -18,6 +18,7 @@ import numpy as np
 
 from onnxvis import cam
 from onnxvis.errors import OnnxvisError
+from onnxvis.inspector import map_images
 
 if TYPE_CHECKING:
     import onnx
@@ -235,8 +236,6 @@ def compute_cams(
     graph = insp.model.graph
     sides = {p.tensor: tail_inputs(graph, p.tensor, [output]) for p in places} if method == "ablation" else {}
     wanted = list(dict.fromkeys([output, *(p.tensor for p in places), *(n for names in sides.values() for n in names)]))
-    from onnxvis.inspector import map_images
-
     for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
         array = prepared.array[:1]
         feeds = {spec.name: array}

@@ -31,6 +31,7 @@ quick tour:
   onnxvis kernels models/alexnet.onnx         kernel grids of every conv layer -> PNG
   onnxvis fmaps models/alexnet.onnx cat.jpg   conv1 feature maps of a photo -> PNG
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
+  onnxvis cam models/alexnet.onnx cat.jpg     where the model looks for its class (as grad-cam) -> PNG
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
   onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)

@@ -207,13 +207,13 @@ def _deletion_share(method: str, limit: int) -> float:
     return float(np.mean(wins))
 
 
-@pytest.mark.parametrize("method, limit", [("ablation", 30), ("fem", 100), ("eigen", 30)])
+@pytest.mark.parametrize("method, limit", [("ablation", 30), ("fem", 100), ("kpca", 30)])
 def test_deleting_the_hottest_pixels_hurts_more_than_random(method, limit):
     assert _deletion_share(method, limit) > 0.5
 
 
 @pytest.mark.skipif(not os.environ.get("ONNXVIS_SLOW"), reason="slow (ScoreCAM: 1000 whole-model runs per photo); set ONNXVIS_SLOW=1")
-@pytest.mark.parametrize("method", ["score", "ablation", "eigen", "kpca"])
+@pytest.mark.parametrize("method", ["score", "ablation", "eigen", "kpca", "fem"])
 def test_deletion_on_all_100_photos_slow(method):
     assert _deletion_share(method, 100) > 0.5
 
