@@ -18,7 +18,9 @@ import numpy as np
 
 from onnxvis import cam
 from onnxvis.errors import OnnxvisError
+from onnxvis.graph import outer_names
 from onnxvis.inspector import map_images
+from onnxvis.runner import required_nodes
 
 if TYPE_CHECKING:
     import onnx
@@ -115,22 +117,20 @@ def tail_inputs(graph: onnx.GraphProto, fed: str, targets: Iterable[str]) -> lis
     beside the ablated copies, so that nothing before ``fed`` runs again. Initializers, and tensors
     computed from constants alone (onnxruntime computes them in the tail), are not listed.
     """
-    from onnxvis.runner import _outer_names, required_nodes
-
     needed, _ = required_nodes(graph, list(targets))
     constant = {init.name for init in graph.initializer}
     after = {fed}
     for node in graph.node:  # graph order is topological
-        reads = [n for n in node.input if n] + sorted(_outer_names(node))
+        reads = [n for n in node.input if n] + sorted(outer_names(node))
         if any(n in after for n in reads):
             after.update(o for o in node.output if o)
         elif all(n in constant for n in reads):
             constant.update(o for o in node.output if o)
-    tail = [node for node in needed if any(n in after for n in [*node.input, *_outer_names(node)])]
+    tail = [node for node in needed if any(n in after for n in [*node.input, *outer_names(node)])]
     if not tail:
         raise OnnxvisError(f"tensor {fed!r} does not lead to the scores output; choose a tensor before the classifier")
     outside = {
-        n for node in tail for n in [*node.input, *_outer_names(node)] if n and n not in after and n not in constant
+        n for node in tail for n in [*node.input, *outer_names(node)] if n and n not in after and n not in constant
     }
     return sorted(outside)
 
