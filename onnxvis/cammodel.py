@@ -231,6 +231,11 @@ def compute_cams(
         raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
     if not places:
         raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
+    if method == "kpca":
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:  # say it before the first pass, not after
+            raise OnnxvisError("the kpca method needs scikit-learn: pip install 'onnxvis[cam]'")
     output = insp.class_output(output)
     spec = insp.image_input
     graph = insp.model.graph

@@ -241,3 +241,13 @@ def test_tensorboard_format(tmp_path, photo):
     assert done.returncode == 0, done.stderr
     (events,) = done.stdout.split()
     assert "events.out.tfevents" in events and os.path.getsize(events) > 0
+
+
+def test_kpca_without_scikit_learn_says_what_to_install(tmp_path, photo):
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is not None:
+        pytest.skip("scikit-learn is installed here; the core environment checks the message")
+    model = _small_classifier(tmp_path / "small.onnx")
+    done = run_onnxvis("cam", model, photo, "--method", "kpca", "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
+    assert done.returncode == 2 and "pip install 'onnxvis[cam]'" in done.stderr and done.stderr.count("\n") == 1
