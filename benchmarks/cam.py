@@ -31,7 +31,10 @@ HERE = Path(__file__).resolve().parent
 
 def block_output(model: Path, python: str, env: dict[str, str], log: Path) -> str:
     """The ONNX name of layer4[-1]'s output: the last Relu of the graph."""
-    code = "import onnx,sys; g=onnx.load(sys.argv[1], load_external_data=False).graph; print([n.output[0] for n in g.node if n.op_type=='Relu'][-1])"
+    code = (
+        "import onnx,sys; g=onnx.load(sys.argv[1], load_external_data=False).graph; "
+        "print([n.output[0] for n in g.node if n.op_type=='Relu'][-1])"
+    )
     measure([python, "-c", code, str(model)], env, log)
     return log.read_text().split()[-1]
 
@@ -54,9 +57,12 @@ def main() -> int:
     tensor = block_output(model, args.onnxvis_python, env, logs / "names.log")
     commands: dict[str, list[str]] = {}
     for method in args.methods.split(","):
-        commands[f"grad-cam {method}"] = [args.torch_python, str(HERE / "gradcam_ref.py"), str(weights), args.image, method, str(logs / f"ref_{method}.png")]
+        commands[f"grad-cam {method}"] = [
+            args.torch_python, str(HERE / "gradcam_ref.py"), str(weights), args.image, method, str(logs / f"ref_{method}.png"),
+        ]
         commands[f"onnxvis {method}"] = [
-            args.onnxvis_python, "-m", "onnxvis", "cam", str(model), args.image, "--method", method, "--tensor", tensor, "-o", str(logs / f"onnxvis_{method}"),
+            args.onnxvis_python, "-m", "onnxvis", "cam", str(model), args.image,
+            "--method", method, "--tensor", tensor, "-o", str(logs / f"onnxvis_{method}"),
         ]
     commands["floor: onnxruntime x512"] = [args.onnxvis_python, str(HERE / "ort_floor.py"), str(model), "512"]
     runs: dict[str, list[Run]] = {label: [] for label in commands}

@@ -263,7 +263,7 @@ def eigen_projection(acts: np.ndarray) -> np.ndarray:
 def kpca_projection(acts: np.ndarray, kernel: str = "sigmoid", gamma: float | None = None) -> np.ndarray:
     """KPCA-CAM: the first kernel principal component (scikit-learn's KernelPCA, as grad-cam), (h, w) float32."""
     try:
-        from sklearn.decomposition import KernelPCA  # type: ignore[import-untyped]
+        from sklearn.decomposition import KernelPCA
     except ImportError:
         raise OnnxvisError("the kpca method needs scikit-learn: pip install 'onnxvis[cam]'") from None
     flat = _centred(acts)

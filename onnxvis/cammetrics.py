@@ -25,7 +25,10 @@ from onnxvis.errors import OnnxvisError
 if TYPE_CHECKING:
     from onnxvis.inspector import Inspector
 
-__all__ = ["NEIGHBOURS", "ROAD_PERCENTILES", "check_road_available", "confidence_change", "deletion", "metrics_line", "noisy_linear_impute", "road"]
+__all__ = [
+    "NEIGHBOURS", "ROAD_PERCENTILES", "check_road_available", "confidence_change", "deletion", "metrics_line",
+    "noisy_linear_impute", "road",
+]
 
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -144,7 +147,7 @@ def road(
             keep = (values < np.percentile(values, p)).astype(np.float32)
             batch.append(noisy_linear_impute(img, keep, seed=seed))
         scores = _scores(insp, output, result.target, _batch(batch, layout, result.input.dtype))
-        out[kind] = {float(p): float(s - scores[0]) for p, s in zip(percentiles, scores[1:])}
+        out[kind] = {float(p): float(s - scores[0]) for p, s in zip(percentiles, scores[1:], strict=True)}
     return out
 
 

@@ -77,13 +77,17 @@ def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Seque
     places = []
     for layer in layers:
         if not layer.in_main_graph:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) is inside a subgraph; a class activation map needs a tensor of the main graph")
+            raise OnnxvisError(
+                f"layer {layer.index} ({layer.name}) is inside a subgraph; a class activation map needs a tensor of the main graph"
+            )
         places.append(Place(layer.output_name, layer_stem(layer), layer.op_type == "NhwcConv"))
     graph = insp.model.graph
     known = {out for node in graph.node for out in node.output if out}
     for name in tensors:
         if name not in known:
-            raise OnnxvisError(f"the model computes no tensor named {name!r}; 'onnxvis info' lists the layers, Netron shows every tensor name")
+            raise OnnxvisError(
+                f"the model computes no tensor named {name!r}; 'onnxvis info' lists the layers, Netron shows every tensor name"
+            )
         places.append(Place(name, name))
     return places
 

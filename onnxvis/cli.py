@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("images", metavar="IMAGE", nargs="*", help="photos or folders of photos (default: matplotlib's sample portrait)")
-    p.add_argument("--method", choices=["score", "ablation", "eigen", "fem", "kpca"], default="ablation", help="the CAM method (default ablation)")
+    p.add_argument(
+        "--method", choices=["score", "ablation", "eigen", "fem", "kpca"], default="ablation", help="the CAM method (default ablation)"
+    )
     _add_layers(p, "the last conv layer with a spatial output")
     p.add_argument(
         "--tensor",
@@ -300,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", metavar="CLASS", help="class index, or label when the model has labels (default: the predicted class)")
     p.add_argument("--target-output", metavar="NAME", help="the output that holds the class scores, for models with several")
-    p.add_argument("--metrics", action="store_true", help="print grad-cam's CamMultImageConfidenceChange and ROAD scores (ROAD needs pip install 'onnxvis[cam]')")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print grad-cam's CamMultImageConfidenceChange and ROAD scores (ROAD needs pip install 'onnxvis[cam]')",
+    )
     p.add_argument(
         "--percentiles",
         type=_floats,

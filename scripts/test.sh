@@ -24,7 +24,7 @@ pytest_in() {  # pytest_in VENV [args]: exit code 5 ("no tests ran") counts as a
 
 echo "== core environment (no torch): .venv-core"
 [ -x .venv-core/bin/python ] || "$PYTHON" -m venv .venv-core
-.venv-core/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,serve]'
+.venv-core/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,serve,cam]'
 if .venv-core/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'; then
   echo "scripts/test.sh: torch is installed in .venv-core; the core must be tested without it" >&2
   exit 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from conftest import asset, run_onnxvis
 
 torch = pytest.importorskip("torch")
@@ -83,7 +84,8 @@ def test_cam_equals_grad_cam(setup, method):
     onnx_path, image, target, block, oracle, folder = setup
     out = folder / f"out_{method}"
     done = run_onnxvis(
-        "cam", onnx_path, image, "--method", method, "--layers", CONV, "--tensor", block, "--target", str(target), "--format", "png,npy", "-o", out
+        "cam", onnx_path, image, "--method", method, "--layers", CONV, "--tensor", block,
+        "--target", str(target), "--format", "png,npy", "-o", out,
     )
     assert done.returncode == 0, done.stderr
     written = done.stdout.split()
