@@ -32,6 +32,8 @@ from onnxvis.errors import OnnxvisError
 from onnxvis.topk import TopK, channel_maxima
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from onnxvis.inspector import Inspector
     from onnxvis.layers import ConvLayer
     from onnxvis.output import OutputDir
@@ -43,6 +45,7 @@ __all__ = [
     "STATE_FILE",
     "ExamplesState",
     "LayerInfo",
+    "Partial",
     "Plan",
     "collect_examples",
     "find_images",
@@ -61,6 +64,7 @@ MASK_SIDE = 16
 # Candidates are merged into the top-K every this many images (fewer lexsorts, same result).
 _CHUNK = 64
 _CHECKPOINT_SECONDS = 30.0
+_MAX_NOTES = 5  # unreadable files listed one by one; the rest are counted
 
 
 def find_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
@@ -165,27 +169,61 @@ def add_candidates(top: TopK, layers: Sequence[LayerInfo], ids: Sequence[int], v
             top.add(layer.output, group_ids, scores, ys, xs, payload)
 
 
-def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, str]], chunk: int = _CHUNK) -> Iterator[tuple[TopK, list[int]]]:
-    """Run ``inspector`` over (image id, path) pairs; yield (partial top-K, ids in it) every ``chunk`` images.
+@dataclass
+class Partial:
+    """What scoring some images gave: their top-K, their ids, and the ones that could not be read."""
 
-    Decoding and preprocessing run in the Inspector's background thread, batches in onnxruntime.
+    top: TopK
+    ids: list[int]
+    unreadable: list[str] = field(default_factory=list)  # one message per image skipped
+
+
+def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, str]], chunk: int = _CHUNK) -> Iterator[Partial]:
+    """Run ``inspector`` over (image id, path) pairs; yield a :class:`Partial` every ``chunk`` images.
+
+    Decoding runs in the Inspector's background thread (it consumes the image generator there), batches
+    in onnxruntime. A file that cannot be read as an image is skipped and reported, not fatal: one
+    broken file should not stop a run over a whole dataset.
     """
-    pairs = list(todo) if not isinstance(todo, list) else todo
+    from collections import deque
+
+    from onnxvis import preprocess as pp
+
     targets = [layer.output for layer in plan.layers]
+    fed: deque[int] = deque()
+    bad: list[tuple[int, str]] = []
+
+    def photos() -> Iterator[Image.Image]:
+        for image_id, path in todo:
+            try:
+                image = pp.load_image(path)
+            except OnnxvisError as exc:
+                bad.append((image_id, str(exc)))
+                continue
+            fed.append(image_id)
+            yield image
+
     ids: list[int] = []
     values: list[dict[str, np.ndarray]] = []
-    top = TopK(plan.keep)
-    paths = (path for _, path in pairs)
-    for (image_id, _), result in zip(pairs, inspector.run(paths, targets)):
-        ids.append(image_id)
+
+    def flush() -> Partial:
+        top = TopK(plan.keep)
+        if ids:
+            add_candidates(top, plan.layers, ids, values)
+        skipped = list(bad)
+        bad.clear()
+        partial = Partial(top, ids + [i for i, _ in skipped], [m for _, m in skipped])
+        ids.clear()
+        values.clear()
+        return partial
+
+    for result in inspector.run(photos(), targets):
+        ids.append(fed.popleft())  # the Inspector keeps the order of its input
         values.append(result.values)
         if len(ids) >= chunk:
-            add_candidates(top, plan.layers, ids, values)
-            yield top, ids
-            top, ids, values = TopK(plan.keep), [], []
-    if ids:
-        add_candidates(top, plan.layers, ids, values)
-        yield top, ids
+            yield flush()
+    if ids or bad:
+        yield flush()
 
 
 # --------------------------------------------------------------------------------------- the state
@@ -251,13 +289,8 @@ class ExamplesState:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         arrays = {f"top.{k}": v for k, v in self.top.to_arrays().items()}
-        np.savez(
-            buffer,
-            meta=np.array(json.dumps(self.meta)),
-            catalog=np.array(self.catalog, dtype=str),
-            seen=self.seen,
-            **arrays,
-        )
+        arrays.update(meta=np.array(json.dumps(self.meta)), catalog=np.array(self.catalog, dtype=str), seen=self.seen)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
         return buffer.getvalue()
 
     @classmethod
@@ -298,7 +331,7 @@ def _field_json(f: "Field | None") -> dict | None:
 def make_plan(
     inspector: "Inspector",
     layers: Sequence["ConvLayer"],
-    first_image: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
     keep: int,
     *,
     inputs: dict | None = None,
@@ -307,7 +340,7 @@ def make_plan(
 ) -> tuple[Plan, dict]:
     """The plan of a run, and the metadata saved with its state (fields, map sizes, preprocessing).
 
-    Runs the model once on ``first_image``: this finds the map sizes and the input size that the
+    Runs the model once on the first readable image: this finds the map sizes and the input size that the
     receptive fields need, and reports a bad model or preprocessing before any long work starts.
     """
     from onnxvis.receptive import receptive_fields
@@ -318,7 +351,18 @@ def make_plan(
                 f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
                 "its feature maps cannot be exposed; choose other layers with --layers"
             )
-    probe = inspector.run(first_image, [layer.output_name for layer in layers])
+    from onnxvis import preprocess as pp
+
+    first = None
+    for path in images:
+        try:
+            first = pp.load_image(Path(path))
+            break
+        except OnnxvisError:
+            continue
+    if first is None:
+        raise OnnxvisError("none of the files could be read as an image; give folders of photos")
+    probe = inspector.run(first, [layer.output_name for layer in layers])
     spec = inspector.image_input
     size = probe.prepared.rgb.shape[:2]
     fields = receptive_fields(inspector.model.graph, spec.name, layers, (int(size[0]), int(size[1])), spec.layout)
@@ -362,13 +406,13 @@ def make_plan(
 
 
 # The engine: given the plan and the (id, path) pairs still to do, yield partial results as they finish.
-Engine = Callable[[Plan, list[tuple[int, str]]], Iterator[tuple[TopK, list[int]]]]
+Engine = Callable[[Plan, list[tuple[int, str]]], Iterator[Partial]]
 
 
 def local_engine(inspector: "Inspector") -> Engine:
     """Score images in this process, with ``inspector`` (already opened)."""
 
-    def run(plan: Plan, todo: list[tuple[int, str]]) -> Iterator[tuple[TopK, list[int]]]:
+    def run(plan: Plan, todo: list[tuple[int, str]]) -> Iterator[Partial]:
         return score_images(inspector, plan, todo)
 
     return run
@@ -431,12 +475,18 @@ def collect_examples(
     last_save = time.monotonic()
     if log is not None and len(todo) < len(wanted):
         log(f"continuing {path}: {len(wanted) - len(todo)} of {len(wanted)} images already scored")
+    unreadable = 0
     with _Rate(len(todo), "examples", progress) as bar:
+        say = bar.bar.write if bar.bar.enabled else (log or (lambda message: None))
         try:
-            for partial, ids in engine(plan, todo):
-                state.top.merge(partial)
-                state.seen[np.asarray(ids, np.int64)] = True
-                bar.advance(len(ids))
+            for partial in engine(plan, todo):
+                state.top.merge(partial.top)
+                state.seen[np.asarray(partial.ids, np.int64)] = True
+                for message in partial.unreadable:
+                    unreadable += 1
+                    if unreadable <= _MAX_NOTES:
+                        say(f"skipped: {message}")
+                bar.advance(len(partial.ids))
                 if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                     out.write_bytes(target, state.to_bytes())
                     last_save = time.monotonic()
@@ -445,6 +495,10 @@ def collect_examples(
                 out.write_bytes(target, state.to_bytes())
     if not todo and not path.exists():
         out.write_bytes(target, state.to_bytes())
+    if unreadable > _MAX_NOTES and log is not None:
+        log(f"skipped {unreadable} files that are not images PIL can read ({unreadable - _MAX_NOTES} not listed above)")
+    if int(state.seen.sum()) and not state.top.names:
+        raise OnnxvisError("none of the files could be read as an image; give folders of photos")
     return state
 
 

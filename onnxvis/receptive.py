@@ -193,6 +193,6 @@ def receptive_fields(
             sizes[name] = size
     found: dict[str, Field | None] = {}
     for layer in layers:
-        field = fields.get(layer.output_name) if not layer.graph_path else None
-        found[layer.output_name] = field if isinstance(field, Field) else None
+        known = fields.get(layer.output_name) if not layer.graph_path else None
+        found[layer.output_name] = known if isinstance(known, Field) else None
     return found
