@@ -141,32 +141,35 @@ def _mask(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return maps[:, :, rows][:, :, :, cols]
 
 
-def _layer_maps(values: list[np.ndarray], layer: LayerInfo) -> list[np.ndarray]:
-    """Each image's map as (1, C, H, W), channels first."""
-    out = []
-    for value in values:
-        value = np.asarray(value)
+def image_candidates(values: dict[str, np.ndarray], layers: Sequence[LayerInfo]) -> list[tuple[np.ndarray, ...]]:
+    """One image's candidates per layer: (scores (C,), y (C,), x (C,)[, mask (C, h, w)]).
+
+    Reduced as soon as the image is run, so that only these small arrays wait to be merged, never
+    the maps themselves.
+    """
+    found = []
+    for layer in layers:
+        value = np.asarray(values[layer.output])
         if value.ndim != 3:
             raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not (C, H, W) maps")
         if layer.channels_last:
             value = np.moveaxis(value, -1, 0)
-        out.append(value[None])
-    return out
+        scores, ys, xs = channel_maxima(value[None])
+        if layer.mask_shape is None:
+            found.append((scores[0], ys[0], xs[0]))
+        else:
+            found.append((scores[0], ys[0], xs[0], _mask(value[None], layer.mask_shape)[0]))
+    return found
 
 
-def add_candidates(top: TopK, layers: Sequence[LayerInfo], ids: Sequence[int], values: Sequence[dict[str, np.ndarray]]) -> None:
-    """Offer the maps of some images (``values[i][layer.output]`` for image id ``ids[i]``) to ``top``."""
+def add_candidates(top: TopK, layers: Sequence[LayerInfo], ids: Sequence[int], candidates: Sequence[list[tuple[np.ndarray, ...]]]) -> None:
+    """Offer the candidates of some images (``candidates[i]`` for image id ``ids[i]``, from
+    :func:`image_candidates`) to ``top``."""
     ids_array = np.asarray(ids, np.int64)
-    for layer in layers:
-        maps = _layer_maps([v[layer.output] for v in values], layer)
-        if len({m.shape for m in maps}) == 1:
-            groups = [(ids_array, np.concatenate(maps))]
-        else:  # a dynamic-size model fed images of different sizes
-            groups = [(ids_array[i : i + 1], m) for i, m in enumerate(maps)]
-        for group_ids, stacked in groups:
-            scores, ys, xs = channel_maxima(stacked)
-            payload = None if layer.mask_shape is None else _mask(stacked, layer.mask_shape)
-            top.add(layer.output, group_ids, scores, ys, xs, payload)
+    for n, layer in enumerate(layers):
+        parts = [c[n] for c in candidates]
+        payload = np.stack([p[3] for p in parts]) if layer.mask_shape is not None else None
+        top.add(layer.output, ids_array, np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]), np.stack([p[2] for p in parts]), payload)
 
 
 @dataclass
@@ -204,7 +207,7 @@ def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, s
             yield image
 
     ids: list[int] = []
-    values: list[dict[str, np.ndarray]] = []
+    values: list[list[tuple[np.ndarray, ...]]] = []
 
     def flush() -> Partial:
         top = TopK(plan.keep)
@@ -219,7 +222,7 @@ def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, s
 
     for result in inspector.run(photos(), targets):
         ids.append(fed.popleft())  # the Inspector keeps the order of its input
-        values.append(result.values)
+        values.append(image_candidates(result.values, plan.layers))
         if len(ids) >= chunk:
             yield flush()
     if ids or bad:

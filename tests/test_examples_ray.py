@@ -1,0 +1,57 @@
+"""``onnxvis examples --engine ray``: Ray Data runs for real (not mocked) and equals the local engine."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import asset
+
+ray = pytest.importorskip("ray")
+
+from onnxvis import examples as ex  # noqa: E402
+from onnxvis.examples_ray import ray_engine  # noqa: E402
+from onnxvis.inspector import Inspector  # noqa: E402
+from onnxvis.output import OutputDir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session, with 2 CPUs as on the CI machines."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _collect(engine, insp, layers, images, out):
+    plan, meta = ex.make_plan(insp, layers, images, 9)
+    return ex.collect_examples(plan, meta, images, OutputDir(out), engine(insp), fresh=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_equals_local_channel_for_channel(ray_session, tmp_path, workers):
+    insp = Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"))
+    layers = insp.select("3,12,25")
+    images = ex.find_images([asset("images/imagenet-sample")])
+    local = _collect(ex.local_engine, insp, layers, images, tmp_path / "local")
+    remote = _collect(lambda _: ray_engine(workers=workers), insp, layers, images, tmp_path / "ray")
+    assert remote.seen.all() and remote.catalog == local.catalog
+    assert remote.top.names == [layer.output_name for layer in layers]
+    assert remote.top.equal(local.top)
+
+
+def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray_session, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(asset("images/imagenet-sample").glob("*.JPEG"))[:6]:
+        shutil.copy(p, photos / p.name)
+    (photos / "zz.jpg").write_bytes(b"junk")
+    insp = Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"))
+    layers = insp.select("0")
+    images = ex.find_images([photos])
+    notes: list[str] = []
+    plan, meta = ex.make_plan(insp, layers, images, 4)
+    state = ex.collect_examples(plan, meta, images, OutputDir(tmp_path / "out"), ray_engine(workers=1), fresh=True, log=notes.append)
+    assert state.seen.all() and any("zz.jpg" in n for n in notes)
+    assert state.top.entries(layers[0].output_name)[1].shape == (64, 4)
