@@ -31,7 +31,7 @@ if .venv-core/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util
 fi
 pytest_in .venv-core -q "$@"
 
-echo "== full environment (torch, torchvision, the serve and cam extras, grad-cam): .venv"
+echo "== full environment (torch, torchvision, the serve, cam and ray extras, grad-cam): .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,export,serve,cam,cam-parity]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,export,serve,cam,cam-parity,ray]'
 pytest_in .venv -q "$@"

@@ -140,8 +140,8 @@ def test_cli_writes_jsonl_pictures_and_a_page_and_redraws_without_the_model(tmp_
     written = [Path(line) for line in r.stdout.split()]
     names = sorted(p.name for p in written)
     assert names == sorted(
-        ["examples-state.npz", "examples.html", "examples_00_Convolution28.jsonl", "examples_00_Convolution28.png",
-         "examples_01_Convolution110.jsonl", "examples_01_Convolution110.png"]
+        ["examples-state.npz", "examples.html", "examples_00_Convolution28.jsonl", "examples_00_Convolution28.jpg",
+         "examples_01_Convolution110.jsonl", "examples_01_Convolution110.jpg"]
     ), names
     lines = (tmp_path / "out" / "examples_01_Convolution110.jsonl").read_text().splitlines()
     assert len(lines) == 16
@@ -154,14 +154,14 @@ def test_cli_writes_jsonl_pictures_and_a_page_and_redraws_without_the_model(tmp_
     assert "Content-Security-Policy" in page and "<script" not in page and page.count('class="t L1"') == 16 * 5
     from PIL import Image
 
-    with Image.open(tmp_path / "out" / "examples_01_Convolution110.png") as img:
+    with Image.open(tmp_path / "out" / "examples_01_Convolution110.jpg") as img:
         big = img.size
     # redraw with another K and tile size: the model is gone, so it cannot run
     model.unlink()
     r = cli("examples", model, "--redraw", "--top", "3", "--tile", "32", "-o", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "out" / "examples_01_Convolution110.jsonl").read_text().splitlines()[0])["top"]) == 3
-    with Image.open(tmp_path / "out" / "examples_01_Convolution110.png") as img:
+    with Image.open(tmp_path / "out" / "examples_01_Convolution110.jpg") as img:
         assert img.size[0] < big[0] and img.size[1] < big[1]
     r = cli("examples", model, "--redraw", "--top", "17", "-o", tmp_path / "out")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "between 1 and 16" in r.stderr
@@ -243,7 +243,7 @@ def test_a_layer_without_receptive_field_falls_back_to_masked_whole_images(tmp_p
     _, _, _, state = _run_api(tmp_path / "m.onnx", tmp_path / "photos", "0", tmp_path / "out", keep=4, preprocess=Preprocess(name="unit"))
     assert state.fields["y"] is None and state.top.payload("y").shape == (4, 4, 16, 16)
     written = draw_examples(state, OutputDir(tmp_path / "out"), 4, tile=32)
-    with Image.open([p for p in written if p.suffix == ".png"][0]) as img:
+    with Image.open([p for p in written if p.suffix == ".jpg"][0]) as img:
         pixels = np.asarray(img)
     assert pixels.shape[0] > 32 and pixels.max() > 0
     assert "no receptive field" in [p for p in written if p.suffix == ".html"][0].read_text()
@@ -294,3 +294,23 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
     # keeping every image's maps of all 26 SqueezeNet layers would add ~3 MB per image (fp16)
     assert peaks[300] - peaks[20] < 40 * 1024, peaks
     assert peaks[100] - peaks[20] < 40 * 1024, peaks
+
+
+def test_tiles_cut_from_a_shrunk_photo_match_cropping_each_box():
+    """The fast path (shrink the photo once per layer, slice each tile) draws what cropping each
+    receptive field box and resizing it would, black past the border included."""
+    from PIL import Image
+
+    from onnxvis.examples_draw import _shrunk, tile_crop, tile_slice
+
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (14, 14, 3), dtype=np.uint8)).resize((224, 224), Image.Resampling.BILINEAR))
+    photo = Image.fromarray(smooth)
+    tile, size = 64, 160
+    scale = tile / size
+    shrunk = _shrunk(photo, scale)
+    for top, left in [(-24, -24), (0, 40), (100, 120), (-40, 150)]:
+        box = (top, left, top + size, left + size)
+        a, b = tile_crop(photo, box, tile).astype(int), tile_slice(shrunk, scale, box, tile).astype(int)
+        assert np.mean(np.abs(a - b)) < 12, (box, np.mean(np.abs(a - b)))  # resampling order and rounding differ by a pixel
+        assert ((a == 0).all(axis=2) == (b == 0).all(axis=2)).mean() > 0.95  # the same black border
