@@ -830,7 +830,6 @@ def cmd_examples(args: argparse.Namespace) -> None:
     from onnxvis import examples as ex
     from onnxvis.examples_draw import draw_examples
     from onnxvis.inputs import parse_input_values
-    from onnxvis.inspector import Inspector
 
     if args.top < 1:
         raise OnnxvisError(f"--top must be 1 or more, got {args.top}")
@@ -846,26 +845,22 @@ def cmd_examples(args: argparse.Namespace) -> None:
         return
     if not args.folders:
         raise OnnxvisError("give one or more FOLDERs of images (or --redraw to draw a saved run again)")
+    if args.batch_size < 1:
+        raise OnnxvisError(f"--batch-size must be 1 or more, got {args.batch_size}")
     engine = None
     if args.engine == "ray":
         from onnxvis.examples_ray import ray_engine
 
         engine = ray_engine(args.ray_address, args.workers, args.cpus_per_worker)
-    if args.batch_size < 1:
-        raise OnnxvisError(f"--batch-size must be 1 or more, got {args.batch_size}")
     images = ex.find_images(args.folders)
-    inputs = parse_input_values(args.inputs)
-    explicit_size = args.resize is not None or args.crop is not None
-    probe = Inspector(args.model, layout=args.layout)
-    layers = probe.select(args.layers, default="last")
-    notes: list[str] = []
-    preprocess = _preprocess_from_args(args, probe.model, probe.image_input, notes)
-    insp = Inspector(
-        probe.model, preprocess=preprocess, layout=args.layout, inputs=inputs, explicit_size=explicit_size, batch_size=args.batch_size
-    )
+    insp = _inspector(args, batch_size=args.batch_size)
+    layers = insp.select(args.layers, default="last")
     out = _output_dir(args, insp.model.name, [insp.model.path])
-    plan, meta = ex.make_plan(insp, layers, images, keep, inputs=inputs, layout=args.layout, explicit_size=explicit_size)
-    for note in notes:
+    plan, meta = ex.make_plan(
+        insp, layers, images, keep, inputs=parse_input_values(args.inputs), layout=args.layout,
+        explicit_size=args.resize is not None or args.crop is not None,
+    )
+    for note in _guess_note(insp):
         print(note, file=sys.stderr)
     state = ex.collect_examples(
         plan, meta, images, out, engine or ex.local_engine(insp), fresh=args.fresh, progress=True,

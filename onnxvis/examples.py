@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from onnxvis.receptive import Field
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "STATE_FILE",
     "ExamplesState",
     "LayerInfo",
@@ -53,7 +52,6 @@ __all__ = [
     "score_images",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 STATE_FILE = "examples-state.npz"
 STATE_VERSION = 1
 # Entries kept per channel beyond --top, so that a finished run can be redrawn with a larger K.
@@ -68,28 +66,15 @@ _MAX_NOTES = 5  # unreadable files listed one by one; the rest are counted
 
 
 def find_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
-    """The image files in ``sources`` (folders walked recursively, files taken as they are), sorted
-    by path so that every engine numbers them alike.
+    """The image files in ``sources`` (folders walked recursively, files taken as they are), once
+    each and sorted by path, so that every engine and every resumed run numbers them alike.
 
     Raises:
-        OnnxvisError: a source is missing, or no image file is found.
+        OnnxvisError: a source is missing, or a folder holds no image file.
     """
-    found: set[Path] = set()
-    for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.update(Path(root) / f for f in files if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
-        elif path.is_file():
-            found.add(path)
-        else:
-            raise OnnxvisError(f"{path} is neither a folder nor a file; give folders of images")
-    if not found:
-        raise OnnxvisError(
-            f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, sources))}; give folders of images"
-        )
-    return sorted(found, key=str)
+    from onnxvis import preprocess as pp
+
+    return sorted(set(pp.image_files([Path(s) for s in sources])), key=str)
 
 
 @dataclass(frozen=True)
@@ -147,7 +132,7 @@ def image_candidates(values: dict[str, np.ndarray], layers: Sequence[LayerInfo])
     Reduced as soon as the image is run, so that only these small arrays wait to be merged, never
     the maps themselves.
     """
-    found = []
+    found: list[tuple[np.ndarray, ...]] = []
     for layer in layers:
         value = np.asarray(values[layer.output])
         if value.ndim != 3:

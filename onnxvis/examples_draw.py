@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.pages import CSP
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,7 +46,6 @@ _DIM = 0.3  # brightness outside the mask, for layers without a receptive field
 _PASS_BYTES = 256 * 1024 * 1024
 # The grids are photos: JPEG, at a quality where crops look like their photos.
 JPEG_QUALITY = 90
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def example_lines(state: "ExamplesState", layer: "LayerInfo", k: int) -> Iterator[str]:
@@ -257,7 +257,7 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
             body.append(f'<div class=ch id="L{layer.index}c{c}"><b>ch {c}</b>{"".join(tiles)}</div>')
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>examples - {e(Path(state.meta['model']).name)}</title><style>{''.join(styles)}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )

@@ -171,8 +171,8 @@ def test_cli_mistakes_are_one_line(tmp_path, cli):
     model = asset("models/mnist_cntk.onnx")
     (tmp_path / "empty").mkdir()
     for args, words in [
-        ((model, tmp_path / "empty"), "no image files"),
-        ((model, tmp_path / "missing"), "neither a folder nor a file"),
+        ((model, tmp_path / "empty"), "holds no image file"),
+        ((model, tmp_path / "missing"), "image file not found"),
         ((model,), "give one or more FOLDER"),
         ((model, tmp_path / "empty", "--top", "0"), "--top must be 1 or more"),
         ((model, "--redraw", "-o", tmp_path / "nothing"), "no examples-state.npz"),
