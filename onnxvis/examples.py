@@ -367,7 +367,9 @@ def make_plan(
         infos.append(LayerInfo(layer.index, layer.name, layer.output_name, channels_last, mask))
     plan = Plan(
         str(inspector.model.path),
-        probe.prepared.preprocess,
+        # the settled settings, not the first image's fitted ones: each worker fits every image
+        # exactly as the local engine does (a dynamic-size model rounds each image's own size)
+        inspector.preprocessing.preprocess,
         layout,
         dict(inputs or {}),
         explicit_size,
@@ -379,7 +381,7 @@ def make_plan(
         "version": STATE_VERSION,
         "model": str(inspector.model.path),
         "model_sha256": _model_digest(inspector.model.path),
-        "preprocess": probe.prepared.preprocess.to_json(),
+        "preprocess": inspector.preprocessing.preprocess.to_json(),
         "input_size": [int(size[0]), int(size[1])],
         "keep": keep,
         "layers": [
