@@ -55,3 +55,21 @@ def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray
     state = ex.collect_examples(plan, meta, images, OutputDir(tmp_path / "out"), ray_engine(workers=1), fresh=True, log=notes.append)
     assert state.seen.all() and any("zz.jpg" in n for n in notes)
     assert state.top.entries(layers[0].output_name)[1].shape == (64, 4)
+
+
+def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path, cli):
+    """The command line, with Ray started by onnxvis itself in the child process."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(asset("images/imagenet-sample").glob("*.JPEG"))[:24]:
+        shutil.copy(p, photos / p.name)
+    model = asset("models/squeezenet1.0_caffe2_fp16.onnx")
+    local = cli("examples", model, photos, "--layers", "5", "--top", "4", "-o", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    remote = cli("examples", model, photos, "--layers", "5", "--top", "4", "-o", tmp_path / "ray", "--engine", "ray", "--workers", "2")
+    assert remote.returncode == 0, remote.stderr
+    name = "examples_05_Conv_5.jsonl"
+    assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert [line.rsplit("/", 1)[1] for line in remote.stdout.split()] == [line.rsplit("/", 1)[1] for line in local.stdout.split()]
