@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite twice, as CI does:
 #   1. the core, in .venv-core, where torch is NOT installed (proves onnxvis/ needs no framework);
-#   2. everything, in .venv, with the export extra (torch, torchvision): exporter and torch-parity tests.
+#   2. everything, in .venv, with the export extra (torch, torchvision): exporter and torch-parity tests;
+#      also the serve, cam and ray extras (the Ray engine tests skip in .venv-core, where ray is not installed).
 # Each environment is created on first use and reused after. Extra arguments go to pytest
 # (-m "not slow": the quick loop; --reverse: every test in reverse order).
 # Each run lists every skip and its reason (-ra in pyproject.toml). With CI=true a skip that
