@@ -156,7 +156,7 @@ def main() -> None:
     layers = find_conv_layers(Model.open(args.model))
     names = [layers[int(i)].output_name for i in args.layers.split(",")]
     print(f"model {Path(args.model).name}, layers {args.layers}, top 9; {os.cpu_count()} CPUs; workdir {work}")
-    print(f"| images | task | seconds | images/s | peak MiB |\n|---:|---|---:|---:|---:|")
+    print("| images | task | seconds | images/s | peak MiB |\n|---:|---|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
         folder = make_images(size, work)
         for task in args.tasks.split(","):

@@ -218,7 +218,9 @@ def draw_grids(
 
 
 def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo", bytes, Layout]]) -> str:
-    e = lambda text: html.escape(str(text), quote=True)  # noqa: E731
+    def e(text: object) -> str:
+        return html.escape(str(text), quote=True)
+
     fields = state.fields
     styles = [
         "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f}h2{margin-top:2em}",
