@@ -5,8 +5,10 @@ The work is split so that it streams, resumes and scales out:
 - :class:`Plan` is everything a worker needs to score images (the model, the preprocessing, the
   layers), small and picklable, so that a Ray actor builds the same :class:`~onnxvis.inspector.Inspector`
   and gets the same numbers as this process.
-- :func:`score_images` runs an Inspector over (image id, path) pairs and yields partial top-K
-  results (:class:`~onnxvis.topk.TopK`), chunk by chunk: the local engine and each Ray actor call it.
+- :func:`score_images` runs an Inspector over (image id, path) pairs and yields :class:`Partial`
+  results (a :class:`~onnxvis.topk.TopK` and the ids it covers), chunk by chunk: the local engine
+  and each Ray actor call it. Each image's maps are reduced to per-channel maxima as soon as it is
+  run; the maps themselves are never kept.
 - :class:`ExamplesState` holds the merged top-K, the list of images and which were seen. It is saved
   atomically as ``examples-state.npz`` in the output folder, during the run and at its end: an
   interrupted run continues from it, and a finished one is redrawn from it without the model.
