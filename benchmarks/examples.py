@@ -156,7 +156,7 @@ def main() -> None:
     layers = find_conv_layers(Model.open(args.model))
     names = [layers[int(i)].output_name for i in args.layers.split(",")]
     print(f"model {Path(args.model).name}, layers {args.layers}, top 9; {os.cpu_count()} CPUs; workdir {work}")
-    print("| images | task | seconds | images/s | peak MiB |\n|---:|---|---:|---:|---:|")
+    print("| images | task | seconds | images/s | peak MiB | load before |\n|---:|---|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
         folder = make_images(size, work)
         for task in args.tasks.split(","):
@@ -169,11 +169,12 @@ def main() -> None:
                            "--top", "9", "--fresh", "-o", str(out)]
                 if task.startswith("ray"):
                     command += ["--engine", "ray", "--workers", task[3:]]
+            load = os.getloadavg()[0]  # a shared machine: how busy it was when the task started
             wall, peak, _ = measure(command, env)
-            print(f"| {size} | {task} | {wall:.1f} | {size / wall:.1f} | {peak / 2**20:.0f} |", flush=True)
+            print(f"| {size} | {task} | {wall:.1f} | {size / wall:.1f} | {peak / 2**20:.0f} | {load:.1f} |", flush=True)
             if args.json:
                 with open(args.json, "a") as f:
-                    f.write(json.dumps({"images": size, "task": task, "seconds": wall, "peak_bytes": peak}) + "\n")
+                    f.write(json.dumps({"images": size, "task": task, "seconds": wall, "peak_bytes": peak, "load": load}) + "\n")
             shutil.rmtree(out, ignore_errors=True)
 
 
