@@ -49,7 +49,7 @@ for i, path in enumerate(paths):
     img = Image.open(path).convert("RGB").resize((256, 256), Image.Resampling.BILINEAR).crop((16, 16, 240, 240))
     x = np.asarray(img, np.float32).transpose(2, 0, 1)[::-1] - mean   # caffe: BGR, 0..255, minus the mean
     values = session.run(layers, {inp: x[None].astype(np.float16)})
-    for name, v in zip(layers, values):
+    for name, v in zip(layers, values, strict=True):
         peak = v[0].reshape(v.shape[1], -1).max(axis=1).astype(np.float32)[:, None]
         s, ids = best.get(name, (np.zeros((v.shape[1], 0), np.float32), np.zeros((v.shape[1], 0), np.int64)))
         s, ids = np.concatenate([s, peak], 1), np.concatenate([ids, np.full_like(peak, i, np.int64)], 1)

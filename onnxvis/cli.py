@@ -430,12 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, default=64, metavar="PX", help="side of each cropped image in the pictures (default 64)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per onnxruntime run (default 8)")
-    p.add_argument("--redraw", action="store_true", help="draw the saved run of the output folder again (with another --top or --tile); the model does not run")
+    p.add_argument(
+        "--redraw", action="store_true",
+        help="draw the saved run of the output folder again (with another --top or --tile); the model does not run",
+    )
     p.add_argument("--fresh", action="store_true", help="start afresh instead of continuing the run saved in the output folder")
-    p.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process (default); ray: Ray Data actors (needs pip install 'onnxvis[ray]')")
-    p.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. auto, or ray://head:10001); default: start Ray on this machine")
-    p.add_argument("--workers", type=int, metavar="N", help="Ray actors, each with one onnxruntime session (default: the cluster's CPUs / --cpus-per-worker)")
-    p.add_argument("--cpus-per-worker", type=int, default=1, metavar="N", help="CPUs and onnxruntime threads of each Ray actor (default 1)")
+    p.add_argument(
+        "--engine", choices=["local", "ray"], default="local",
+        help="local: this process (default); ray: Ray Data actors (needs pip install 'onnxvis[ray]')",
+    )
+    p.add_argument(
+        "--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. auto, or ray://head:10001); default: start Ray on this machine"
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N",
+        help="Ray actors, each with one onnxruntime session (default: the cluster's CPUs / --cpus-per-worker)",
+    )
+    p.add_argument(
+        "--cpus-per-worker", type=int, default=1, metavar="N", help="CPUs and onnxruntime threads of each Ray actor (default 1)"
+    )
     _add_preprocess_options(p)
     _add_output(p)
     return parser

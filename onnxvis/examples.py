@@ -24,23 +24,26 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxvis import preprocess as pp
 from onnxvis.errors import OnnxvisError
+from onnxvis.inspector import Inspector
+from onnxvis.preprocess import Preprocess
+from onnxvis.progress import Progress
+from onnxvis.receptive import Field, receptive_fields
 from onnxvis.topk import TopK, channel_maxima
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from onnxvis.inspector import Inspector
     from onnxvis.layers import ConvLayer
     from onnxvis.output import OutputDir
-    from onnxvis.preprocess import Preprocess
-    from onnxvis.receptive import Field
 
 __all__ = [
     "STATE_FILE",
@@ -74,8 +77,6 @@ def find_images(sources: Sequence[str | os.PathLike]) -> list[Path]:
     Raises:
         OnnxvisError: a source is missing, or a folder holds no image file.
     """
-    from onnxvis import preprocess as pp
-
     return sorted(set(pp.image_files([Path(s) for s in sources])), key=str)
 
 
@@ -108,8 +109,6 @@ class Plan:
     batch_size: int = 8
 
     def inspector(self, threads: int | None = None) -> "Inspector":
-        from onnxvis.inspector import Inspector
-
         return Inspector(
             self.model,
             preprocess=self.preprocess,
@@ -156,7 +155,8 @@ def add_candidates(top: TopK, layers: Sequence[LayerInfo], ids: Sequence[int], c
     for n, layer in enumerate(layers):
         parts = [c[n] for c in candidates]
         payload = np.stack([p[3] for p in parts]) if layer.mask_shape is not None else None
-        top.add(layer.output, ids_array, np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]), np.stack([p[2] for p in parts]), payload)
+        scores, ys, xs = (np.stack([p[i] for p in parts]) for i in range(3))
+        top.add(layer.output, ids_array, scores, ys, xs, payload)
 
 
 @dataclass
@@ -176,8 +176,6 @@ def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, s
     broken file should not stop a run over a whole dataset.
     """
     from collections import deque
-
-    from onnxvis import preprocess as pp
 
     targets = [layer.output for layer in plan.layers]
     fed: deque[int] = deque()
@@ -249,8 +247,6 @@ class ExamplesState:
 
     @property
     def fields(self) -> dict[str, "Field | None"]:
-        from onnxvis.receptive import Field
-
         return {
             name: None if f is None else Field(tuple(f["jump"]), tuple(f["start"]), tuple(f["size"]))  # type: ignore[arg-type]
             for name, f in self.meta["fields"].items()
@@ -258,8 +254,6 @@ class ExamplesState:
 
     @property
     def preprocess(self) -> "Preprocess":
-        from onnxvis.preprocess import Preprocess
-
         return Preprocess.from_json(self.meta["preprocess"])
 
     def extend(self, images: Sequence[str]) -> None:
@@ -333,16 +327,12 @@ def make_plan(
     Runs the model once on the first readable image: this finds the map sizes and the input size that the
     receptive fields need, and reports a bad model or preprocessing before any long work starts.
     """
-    from onnxvis.receptive import receptive_fields
-
     for layer in layers:
         if not layer.in_main_graph:
             raise OnnxvisError(
                 f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
                 "its feature maps cannot be exposed; choose other layers with --layers"
             )
-    from onnxvis import preprocess as pp
-
     first = None
     for path in images:
         try:
@@ -498,8 +488,6 @@ class _Rate:
     """onnxvis's progress bar, with images per second."""
 
     def __init__(self, total: int, label: str, enabled: bool):
-        from onnxvis.progress import Progress
-
         self.bar = Progress(total, label, enabled=None if enabled else False)
         self.start = time.monotonic()
 

@@ -18,15 +18,18 @@ import html
 import json
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxvis import preprocess as pp
 from onnxvis.errors import OnnxvisError
 from onnxvis.pages import CSP
+from onnxvis.progress import Progress
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,7 +57,7 @@ def example_lines(state: "ExamplesState", layer: "LayerInfo", k: int) -> Iterato
     for c in range(scores.shape[0]):
         top = [
             {"image": state.catalog[int(i)], "score": float(s), "y": int(y), "x": int(x)}
-            for s, i, y, x in zip(scores[c], images[c], ys[c], xs[c])
+            for s, i, y, x in zip(scores[c], images[c], ys[c], xs[c], strict=True)
             if i >= 0
         ]
         yield json.dumps({"channel": c, "top": top})
@@ -88,8 +91,6 @@ def layout(channels: int, k: int, tile: int) -> Layout:
 
 
 def _photo(path: str, preprocess: "Preprocess") -> "Image.Image":
-    from onnxvis import preprocess as pp
-
     return pp.resize_and_crop(pp.load_image(path), preprocess).convert("RGB")
 
 
@@ -178,8 +179,6 @@ def draw_grids(
     state: "ExamplesState", k: int, tile: int, progress: bool = False
 ) -> Iterator[tuple["LayerInfo", np.ndarray, Layout]]:
     """Each layer's grid of tiles (uint8 RGB) and its layout, layer by layer."""
-    from onnxvis.progress import Progress
-
     fields: dict[str, Field | None] = state.fields
     preprocess = state.preprocess
     layers = state.layers
@@ -189,7 +188,7 @@ def draw_grids(
         wanted: dict[int, list[tuple[LayerInfo, int, int, int, int]]] = {}
         for layer in group:
             _, images, ys, xs = state.top.entries(layer.output, k)
-            for c, r in zip(*np.nonzero(images >= 0)):
+            for c, r in zip(*np.nonzero(images >= 0), strict=True):
                 wanted.setdefault(int(images[c, r]), []).append((layer, int(c), int(r), int(ys[c, r]), int(xs[c, r])))
         order = [(i, state.catalog[i]) for i in sorted(wanted)]
         with Progress(len(order), "pictures", enabled=None if progress else False) as bar:

@@ -16,16 +16,15 @@ from __future__ import annotations
 import io
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
 from onnxvis.examples import Engine, Partial, Plan, score_images
+from onnxvis.inspector import Inspector
 from onnxvis.topk import TopK
-
-if TYPE_CHECKING:
-    from onnxvis.inspector import Inspector
 
 __all__ = ["check_available", "ray_engine"]
 
@@ -72,7 +71,7 @@ class _Scorer:
         self.inspector: Inspector = plan.inspector(threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        todo = [(int(i), str(p)) for i, p in zip(batch["id"], batch["path"])]
+        todo = [(int(i), str(p)) for i, p in zip(batch["id"], batch["path"], strict=True)]
         try:
             blobs = [_pack(partial) for partial in score_images(self.inspector, self.plan, todo, chunk=len(todo) or 1)]
         except OnnxvisError as exc:  # Ray would wrap it beyond recognition: carry the message home

@@ -17,8 +17,9 @@ back to the whole image, as NetDissect does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import onnx
@@ -89,7 +90,7 @@ def _windowed(
     ceil_mode = int(attrs.get("ceil_mode", 0))
     if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
         return _UNKNOWN, None
-    effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+    effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True)]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if size is None:
             return _UNKNOWN, None

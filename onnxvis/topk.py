@@ -212,6 +212,6 @@ class TopK:
             return False
         for name in self.names:
             a, b = self.entries(name), other.entries(name)
-            if any(not np.array_equal(u, v) for u, v in zip(a, b)):
+            if any(not np.array_equal(u, v) for u, v in zip(a, b, strict=True)):
                 return False
         return True

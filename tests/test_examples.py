@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, asset
 
+from conftest import ROOT, asset
 from onnxvis import examples as ex
 from onnxvis.examples_draw import draw_examples
 from onnxvis.inspector import Inspector
@@ -58,7 +58,7 @@ def _brute_force(insp, layers, images):
         chw = pp.preprocess(pp.load_image(path), settings)
         feed = {insp.image_input.name: chw[None].astype(np.float16)}
         values = session.run([layer.output_name for layer in layers], feed)
-        for layer, value in zip(layers, values):
+        for layer, value in zip(layers, values, strict=True):
             maps[layer.output_name].append(value[0].astype(np.float32))
     return {name: np.stack(v) for name, v in maps.items()}  # (N, C, H, W)
 
@@ -87,7 +87,7 @@ def test_top_k_of_every_channel_matches_a_brute_force_loop(squeeze_local):
                 assert abs(float(peak[i, ch]) - float(want[-1])) <= tol, (layer.name, ch, i)
                 swapped += 1
             # (y, x) is where the maximum is
-            for i, y, x in zip(ids[ch], ys[ch], xs[ch]):
+            for i, y, x in zip(ids[ch], ys[ch], xs[ch], strict=True):
                 assert abs(maps[i, ch, y, x] - peak[i, ch]) <= tol
             checked += 1
     print(f"brute force: {checked} channels checked, {swapped // 2} swaps among ties with the K-th score")
@@ -126,7 +126,8 @@ def test_top_9_of_the_last_mnist_conv_are_far_purer_than_chance(tmp_path):
     rng = np.random.default_rng(0)
     all_labels = np.array(labels)
     chance = np.mean([np.bincount(rng.choice(all_labels, 9, replace=False), minlength=10).max() / 9 for _ in range(2000)])
-    print(f"mnist purity: {np.mean(purities):.3f} over {len(purities)} channels (chance {chance:.3f}); per channel {np.round(purities, 2).tolist()}")
+    print(f"mnist purity: {np.mean(purities):.3f} over {len(purities)} channels (chance {chance:.3f})")
+    print(f"per channel: {np.round(purities, 2).tolist()}")
     assert chance < 0.35
     assert np.mean(purities) > 0.55
 

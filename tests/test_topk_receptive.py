@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import asset
 
+from conftest import asset
 from onnxvis.receptive import Field, receptive_fields
 from onnxvis.topk import TopK, channel_maxima
 
@@ -18,7 +18,7 @@ def _brute(scores: np.ndarray, k: int) -> list[list[tuple[float, int]]]:
 
 def _kept(top: TopK, name: str = "L") -> list[list[tuple[float, int]]]:
     s, img, _, _ = top.entries(name)
-    return [[(float(a), int(b)) for a, b in zip(s[c], img[c])] for c in range(s.shape[0])]
+    return [[(float(a), int(b)) for a, b in zip(s[c], img[c], strict=True)] for c in range(s.shape[0])]
 
 
 def test_channel_maxima_finds_the_first_maximum_and_ignores_nan():
