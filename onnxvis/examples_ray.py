@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxvis.errors import OnnxvisError
+from onnxvis.errors import OnnxvisError, one_line
 from onnxvis.examples import Engine, Partial, Plan, score_images
 from onnxvis.inspector import Inspector
 from onnxvis.topk import TopK
@@ -88,12 +88,22 @@ def _connect(address: str | None) -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         if address:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            # The cluster's workers get this very onnxvis package (Ray uploads it): the same code as
+            # here, hence the same numbers. Its dependencies (numpy, onnxruntime, Pillow) must be
+            # installed on every node.
+            package = os.path.dirname(os.path.abspath(__file__))
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env={"py_modules": [package]})
         else:
             ray.init(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise OnnxvisError(f"cannot start or join {where} ({exc}); check --ray-address or run 'ray start --head'") from None
+        hint = "check --ray-address or run 'ray start --head'"
+        if address:  # Ray 2.59+ starts clusters with token authentication; the error does not always say so
+            hint += (
+                "; a cluster with token authentication also needs RAY_AUTH_MODE=token here "
+                "(the token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            )
+        raise OnnxvisError(f"cannot start or join {where} ({one_line(str(exc))[:200]}); {hint}") from None
 
 
 def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> Engine:
@@ -140,8 +150,14 @@ def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_
             compute=ray.data.ActorPoolStrategy(size=size),
             num_cpus=_RESERVE * cpus_per_worker,
         )
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for blob in batch["blob"]:
-                yield _unpack(bytes(blob))
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                for blob in batch["blob"]:
+                    yield _unpack(bytes(blob))
+        except ray.exceptions.ActorDiedError as exc:  # a worker could not even start
+            raise OnnxvisError(
+                f"a Ray worker could not start ({one_line(str(exc))[:300]}); every node needs onnxvis's dependencies "
+                "(pip install 'onnxvis[ray]') and the model and images at the same paths"
+            ) from None
 
     return run
