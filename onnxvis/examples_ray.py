@@ -94,7 +94,8 @@ def _connect(address: str | None) -> None:
             package = os.path.dirname(os.path.abspath(__file__))
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env={"py_modules": [package]})
         else:
-            ray.init(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+            # "local": a new instance on this machine, even when a `ray start` cluster runs here too
+            ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         hint = "check --ray-address or run 'ray start --head'"

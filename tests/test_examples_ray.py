@@ -18,7 +18,7 @@ from onnxvis.output import OutputDir  # noqa: E402
 def ray_session():
     """One local Ray instance for the whole test session, with 2 CPUs as on the CI machines."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
