@@ -241,14 +241,14 @@ class ExamplesState:
     @property
     def layers(self) -> list[LayerInfo]:
         return [
-            LayerInfo(d["index"], d["name"], d["output"], d["channels_last"], None if d["mask_shape"] is None else tuple(d["mask_shape"]))  # type: ignore[arg-type]
+            LayerInfo(d["index"], d["name"], d["output"], d["channels_last"], None if d["mask_shape"] is None else tuple(d["mask_shape"]))
             for d in self.meta["layers"]
         ]
 
     @property
     def fields(self) -> dict[str, "Field | None"]:
         return {
-            name: None if f is None else Field(tuple(f["jump"]), tuple(f["start"]), tuple(f["size"]))  # type: ignore[arg-type]
+            name: None if f is None else Field(tuple(f["jump"]), tuple(f["start"]), tuple(f["size"]))
             for name, f in self.meta["fields"].items()
         }
 

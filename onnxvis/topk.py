@@ -90,7 +90,7 @@ def _concat(a: _Layer, b: _Layer) -> _Layer:
         np.concatenate([a.image, b.image], axis=1),
         np.concatenate([a.y, b.y], axis=1),
         np.concatenate([a.x, b.x], axis=1),
-        None if a.payload is None else np.concatenate([a.payload, b.payload], axis=1),  # type: ignore[list-item]
+        None if a.payload is None else np.concatenate([a.payload, b.payload], axis=1),
     )
 
 
