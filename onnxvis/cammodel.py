@@ -9,7 +9,7 @@ activations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,10 +25,13 @@ from onnxvis.runner import required_nodes
 if TYPE_CHECKING:
     import onnx
 
-    from onnxvis.inspector import Inspector
+    from onnxvis.inspector import Inspector, Prepared
     from onnxvis.layers import ConvLayer
 
-__all__ = ["CamResult", "Place", "class_scores", "compute_cams", "default_layer", "places_for", "tail_inputs", "target_index"]
+__all__ = [
+    "CamResult", "Place", "cam_tensors", "cams_of", "class_scores", "compute_cams", "default_layer", "places_for", "tail_inputs",
+    "target_index",
+]
 
 
 @dataclass(frozen=True)
@@ -241,37 +244,64 @@ def compute_cams(
         if importlib.util.find_spec("sklearn") is None:  # say it before the first pass, not after
             raise OnnxvisError("the kpca method needs scikit-learn: pip install 'onnxvis[cam]'")
     output = insp.class_output(output)
+    wanted = cam_tensors(insp, places, method, output)
+    for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
+        values = insp.run_arrays({insp.image_input.name: prepared.array[:1]}, wanted)
+        yield from cams_of(insp, prepared, values, places, method, target, output, batch_size)
+
+
+def cam_tensors(insp: Inspector, places: Sequence[Place], method: str, output: str) -> list[str]:
+    """The tensors one pass over an image must give for its maps at ``places``: the scores, the
+    places' activations, and (for AblationCAM) what the graph's tail reads from before the place."""
+    if method not in cam.METHODS:
+        raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
+    graph = insp.model.graph
+    sides = [n for p in places for n in tail_inputs(graph, p.tensor, [output])] if method == "ablation" else []
+    spec_name = insp.image_input.name
+    return [n for n in dict.fromkeys([output, *(p.tensor for p in places), *sides]) if n != spec_name]
+
+
+def cams_of(
+    insp: Inspector,
+    prepared: Prepared,
+    values: Mapping[str, np.ndarray],
+    places: Sequence[Place],
+    method: str,
+    target: int | str | None = None,
+    output: str | None = None,
+    batch_size: int = 16,
+) -> Iterator[CamResult]:
+    """The maps of one prepared image, from the values of one pass over it (:func:`cam_tensors`, each
+    with its batch dimension); only the passes the method itself needs run here."""
+    output = insp.class_output(output)
     spec = insp.image_input
     graph = insp.model.graph
     sides = {p.tensor: tail_inputs(graph, p.tensor, [output]) for p in places} if method == "ablation" else {}
-    wanted = list(dict.fromkeys([output, *(p.tensor for p in places), *(n for names in sides.values() for n in names)]))
-    for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
-        array = prepared.array[:1]
-        feeds = {spec.name: array}
-        values = insp.run_arrays(feeds, [n for n in wanted if n != spec.name])
-        values[spec.name] = array
-        scores = class_scores(values[output], spec.layout)[0]
-        index = target_index(target, scores, insp.labels)
-        label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
-        size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
-        scorer = _Scorer(insp, output, index, batch_size if method == "score" else 32)
-        for place in places:
-            raw_value = np.asarray(values[place.tensor])
-            acts = raw_value[0]
-            if acts.ndim != 3 or min(acts.shape) < 1:
-                raise OnnxvisError(
-                    f"tensor {place.tensor!r} has shape {raw_value.shape}, not (batch, channels, height, width): a class "
-                    "activation map needs a spatial tensor; choose a conv layer or a tensor before the global pooling"
-                )
-            if place.channels_last:
-                acts = np.moveaxis(acts, -1, 0)
-            acts = acts.astype(np.float32)
-            raw = _raw_map(method, acts, scorer, array, spec.layout, size, batch_size, float(scores[index]), place, raw_value.dtype,
-                           {n: values[n] for n in sides.get(place.tensor, [])}, spec.name)
-            yield CamResult(
-                image=prepared.image, method=method, place=place, target=index, target_label=label, score=float(scores[index]),
-                cam=cam.finish(raw, size), rgb=prepared.rgb, input=array, activations=acts,
+    array = prepared.array[:1]
+    values = dict(values)
+    values[spec.name] = array
+    scores = class_scores(values[output], spec.layout)[0]
+    index = target_index(target, scores, insp.labels)
+    label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
+    size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
+    scorer = _Scorer(insp, output, index, batch_size if method == "score" else 32)
+    for place in places:
+        raw_value = np.asarray(values[place.tensor])
+        acts = raw_value[0]
+        if acts.ndim != 3 or min(acts.shape) < 1:
+            raise OnnxvisError(
+                f"tensor {place.tensor!r} has shape {raw_value.shape}, not (batch, channels, height, width): a class "
+                "activation map needs a spatial tensor; choose a conv layer or a tensor before the global pooling"
             )
+        if place.channels_last:
+            acts = np.moveaxis(acts, -1, 0)
+        acts = acts.astype(np.float32)
+        raw = _raw_map(method, acts, scorer, array, spec.layout, size, batch_size, float(scores[index]), place, raw_value.dtype,
+                       {n: values[n] for n in sides.get(place.tensor, [])}, spec.name)
+        yield CamResult(
+            image=prepared.image, method=method, place=place, target=index, target_label=label, score=float(scores[index]),
+            cam=cam.finish(raw, size), rgb=prepared.rgb, input=array, activations=acts,
+        )
 
 
 def _raw_map(

@@ -312,21 +312,48 @@ def _image_section(
     return "\n".join(parts)
 
 
-def _cam_section(inspector: "Inspector", image: Path, method: str) -> str:
-    """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
-    from onnxvis.cam import overlay
-    from onnxvis.cammodel import compute_cams, default_layer, places_for
+@dataclass(frozen=True)
+class _CamPlan:
+    """What the report's one pass over an image adds for its class activation map."""
+
+    method: str
+    places: list
+    output: str
+    tensors: list[str]
+
+
+def _cam_plan(inspector: "Inspector", method: str | None, log: Log) -> "_CamPlan | str | None":
+    """The CAM's tensors, taken in the same pass as the feature maps; or why there is no CAM."""
+    if not method:
+        return None
+    from onnxvis.cammodel import cam_tensors, default_layer, places_for
 
     try:
         places = places_for(inspector, [default_layer(inspector)])
-        (result,) = compute_cams(inspector, [image], places, method)
+        output = inspector.class_output()
+        return _CamPlan(method, places, output, cam_tensors(inspector, places, method, output))
+    except OnnxvisError as exc:
+        log(f"no class activation maps: {exc}")
+        return str(exc)
+
+
+def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan | str") -> str:
+    """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
+    from onnxvis.cam import overlay
+    from onnxvis.cammodel import cams_of
+
+    if isinstance(plan, str):
+        return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(plan)}</p>"
+    values = {name: result.values[name][None] for name in plan.tensors}
+    try:
+        (cam,) = cams_of(inspector, result.prepared, values, plan.places, plan.method, output=plan.output)
     except OnnxvisError as exc:
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(exc)}</p>"
-    label = f" ({result.target_label})" if result.target_label else ""
-    title = f"Where the model looks: {method} CAM of class {result.target}{label} at {result.place.label}"
-    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(method)} method, from forward passes; "
+    label = f" ({cam.target_label})" if cam.target_label else ""
+    title = f"Where the model looks: {plan.method} CAM of class {cam.target}{label} at {cam.place.label}"
+    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(plan.method)} method, from forward passes; "
             f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
-            f"<figure>{img_tag(overlay(result.rgb, result.cam), title)}</figure>")
+            f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
 
 def _channels_first(layer: "ConvLayer", value: np.ndarray) -> np.ndarray:
@@ -416,12 +443,16 @@ def build_report(
                 entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, weight, grid, max_tiles, colormap)))
             bar.advance(f"kernels {layer.name}")
         if images:
+            # One pass per image gives the feature maps, the scores and what the CAM starts from.
+            plan = _cam_plan(inspector, cam_method, say)
             targets = [layer.output_name for layer in chosen] + ([output] if output else [])
-            for number, result in enumerate(inspector.run(images, targets)):
+            if isinstance(plan, _CamPlan):
+                targets += plan.tensors
+            for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
                 table = _predictions(output, result.values[output], labels or []) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
-                if cam_method:
-                    image_parts[-1] += _cam_section(inspector, result.image, cam_method)
+                if plan is not None:
+                    image_parts[-1] += _cam_section(inspector, result, plan)
                 bar.advance(f"image {result.image.name}")
     return _page(inspector, entries, image_parts, colormap, full_paths)
 

@@ -175,32 +175,45 @@ def test_squeezenet_predictions_match_a_bare_onnxruntime_run(tmp_path):
     assert inspector.predict(photos[0]).top[0][0] == 967  # espresso
 
 
-def test_the_report_runs_each_image_once_and_traces_layers_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cam", ["none", "ablation", "eigen"])
+def test_the_report_runs_each_image_once_and_traces_layers_once(tmp_path, monkeypatch, cam):
+    """One pass of the whole model per image gives its feature maps, its top-5 and what its CAM starts
+    from; the CAM's own passes (AblationCAM's ablated copies) run only the graph's tail."""
     from onnxvis import cli
     from onnxvis import inspector as inspector_module
     from onnxvis import layers as layers_module
+    from onnxvis import preprocess as preprocess_module
 
-    runs = []
+    image_rows = []
+    decoded = []
     traces = []
     real_run = Session.run
     real_find = layers_module.find_conv_layers
+    real_load = preprocess_module.load_image
 
     def counting_run(self, feeds):
-        runs.append(sorted(self.targets))
+        if "image" in self.input_names:  # a pass that starts from the photo
+            image_rows.append(len(feeds["image"]))
         return real_run(self, feeds)
 
     def counting_find(model):
         traces.append(model.path)
         return real_find(model)
 
+    def counting_load(path, *args, **kwargs):
+        decoded.append(path)
+        return real_load(path, *args, **kwargs)
+
     monkeypatch.setattr(Session, "run", counting_run)
     monkeypatch.setattr(inspector_module, "find_conv_layers", counting_find)
+    monkeypatch.setattr(preprocess_module, "load_image", counting_load)
     from test_cli_report import classifier, photo
 
     model = classifier(tmp_path / "tiny.onnx")
     images = [photo(tmp_path / "a.png", 1), photo(tmp_path / "b.png", 2)]
-    # --cam none: a class activation map needs its own passes (one per channel for ablation)
-    assert cli.main(["report", str(model), *map(str, images), "--layers", "all", "--cam", "none", "-o", str(tmp_path / "out")]) == 0
+    assert cli.main(["report", str(model), *map(str, images), "--layers", "all", "--cam", cam, "-o", str(tmp_path / "out")]) == 0
     assert len(traces) == 1
-    assert len(runs) <= 2 and all(len(targets) == 3 for targets in runs)  # both layers and the scores, in one pass
-    assert json.dumps(runs)  # plain lists of names
+    assert sum(image_rows) == len(images), image_rows  # each photo through the model's head once
+    assert sorted(decoded) == sorted(images)  # and decoded once
+    text = (tmp_path / "out" / "report.html").read_text()
+    assert ("Where the model looks" in text) == (cam != "none")
