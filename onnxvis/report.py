@@ -322,8 +322,9 @@ class _CamPlan:
     tensors: list[str]
 
 
-def _cam_plan(inspector: "Inspector", method: str | None, log: Log) -> "_CamPlan | str | None":
-    """The CAM's tensors, taken in the same pass as the feature maps; or why there is no CAM."""
+def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | None":
+    """The CAM's tensors, taken in the same pass as the feature maps; or why there is no CAM (which the
+    page says under each image; nothing is printed, so that an error of the run stays one line)."""
     if not method:
         return None
     from onnxvis.cammodel import cam_tensors, default_layer, places_for
@@ -333,7 +334,6 @@ def _cam_plan(inspector: "Inspector", method: str | None, log: Log) -> "_CamPlan
         output = inspector.class_output()
         return _CamPlan(method, places, output, cam_tensors(inspector, places, method, output))
     except OnnxvisError as exc:
-        log(f"no class activation maps: {exc}")
         return str(exc)
 
 
@@ -444,7 +444,7 @@ def build_report(
             bar.advance(f"kernels {layer.name}")
         if images:
             # One pass per image gives the feature maps, the scores and what the CAM starts from.
-            plan = _cam_plan(inspector, cam_method, say)
+            plan = _cam_plan(inspector, cam_method)
             targets = [layer.output_name for layer in chosen] + ([output] if output else [])
             if isinstance(plan, _CamPlan):
                 targets += plan.tensors
