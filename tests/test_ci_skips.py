@@ -104,7 +104,11 @@ def test_the_allow_list_is_precise():
     core_only = "torch is installed here; the shim test above covers this case"
     assert (not_allowed([core_only]) == []) == (not _no_torch())
     assert (not_allowed(["root can write anywhere (tests/test_cli_errors.py ...)"]) == []) == _root()
-    assert len(ALLOWED) <= 6  # short, on purpose: each entry is a test CI does not run
+    from skips import _others_cannot_reach_the_repo
+
+    nobody = "the user nobody cannot run onnxvis here: python: No module named onnxvis"
+    assert (not_allowed([nobody]) == []) == _others_cannot_reach_the_repo()
+    assert len(ALLOWED) <= 7  # short, on purpose: each entry is a test CI does not run
 
 
 @pytest.mark.parametrize(
