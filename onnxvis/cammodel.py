@@ -234,8 +234,6 @@ def compute_cams(
     Raises:
         OnnxvisError: an unknown method, a place whose tensor is not (C, h, w), a target out of range.
     """
-    if method not in cam.METHODS:
-        raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
     if not places:
         raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
     if method == "kpca":
@@ -245,9 +243,17 @@ def compute_cams(
             raise OnnxvisError("the kpca method needs scikit-learn: pip install 'onnxvis[cam]'")
     output = insp.class_output(output)
     wanted = cam_tensors(insp, places, method, output)
+    sides = _tail_sides(insp, places, method, output)  # once, not per image
     for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
         values = insp.run_arrays({insp.image_input.name: prepared.array[:1]}, wanted)
-        yield from cams_of(insp, prepared, values, places, method, target, output, batch_size)
+        yield from cams_of(insp, prepared, values, places, method, target, output, batch_size, sides)
+
+
+def _tail_sides(insp: Inspector, places: Sequence[Place], method: str, output: str) -> dict[str, list[str]]:
+    """For AblationCAM, per place: the tensors the graph's tail reads from before the place."""
+    if method != "ablation":
+        return {}
+    return {p.tensor: tail_inputs(insp.model.graph, p.tensor, [output]) for p in places}
 
 
 def cam_tensors(insp: Inspector, places: Sequence[Place], method: str, output: str) -> list[str]:
@@ -255,8 +261,7 @@ def cam_tensors(insp: Inspector, places: Sequence[Place], method: str, output: s
     places' activations, and (for AblationCAM) what the graph's tail reads from before the place."""
     if method not in cam.METHODS:
         raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
-    graph = insp.model.graph
-    sides = [n for p in places for n in tail_inputs(graph, p.tensor, [output])] if method == "ablation" else []
+    sides = [n for names in _tail_sides(insp, places, method, output).values() for n in names]
     spec_name = insp.image_input.name
     return [n for n in dict.fromkeys([output, *(p.tensor for p in places), *sides]) if n != spec_name]
 
@@ -270,13 +275,15 @@ def cams_of(
     target: int | str | None = None,
     output: str | None = None,
     batch_size: int = 16,
+    sides: Mapping[str, list[str]] | None = None,
 ) -> Iterator[CamResult]:
     """The maps of one prepared image, from the values of one pass over it (:func:`cam_tensors`, each
-    with its batch dimension); only the passes the method itself needs run here."""
+    with its batch dimension); only the passes the method itself needs run here. ``sides``: what
+    :func:`_tail_sides` gives, when the caller has it already."""
     output = insp.class_output(output)
     spec = insp.image_input
-    graph = insp.model.graph
-    sides = {p.tensor: tail_inputs(graph, p.tensor, [output]) for p in places} if method == "ablation" else {}
+    if sides is None:
+        sides = _tail_sides(insp, places, method, output)
     array = prepared.array[:1]
     values = dict(values)
     values[spec.name] = array
