@@ -150,8 +150,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     sys.path.insert(0, str(ROOT))
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     layers = find_conv_layers(Model.open(args.model))
     names = [layers[int(i)].output_name for i in args.layers.split(",")]

@@ -46,7 +46,7 @@ ASSETS = ROOT.parent / "shared" / "assets"
 BARE = r"""
 import sys, time, json
 import numpy as np
-from onnxvis.inspector import Inspector
+from onnxvis.engine.inspector import Inspector
 model, layers, photos = sys.argv[1], [int(i) for i in sys.argv[2].split(",")], sys.argv[3:]
 insp = Inspector(model)
 spec = insp.image_input

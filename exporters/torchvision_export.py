@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from onnxvis.classes import read_labels
+from onnxvis.engine.classes import read_labels
 from onnxvis.errors import OnnxvisError
-from onnxvis.metadata import LABELS_KEY, LABELS_ORIGIN_KEY, PREPROCESS_KEY, SOURCE_KEY, WEIGHTS_KEY
-from onnxvis.preprocess import Preprocess, preset
+from onnxvis.image.preprocess import Preprocess, preset
+from onnxvis.model.metadata import LABELS_KEY, LABELS_ORIGIN_KEY, PREPROCESS_KEY, SOURCE_KEY, WEIGHTS_KEY
 
 if TYPE_CHECKING:
     import onnx_ir
@@ -109,7 +109,7 @@ def export_model(
         labels: a file of class names (one per line, or a JSON list), one per model output,
             stored in the metadata.
         preprocess: the preprocessing to record instead of the weights' own: any of ``preset``
-            (a name of :data:`onnxvis.preprocess.PRESETS`), ``resize``, ``crop``, ``mean``,
+            (a name of :data:`onnxvis.image.preprocess.PRESETS`), ``resize``, ``crop``, ``mean``,
             ``std``, applied in that order as ``fmaps`` applies its options. The model's input
             size follows the crop, else an exact ``(H, W)`` resize.
 

@@ -30,25 +30,25 @@ from onnxvis.errors import OnnxvisError
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Inspector": "onnxvis.inspector",
-    "Model": "onnxvis.model",
-    "ConvLayer": "onnxvis.layers",
-    "find_conv_layers": "onnxvis.layers",
-    "select_layers": "onnxvis.layers",
-    "WeightSource": "onnxvis.weights",
-    "kernel_weights": "onnxvis.weights",
-    "make_grid": "onnxvis.grids",
-    "to_uint8": "onnxvis.grids",
-    "kernel_grid": "onnxvis.grids",
-    "split_grids": "onnxvis.grids",
-    "fmap_grid": "onnxvis.grids",
-    "Preprocess": "onnxvis.preprocess",
-    "PRESETS": "onnxvis.preprocess",
-    "load_image": "onnxvis.preprocess",
-    "FeatureMaps": "onnxvis.fmaps",
-    "feature_maps": "onnxvis.fmaps",
-    "predict": "onnxvis.fmaps",
-    "save_png": "onnxvis.output",
+    "Inspector": "onnxvis.engine.inspector",
+    "Model": "onnxvis.model.file",
+    "ConvLayer": "onnxvis.model.layers",
+    "find_conv_layers": "onnxvis.model.layers",
+    "select_layers": "onnxvis.model.layers",
+    "WeightSource": "onnxvis.model.weights",
+    "kernel_weights": "onnxvis.model.weights",
+    "make_grid": "onnxvis.draw.grids",
+    "to_uint8": "onnxvis.draw.grids",
+    "kernel_grid": "onnxvis.draw.grids",
+    "split_grids": "onnxvis.draw.grids",
+    "fmap_grid": "onnxvis.draw.grids",
+    "Preprocess": "onnxvis.image.preprocess",
+    "PRESETS": "onnxvis.image.preprocess",
+    "load_image": "onnxvis.image.preprocess",
+    "FeatureMaps": "onnxvis.engine.shortcuts",
+    "feature_maps": "onnxvis.engine.shortcuts",
+    "predict": "onnxvis.engine.shortcuts",
+    "save_png": "onnxvis.write.png",
 }
 
 __all__ = ["OnnxvisError", "open_model", *_EXPORTS]
@@ -56,7 +56,7 @@ __all__ = ["OnnxvisError", "open_model", *_EXPORTS]
 
 def open_model(path: str) -> "Model":
     """Open an ONNX file; raises OnnxvisError when it is not a readable model."""
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
 
     return Model.open(path)
 
@@ -75,11 +75,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from onnxvis.fmaps import FeatureMaps, feature_maps, predict
-    from onnxvis.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
-    from onnxvis.inspector import Inspector
-    from onnxvis.layers import ConvLayer, find_conv_layers, select_layers
-    from onnxvis.model import Model
-    from onnxvis.output import save_png
-    from onnxvis.preprocess import PRESETS, Preprocess, load_image
-    from onnxvis.weights import WeightSource, kernel_weights
+    from onnxvis.draw.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
+    from onnxvis.engine.inspector import Inspector
+    from onnxvis.engine.shortcuts import FeatureMaps, feature_maps, predict
+    from onnxvis.image.preprocess import PRESETS, Preprocess, load_image
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import ConvLayer, find_conv_layers, select_layers
+    from onnxvis.model.weights import WeightSource, kernel_weights
+    from onnxvis.write.png import save_png

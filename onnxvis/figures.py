@@ -25,21 +25,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxvis.cam import overlay
-from onnxvis.cammodel import compute_cams, default_layer, places_for
-from onnxvis.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
+from onnxvis.analysis.cam.maths import overlay
+from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+from onnxvis.draw.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
+from onnxvis.draw.grids import GridOptions, fmap_grid, fmap_pixels
+from onnxvis.draw.layers import kernel_pixels
+from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
-from onnxvis.grids import GridOptions, fmap_grid, fmap_pixels
-from onnxvis.inspector import Inspector
-from onnxvis.output import encode_png, save_png
-from onnxvis.pages import display_scale, img_tag
-from onnxvis.render import kernel_pixels, layer_title
+from onnxvis.model.layers import layer_title
+from onnxvis.write.html import display_scale, img_tag
+from onnxvis.write.png import encode_png, save_png
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from onnxvis.model import Model
-    from onnxvis.preprocess import Preprocess
+    from onnxvis.image.preprocess import Preprocess
+    from onnxvis.model.file import Model
 
 __all__ = [
     "Picture", "Pictures", "kernels", "fmaps", "cam", "kernel_figure", "fmap_figure", "img_tag", "display_scale",

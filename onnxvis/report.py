@@ -5,7 +5,7 @@ inline SVG, the style sheet is inline, and there is no script. A Content-Securit
 forbids fetching anything, so the report opens the same offline, from e-mail or from a CI artefact.
 
 The pictures are the ones the ``kernels`` and ``fmaps`` commands write, made by the same functions
-(:func:`onnxvis.render.kernel_pixels`, :func:`onnxvis.grids.fmap_grid`). To keep the file a sensible
+(:func:`onnxvis.write.layers.kernel_pixels`, :func:`onnxvis.draw.grids.fmap_grid`). To keep the file a sensible
 size on big models, kernel grids are capped at :data:`REPORT_MAX_TILES` tiles per layer (the first
 output channels; ``--max-tiles`` changes it) and each picture says when it is cut.
 """
@@ -23,19 +23,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxvis.classes import TOP_K, top_k
-from onnxvis.colormaps import check_colormap
+from onnxvis.draw.colormaps import check_colormap
+from onnxvis.draw.grids import GridOptions, fmap_pixels
+from onnxvis.draw.layers import kernel_pixels
+from onnxvis.engine.classes import TOP_K, top_k
 from onnxvis.errors import OnnxvisError
-from onnxvis.grids import GridOptions, fmap_pixels
-from onnxvis.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
-from onnxvis.pages import CSP, img_tag
+from onnxvis.model.layers import layer_title
+from onnxvis.model.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
 from onnxvis.progress import Progress
-from onnxvis.render import kernel_pixels, layer_title
+from onnxvis.write.html import CSP, img_tag
 
 if TYPE_CHECKING:
-    from onnxvis.inspector import ImageResult, Inspector
-    from onnxvis.layers import ConvLayer
-    from onnxvis.output import OutputDir
+    from onnxvis.engine.inspector import ImageResult, Inspector
+    from onnxvis.model.layers import ConvLayer
+    from onnxvis.outdir import OutputDir
 
 REPORT_MAX_TILES = 8192
 """Tiles per kernel grid in a report: VGG16's 512x512 layers show their first 16 filters."""
@@ -327,7 +328,7 @@ def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | N
     page says under each image; nothing is printed, so that an error of the run stays one line)."""
     if not method:
         return None
-    from onnxvis.cammodel import cam_tensors, default_layer, places_for
+    from onnxvis.analysis.cam.runs import cam_tensors, default_layer, places_for
 
     try:
         places = places_for(inspector, [default_layer(inspector)])
@@ -339,8 +340,8 @@ def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | N
 
 def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan | str") -> str:
     """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
-    from onnxvis.cam import overlay
-    from onnxvis.cammodel import cams_of
+    from onnxvis.analysis.cam.maths import overlay
+    from onnxvis.analysis.cam.runs import cams_of
 
     if isinstance(plan, str):
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(plan)}</p>"
@@ -402,7 +403,7 @@ def build_report(
         full_paths: show the full paths of the model and the images, not only their file names.
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
-        cam_method: the class activation map drawn for each image (see :mod:`onnxvis.cam`), None for none.
+        cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths`), None for none.
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.

@@ -546,7 +546,7 @@ def check_output_folder(out: Path) -> str | None:
     """None when ``out`` holds only complete PNGs and onnxvis's manifest; else what is wrong."""
     from PIL import Image
 
-    from onnxvis.output import MANIFEST
+    from onnxvis.outdir import MANIFEST
 
     if not out.exists():
         return None

@@ -1,4 +1,4 @@
-"""onnxvis.cam, the arithmetic of the class activation maps: checked against OpenCV and torch (when
+"""onnxvis.analysis.cam.maths, the arithmetic of the class activation maps: checked against OpenCV and torch (when
 installed) and against properties that hold without them."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxvis import cam
+from onnxvis.analysis.cam import maths as cam
 from onnxvis.errors import OnnxvisError
 
 SIZES = [(7, 7, 224, 224), (13, 13, 224, 224), (5, 9, 37, 61), (10, 10, 3, 4), (7, 7, 7, 7), (1, 5, 9, 9)]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import ASSETS, asset, run_onnxvis
-from onnxvis import cammodel
+from onnxvis.analysis.cam import runs as cammodel
 from onnxvis.errors import OnnxvisError
 
 METHODS = ("score", "ablation", "eigen", "fem")
@@ -83,8 +83,8 @@ def test_ablation_runs_only_the_tail_with_the_residual_fed(tmp_path):
 def test_ablation_tail_equals_whole_model_ablation(tmp_path, photo):
     """Feeding the ablated copies at the tensor (with the residual fed) scores exactly as grad-cam's
     way, ablating inside the whole model: checked by building the ablated model's scores by hand."""
-    from onnxvis import cam
-    from onnxvis.inspector import Inspector
+    from onnxvis.analysis.cam import maths as cam
+    from onnxvis.engine.inspector import Inspector
 
     model = _small_classifier(tmp_path / "res.onnx", residual=True)
     with Inspector(model, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
@@ -205,8 +205,8 @@ def _imagenet_sample(limit: int) -> list:
 def _deletion_share(method: str, limit: int) -> float:
     """Share of photos where deleting the map's hottest 20% hurts the predicted class more than
     deleting 20% at random (random blobs as coarse as the map; see cammetrics.deletion)."""
-    from onnxvis.cammetrics import deletion
-    from onnxvis.inspector import Inspector
+    from onnxvis.analysis.cam.metrics import deletion
+    from onnxvis.engine.inspector import Inspector
 
     with Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"), preset="caffe") as insp:
         places = cammodel.places_for(insp, [cammodel.default_layer(insp)])
@@ -229,7 +229,7 @@ def test_deletion_on_all_photos_slow(method, limit):
 
 def test_report_and_notebook_show_a_cam_with_the_method_named(tmp_path, photo):
     from onnxvis import figures
-    from onnxvis.inspector import Inspector
+    from onnxvis.engine.inspector import Inspector
     from onnxvis.report import build_report
 
     model = _small_classifier(tmp_path / "small.onnx", residual=True)

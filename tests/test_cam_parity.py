@@ -50,7 +50,7 @@ def setup(tmp_path_factory):
     from pytorch_grad_cam import FEM, KPCA_CAM, AblationCAM, EigenCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from onnxvis.inspector import Inspector
+    from onnxvis.engine.inspector import Inspector
 
     folder = tmp_path_factory.mktemp("cam_parity")
     model = _seeded_resnet18()
@@ -106,7 +106,7 @@ def test_default_target_is_the_predicted_class_and_overlay_is_grad_cams(setup):
     from PIL import Image
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    from onnxvis.inspector import Inspector
+    from onnxvis.engine.inspector import Inspector
 
     onnx_path, image, _, block, oracle, folder = setup
     out = folder / "out_default"
@@ -126,7 +126,7 @@ def test_default_target_is_the_predicted_class_and_overlay_is_grad_cams(setup):
 def test_road_imputation_equals_grad_cams():
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
-    from onnxvis.cammetrics import noisy_linear_impute
+    from onnxvis.analysis.cam.metrics import noisy_linear_impute
 
     rng = np.random.default_rng(0)
     img = rng.normal(size=(3, 20, 24)).astype(np.float32)

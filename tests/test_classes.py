@@ -1,4 +1,4 @@
-"""Labels files (onnxvis.classes.read_labels), what export records in the metadata, `info` showing it,
+"""Labels files (onnxvis.engine.classes.read_labels), what export records in the metadata, `info` showing it,
 and `onnxvis export` without torch. No torch needed."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import ROOT, run_onnxvis
-from onnxvis.classes import read_labels
+from onnxvis.engine.classes import read_labels
 from onnxvis.errors import OnnxvisError
-from onnxvis.metadata import labels_origin, preprocess_origin
+from onnxvis.model.metadata import labels_origin, preprocess_origin
 
 
 def test_read_labels_text_and_json(tmp_path):

@@ -251,7 +251,7 @@ def _external_model(box: Sandbox, location: str, write_data: bool = True) -> tup
 def test_external_data_beside_the_model_works(box):
     model, weight = _external_model(box, "model.onnx.data")
     (png,) = assert_ok(box.run("kernels", model))
-    from onnxvis import grids
+    from onnxvis.draw import grids
 
     assert np.array_equal(_png(png), grids.to_uint8(grids.kernel_grid(weight).grid))
 
@@ -362,7 +362,7 @@ BIG = 2**31 + 4096  # bytes: a tensor over 2 GB
 
 def _assert_draws_in_bounded_memory(box, path, weight) -> None:
     """kernels draws the right grid and fmaps one picture, each in under 1 GB of memory."""
-    from onnxvis import grids
+    from onnxvis.draw import grids
 
     done, rss = _maxrss_run(box, "kernels", path, "-o", box.out)
     (png,) = assert_ok(done)
@@ -527,7 +527,7 @@ SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.png")
 
 
 def test_odd_node_names_give_safe_distinct_files_with_the_right_kernels(box):
-    from onnxvis import grids
+    from onnxvis.draw import grids
 
     model = box.inputs / "names.onnx"
     weights = _named_model(model, ODD_NAMES)

@@ -28,10 +28,10 @@ def test_fmaps_without_image_uses_the_bundled_photo(cli, tmp_path):
 
 
 def test_fmaps_equal_the_conv_output_through_the_api(tmp_path):
-    from onnxvis import grids
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.draw import grids
+    from onnxvis.engine.shortcuts import feature_maps
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     model = Model.open(asset("models/mnist_cntk.onnx"))
     layers = find_conv_layers(model)

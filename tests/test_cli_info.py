@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import asset, real_models
-from onnxvis import preprocess as pp
-from onnxvis.inputs import GUESS_HINT
+from onnxvis.image import preprocess as pp
+from onnxvis.image.inputs import GUESS_HINT
 
 
 def _info(cli, path) -> str:
@@ -35,8 +35,8 @@ def _weight(*shape):
 
 @pytest.mark.parametrize("name", real_models())
 def test_info_on_every_real_model(cli, name):
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     model = Model.open(asset(f"models/{name}"))
     out = _info(cli, asset(f"models/{name}"))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import asset
-from onnxvis import grids
+from onnxvis.draw import grids
 
 
 def _written(done) -> list[Path]:
@@ -72,9 +72,9 @@ def test_layers_spec_by_index_and_name(cli, tmp_path):
 
 @pytest.mark.parametrize("name", ["mnist_cntk.onnx", "cifar10_tutorial_pytorch.onnx"])
 def test_real_models_give_correct_grids(cli, tmp_path, name):
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
-    from onnxvis.weights import kernel_weights
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
+    from onnxvis.model.weights import kernel_weights
 
     path = asset(f"models/{name}")
     done = cli("kernels", path, "-o", tmp_path / "o")

@@ -33,8 +33,8 @@ def _rows(done) -> list[str]:
 
 @pytest.mark.parametrize("name", real_models())
 def test_layers_of_every_real_model(cli, name):
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     layers = find_conv_layers(Model.open(asset(f"models/{name}")))
     rows = _rows(cli("layers", asset(f"models/{name}")))
@@ -147,10 +147,10 @@ def test_a_very_large_layer_is_capped_and_the_flag_lifts_the_cap(cli, tmp_path):
     ],
 )
 def test_kernels_of_every_conv_kind_through_the_cli(cli, tmp_path, op, weight_shape, attrs, x_shape, layout, png_shape):
-    from onnxvis import grids
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
-    from onnxvis.weights import kernel_weights
+    from onnxvis.draw import grids
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
+    from onnxvis.model.weights import kernel_weights
 
     path = _save(
         tmp_path / "m.onnx", [helper.make_node(op, ["x", "w"], ["y"], name="k", **attrs)],

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import asset
-from onnxvis import grids
+from onnxvis.draw import grids
 
 LABELS = ["tabby cat", "dog <&>", "espresso", "teapot", "guitar", "kite", "boat"]
 
@@ -172,9 +172,9 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     assert len(photos) == 2
     fmap_images = [i for i in page.images if "feature maps" in i["alt"]]
     assert len(fmap_images) == 4
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.engine.shortcuts import feature_maps
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     opened = Model.open(model)
     layers = find_conv_layers(opened)
@@ -311,8 +311,8 @@ def test_report_caps_kernel_tiles_and_says_so(cli, make_conv_model, tmp_path):
 
 
 def test_labels_and_top_k_helpers():
-    from onnxvis.classes import top_k
-    from onnxvis.metadata import labels_from_metadata
+    from onnxvis.engine.classes import top_k
+    from onnxvis.model.metadata import labels_from_metadata
 
     assert labels_from_metadata({"onnxvis.labels": '["a", "b"]'}) == ["a", "b"]
     assert labels_from_metadata({"onnxvis.labels": "not json"}) is None

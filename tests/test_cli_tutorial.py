@@ -15,8 +15,8 @@ from conftest import ROOT, asset
 
 pytest.importorskip("tensorboard")
 
-from onnxvis import grids  # noqa: E402
-from onnxvis.tutorial import (  # noqa: E402
+from onnxvis.draw import grids  # noqa: E402
+from onnxvis.write.tutorial import (  # noqa: E402
     add_image_pixels,
     all_image,
     fmap_image,
@@ -146,10 +146,10 @@ def test_skips_the_all_view_that_does_not_exist_in_one_line(cli, tmp_path, weigh
 
 def test_feature_maps_use_the_tutorials_preprocessing(cli, tmp_path, weights):
     """224x224 and CIFAR-10's mean and std, whatever the photo's size: the same maps as fmaps with those flags."""
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
-    from onnxvis.preprocess import Preprocess
+    from onnxvis.engine.shortcuts import feature_maps
+    from onnxvis.image.preprocess import Preprocess
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     photo = asset("images/skimage_coffee.png")  # 600x400
     model_path = two_conv_model(tmp_path / "small.onnx", *weights)

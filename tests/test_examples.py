@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, asset
-from onnxvis import examples as ex
-from onnxvis.examples_draw import draw_examples
-from onnxvis.inspector import Inspector
-from onnxvis.output import OutputDir
+from onnxvis.analysis.examples import run as ex
+from onnxvis.engine.inspector import Inspector
+from onnxvis.outdir import OutputDir
+from onnxvis.write.examples import draw_examples
 
 SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
 PHOTOS = "images/imagenet-sample"
@@ -46,7 +46,7 @@ def _brute_force(insp, layers, images):
     import onnx
     import onnxruntime as ort
 
-    from onnxvis import preprocess as pp
+    from onnxvis.image import preprocess as pp
 
     proto = onnx.load(str(insp.model.path))
     for layer in layers:
@@ -239,7 +239,7 @@ def test_a_layer_without_receptive_field_falls_back_to_masked_whole_images(tmp_p
     (tmp_path / "photos").mkdir()
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i}.png")
-    from onnxvis.preprocess import Preprocess
+    from onnxvis.image.preprocess import Preprocess
 
     _, _, _, state = _run_api(tmp_path / "m.onnx", tmp_path / "photos", "0", tmp_path / "out", keep=4, preprocess=Preprocess(name="unit"))
     assert state.fields["y"] is None and state.top.payload("y").shape == (4, 4, 16, 16)
@@ -253,9 +253,9 @@ def test_a_layer_without_receptive_field_falls_back_to_masked_whole_images(tmp_p
 _PEAK = textwrap.dedent(
     """
     import sys
-    from onnxvis import examples as ex
-    from onnxvis.inspector import Inspector
-    from onnxvis.output import OutputDir
+    from onnxvis.analysis.examples import run as ex
+    from onnxvis.engine.inspector import Inspector
+    from onnxvis.outdir import OutputDir
     model, out, *folders = sys.argv[1:]
     insp = Inspector(model)
     layers = insp.select("all")
@@ -306,7 +306,7 @@ def test_tiles_cut_from_a_shrunk_photo_match_cropping_each_box():
     receptive field box and resizing it would, black past the border included."""
     from PIL import Image
 
-    from onnxvis.examples_draw import _shrunk, tile_crop, tile_slice
+    from onnxvis.write.examples import _shrunk, tile_crop, tile_slice
 
     rng = np.random.default_rng(0)
     smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (14, 14, 3), dtype=np.uint8)).resize((224, 224), Image.Resampling.BILINEAR))

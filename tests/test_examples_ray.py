@@ -8,10 +8,10 @@ from conftest import asset
 
 ray = pytest.importorskip("ray")
 
-from onnxvis import examples as ex  # noqa: E402
-from onnxvis.examples_ray import ray_engine  # noqa: E402
-from onnxvis.inspector import Inspector  # noqa: E402
-from onnxvis.output import OutputDir  # noqa: E402
+from onnxvis.analysis.examples import run as ex  # noqa: E402
+from onnxvis.analysis.examples.ray_engine import ray_engine  # noqa: E402
+from onnxvis.engine.inspector import Inspector  # noqa: E402
+from onnxvis.outdir import OutputDir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

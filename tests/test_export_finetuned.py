@@ -21,8 +21,8 @@ import pytest
 
 from conftest import asset, run_onnxvis
 from exporters.torchvision_export import _read_state_dict, export_model  # imports torch only when it runs
-from onnxvis import preprocess as pp
 from onnxvis.errors import OnnxvisError
+from onnxvis.image import preprocess as pp
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

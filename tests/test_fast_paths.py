@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnxvis import grids
-from onnxvis.output import encode_png
+from onnxvis.draw import grids
+from onnxvis.write.png import encode_png
 
 
 def _naive_tile(tiles: np.ndarray, nrow: int, padding: int, pad_value: float) -> np.ndarray:

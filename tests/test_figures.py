@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, asset
-from onnxvis import figures, grids
-from onnxvis.render import GridOptions, kernel_pixels
+from onnxvis import figures
+from onnxvis.draw import grids
+from onnxvis.draw.grids import GridOptions
+from onnxvis.draw.layers import kernel_pixels
 
 
 def _png_pixels(data: bytes) -> np.ndarray:
@@ -164,9 +166,9 @@ def test_notebook_fmaps(tmp_path):
     pictures = figures.fmaps(model, image, layers="all")
     assert len(pictures) == 2
     assert "feature maps" in pictures[1].title
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.engine.shortcuts import feature_maps
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     opened = Model.open(model)
     layers = find_conv_layers(opened)

@@ -96,12 +96,12 @@ def test_mutated_models_through_the_cli(name, rng):
 @given(name=model_names, rng=st.randoms(use_true_random=False))
 def test_byte_mutated_models_through_the_library(name, rng):
     """The API a program would call: only OnnxvisError may come out of it."""
-    from onnxvis import grids
+    from onnxvis.draw import grids
+    from onnxvis.engine.shortcuts import feature_maps
     from onnxvis.errors import OnnxvisError
-    from onnxvis.fmaps import feature_maps
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
-    from onnxvis.weights import kernel_weights
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
+    from onnxvis.model.weights import kernel_weights
 
     data = fuzz.mutate_bytes(MODELS[name], rng, [MODELS[n] for n in sorted(MODELS)[:2]])
     with tempfile.TemporaryDirectory(prefix="onnxvis-fuzz-") as tmp, hang_guard():

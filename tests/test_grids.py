@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxvis import grids
+from onnxvis.draw import grids
 
 
 def _torch_pixels(tensor, **kwargs) -> np.ndarray:

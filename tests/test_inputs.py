@@ -10,10 +10,11 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import asset
-from onnxvis import preprocess as pp
+from onnxvis.engine.inspector import Inspector
+from onnxvis.engine.shortcuts import feature_maps, predict
 from onnxvis.errors import OnnxvisError
-from onnxvis.fmaps import feature_maps, predict
-from onnxvis.inputs import (
+from onnxvis.image import preprocess as pp
+from onnxvis.image.inputs import (
     GUESS_HINT,
     explain_preprocess,
     fill_inputs,
@@ -22,9 +23,8 @@ from onnxvis.inputs import (
     parse_input_values,
     size_multiple,
 )
-from onnxvis.inspector import Inspector
-from onnxvis.layers import find_conv_layers
-from onnxvis.model import Model
+from onnxvis.model.file import Model
+from onnxvis.model.layers import find_conv_layers
 
 
 def prepare_input(model, image, preprocess, explicit_size=False):
@@ -147,7 +147,7 @@ def test_non_image_inputs_are_refused_in_one_clear_line(tmp_path, value, match):
 
 
 def test_kernels_still_work_on_an_audio_model(tmp_path):
-    from onnxvis.weights import kernel_weights
+    from onnxvis.model.weights import kernel_weights
 
     w = f32(8, 1, 9)
     model = build(

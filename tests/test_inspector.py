@@ -9,10 +9,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import asset
-from onnxvis import preprocess as pp
+from onnxvis.engine.inspector import Inspector
+from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
-from onnxvis.inspector import Inspector
-from onnxvis.runner import Session
+from onnxvis.image import preprocess as pp
 
 
 def _net(path, batch="N", reshape_to_one: bool = False, metadata: dict | None = None):
@@ -178,9 +178,9 @@ def test_the_report_runs_each_image_once_and_traces_layers_once(tmp_path, monkey
     """One pass of the whole model per image gives its feature maps, its top-5 and what its CAM starts
     from; the CAM's own passes (AblationCAM's ablated copies) run only the graph's tail."""
     from onnxvis import cli
-    from onnxvis import inspector as inspector_module
-    from onnxvis import layers as layers_module
-    from onnxvis import preprocess as preprocess_module
+    from onnxvis.engine import inspector as inspector_module
+    from onnxvis.image import preprocess as preprocess_module
+    from onnxvis.model import layers as layers_module
 
     image_rows = []
     decoded = []

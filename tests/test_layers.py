@@ -10,9 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import asset, conv_model
 from onnxvis.errors import OnnxvisError
-from onnxvis.layers import find_conv_layers, select_layers
-from onnxvis.model import Model
-from onnxvis.weights import kernel_weights
+from onnxvis.model.file import Model
+from onnxvis.model.layers import find_conv_layers, select_layers
+from onnxvis.model.weights import kernel_weights
 
 RNG = np.random.default_rng(7)
 
@@ -160,7 +160,7 @@ def test_convs_inside_if_and_loop_are_listed_with_their_kernels(tmp_path):
 def test_subgraph_layers_can_be_selected_and_their_fmaps_are_refused_clearly(tmp_path):
     from PIL import Image
 
-    from onnxvis.fmaps import feature_maps
+    from onnxvis.engine.shortcuts import feature_maps
 
     proto, _ = _if_loop_model()
     model = save(proto, tmp_path / "m.onnx")
@@ -287,8 +287,8 @@ def test_param_count_includes_the_bias_like_torch(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     w = np.zeros((6, 3, 3, 3), np.float32)
     nodes = [

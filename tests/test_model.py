@@ -1,4 +1,4 @@
-"""Tests for onnxvis.model: lazy, safe reading of ONNX files.
+"""Tests for onnxvis.model.file: lazy, safe reading of ONNX files.
 
 The reference for every decoded tensor is ``onnx.numpy_helper.to_array`` of the same initializer
 after a plain ``onnx.load``: same dtype, same bytes.
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxvis import _protoscan
 from onnxvis.errors import OnnxvisError
-from onnxvis.model import Model
+from onnxvis.model import protoscan as _protoscan
+from onnxvis.model.file import Model
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MODELS_DIR = ASSETS / "models"

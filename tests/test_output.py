@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from onnxvis import output
+from onnxvis import outdir as output
 from onnxvis.errors import OnnxvisError
-from onnxvis.output import MANIFEST, OutputDir, sanitize
+from onnxvis.outdir import MANIFEST, OutputDir, sanitize
+from onnxvis.write.png import write_png
 
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no leading dot or dash, nothing else
 PIXELS = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
@@ -138,9 +139,9 @@ def test_names_that_sanitise_alike_get_distinct_files(tmp_path):
 
 def test_same_stem_in_a_subfolder_and_at_the_top_do_not_collide(tmp_path):
     out = OutputDir(tmp_path)
-    a = out.save_png(PIXELS, "k")
-    b = out.save_png(PIXELS, "k", subdir="k_split")
-    c = out.save_png(PIXELS, "k", subdir="../k_split")  # sanitises to the same subfolder
+    a = write_png(out, PIXELS, "k")
+    b = write_png(out, PIXELS, "k", subdir="k_split")
+    c = write_png(out, PIXELS, "k", subdir="../k_split")  # sanitises to the same subfolder
     assert len({a, b, c}) == 3 and b.parent == c.parent == tmp_path / "k_split"
 
 
@@ -149,7 +150,7 @@ def test_same_stem_in_a_subfolder_and_at_the_top_do_not_collide(tmp_path):
 
 def test_written_png_is_complete_and_has_normal_permissions(tmp_path):
     out = OutputDir(tmp_path)
-    path = out.save_png(PIXELS, "k")
+    path = write_png(out, PIXELS, "k")
     assert np.array_equal(np.asarray(Image.open(path)), PIXELS)
     mask = os.umask(0)
     os.umask(mask)
@@ -180,15 +181,15 @@ class _FailingFile:
 
 def test_a_write_failing_midway_leaves_neither_a_partial_file_nor_a_temp_file(tmp_path, monkeypatch):
     out = OutputDir(tmp_path)
-    first = out.save_png(PIXELS, "k")
+    first = write_png(out, PIXELS, "k")
     old = first.read_bytes()
     again = OutputDir(tmp_path)
     real_fdopen = os.fdopen
     monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _FailingFile(real_fdopen(fd, *a, **k)))
     with pytest.raises(OnnxvisError, match="No space left.*free some disk space"):
-        again.save_png(np.zeros((50, 50), np.uint8), "k")  # replacing an existing output
+        write_png(again, np.zeros((50, 50), np.uint8), "k")  # replacing an existing output
     with pytest.raises(OnnxvisError, match="No space left"):
-        again.save_png(PIXELS, "new")  # a new file
+        write_png(again, PIXELS, "new")  # a new file
     monkeypatch.undo()
     assert first.read_bytes() == old  # the old output is intact
     assert not (tmp_path / "new.png").exists()
@@ -215,7 +216,7 @@ def test_an_interrupted_rename_keeps_the_old_file_and_removes_the_temp_file(tmp_
 def test_encoding_failure_writes_nothing(tmp_path):
     out = OutputDir(tmp_path / "o")
     with pytest.raises(ValueError):
-        out.save_png(np.zeros((3, 3), np.float64), "k")  # not uint8: refused before any write
+        write_png(out, np.zeros((3, 3), np.float64), "k")  # not uint8: refused before any write
     assert _files(tmp_path / "o") == []
 
 
@@ -248,22 +249,22 @@ def test_readers_never_see_a_partial_file(tmp_path):
 
 def test_rerun_replaces_only_what_onnxvis_wrote(tmp_path):
     first = OutputDir(tmp_path)
-    ours = first.save_png(PIXELS, "kernels_00_conv")
+    ours = write_png(first, PIXELS, "kernels_00_conv")
     theirs = tmp_path / "kernels_01_conv.png"
     theirs.write_bytes(b"the user's own file")
     second = OutputDir(tmp_path)
-    replaced = second.save_png(PIXELS[:2], "kernels_00_conv")
+    replaced = write_png(second, PIXELS[:2], "kernels_00_conv")
     assert replaced == ours and np.asarray(Image.open(ours)).shape == (2, 4, 3)
     with pytest.raises(OnnxvisError, match=r"exists and onnxvis did not write it.*; remove it or choose another folder"):
-        second.save_png(PIXELS, "kernels_01_conv")
+        write_png(second, PIXELS, "kernels_01_conv")
     assert theirs.read_bytes() == b"the user's own file"
 
 
 def test_manifest_lists_every_file_and_survives_a_torn_line(tmp_path):
     for _ in range(3):
         out = OutputDir(tmp_path)
-        out.save_png(PIXELS, "a")
-        out.save_png(PIXELS, "b", subdir="s")
+        write_png(out, PIXELS, "a")
+        write_png(out, PIXELS, "b", subdir="s")
     lines = (tmp_path / MANIFEST).read_text().splitlines()
     last = {rel: [size, mtime] for rel, size, mtime in map(json.loads, lines)}  # the last line of a name wins
     assert sorted(last) == ["a.png", "s/b.png"]
@@ -273,17 +274,17 @@ def test_manifest_lists_every_file_and_survives_a_torn_line(tmp_path):
         f.write('["c.pn')  # an interrupted append
     (tmp_path / "c.png").write_bytes(b"user")
     out = OutputDir(tmp_path)
-    out.save_png(PIXELS, "a")
+    write_png(out, PIXELS, "a")
     with pytest.raises(OnnxvisError, match="did not write it"):
-        out.save_png(PIXELS, "c")
+        write_png(out, PIXELS, "c")
 
 
 def test_an_output_the_user_changed_is_no_longer_replaced(tmp_path):
-    path = OutputDir(tmp_path).save_png(PIXELS, "k")
-    OutputDir(tmp_path).save_png(PIXELS[:1], "k")  # unchanged since onnxvis wrote it: replaced
+    path = write_png(OutputDir(tmp_path), PIXELS, "k")
+    write_png(OutputDir(tmp_path), PIXELS[:1], "k")  # unchanged since onnxvis wrote it: replaced
     path.write_bytes(b"annotated by the user")
     with pytest.raises(OnnxvisError, match=r"did not write it \(or it was changed since\)"):
-        OutputDir(tmp_path).save_png(PIXELS, "k")
+        write_png(OutputDir(tmp_path), PIXELS, "k")
     assert path.read_bytes() == b"annotated by the user"
 
 
@@ -298,7 +299,7 @@ def test_a_junk_manifest_protects_everything(tmp_path):
     (tmp_path / "k.png").write_bytes(b"user")
     (tmp_path / MANIFEST).write_bytes(os.urandom(1000) + b"\n[1, 2]\n{}\n")
     with pytest.raises(OnnxvisError, match="did not write it"):
-        OutputDir(tmp_path).save_png(PIXELS, "k")
+        write_png(OutputDir(tmp_path), PIXELS, "k")
     assert (tmp_path / "k.png").read_bytes() == b"user"
 
 
@@ -316,15 +317,15 @@ def test_a_manifest_that_is_a_fifo_or_a_link_to_a_device_does_not_hang(tmp_path)
         out = OutputDir(tmp_path / folder)
         assert out._owned == {}
         with pytest.raises(OnnxvisError, match="cannot record"):
-            out.save_png(PIXELS, "k")  # the manifest cannot be appended to: said, not hung
+            write_png(out, PIXELS, "k")  # the manifest cannot be appended to: said, not hung
 
 
 def test_an_input_is_never_overwritten_even_if_the_manifest_lists_it(tmp_path):
     first = OutputDir(tmp_path)
-    image = first.save_png(PIXELS, "fmaps_00_conv")  # a previous output, now used as the input
+    image = write_png(first, PIXELS, "fmaps_00_conv")  # a previous output, now used as the input
     out = OutputDir(tmp_path, protect=[image])
     with pytest.raises(OnnxvisError, match="is one of the inputs; choose another output folder"):
-        out.save_png(PIXELS[:1], "fmaps_00_conv")
+        write_png(out, PIXELS[:1], "fmaps_00_conv")
     assert np.array_equal(np.asarray(Image.open(image)), PIXELS)
 
 
@@ -361,9 +362,9 @@ def test_a_symlink_in_the_folder_is_never_followed_out_of_it(tmp_path):
     (out_dir / MANIFEST).write_text('["k.png", 1, 1]\n["k_split/out0000.png", 1, 1]\n')
     out = OutputDir(out_dir)
     with pytest.raises(OnnxvisError, match="outside the output folder"):
-        out.save_png(PIXELS, "k")
+        write_png(out, PIXELS, "k")
     with pytest.raises(OnnxvisError, match="outside the output folder"):
-        out.save_png(PIXELS, "out0000", subdir="k_split")
+        write_png(out, PIXELS, "out0000", subdir="k_split")
     assert victim.read_text() == "precious" and not (tmp_path / "out0000.png").exists()
 
 
@@ -373,9 +374,9 @@ def test_a_symlink_loop_or_a_folder_in_the_way_is_a_clear_error(tmp_path):
     out = OutputDir(tmp_path)
     out._owned.update({"k.png": (0, 0), "d.png": (0, 0)})
     with pytest.raises(OnnxvisError, match="k.png"):
-        out.save_png(PIXELS, "k")
+        write_png(out, PIXELS, "k")
     with pytest.raises(OnnxvisError, match="is a folder"):
-        out.save_png(PIXELS, "d")
+        write_png(out, PIXELS, "d")
 
 
 # -------------------------------------------------------------------------------- the folder
@@ -383,7 +384,7 @@ def test_a_symlink_loop_or_a_folder_in_the_way_is_a_clear_error(tmp_path):
 
 def test_the_folder_is_created_with_its_parents(tmp_path):
     out = OutputDir(tmp_path / "a" / "b" / "c")
-    assert out.root.is_dir() and out.save_png(PIXELS, "k").is_file()
+    assert out.root.is_dir() and write_png(out, PIXELS, "k").is_file()
 
 
 def test_an_existing_file_is_not_a_folder(tmp_path):
@@ -406,9 +407,9 @@ def test_a_folder_that_cannot_be_written(tmp_path):
 
 
 def test_module_save_png_is_atomic_too(tmp_path, monkeypatch):
-    path = output.save_png(PIXELS, tmp_path / "k.png")
+    path = write_png(output, PIXELS, tmp_path / "k.png")
     monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        output.save_png(np.zeros((2, 2), np.uint8), path)
+        write_png(output, np.zeros((2, 2), np.uint8), path)
     monkeypatch.undo()
     assert np.array_equal(np.asarray(Image.open(path)), PIXELS) and _temps(tmp_path) == []

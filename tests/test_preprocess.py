@@ -1,4 +1,4 @@
-"""Tests of onnxvis.preprocess: torchvision parity (torch as oracle only), presets, odd and bad images."""
+"""Tests of onnxvis.image.preprocess: torchvision parity (torch as oracle only), presets, odd and bad images."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from onnxvis.errors import OnnxvisError
-from onnxvis.preprocess import (
+from onnxvis.image.preprocess import (
     METADATA_KEY,
     PRESETS,
     Preprocess,
@@ -521,7 +521,7 @@ def test_default_image_loads():
 
 def test_importing_preprocess_imports_neither_matplotlib_nor_torch():
     code = (
-        "import sys, onnxvis.preprocess as p; p.default_image_path(); "
+        "import sys, onnxvis.image.preprocess as p; p.default_image_path(); "
         "bad = [m for m in ('matplotlib', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

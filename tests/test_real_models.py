@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from conftest import asset, real_models
-from onnxvis import preprocess as pp
-from onnxvis.fmaps import feature_maps, predict
-from onnxvis.inputs import explain_preprocess, image_input
-from onnxvis.layers import find_conv_layers
-from onnxvis.model import Model
-from onnxvis.weights import GraphIndex, kernel_weights
+from onnxvis.engine.shortcuts import feature_maps, predict
+from onnxvis.image import preprocess as pp
+from onnxvis.image.inputs import explain_preprocess, image_input
+from onnxvis.model.file import Model
+from onnxvis.model.layers import find_conv_layers
+from onnxvis.model.weights import GraphIndex, kernel_weights
 
 # A real photo for each model, chosen to exercise conversions: grey photos into grey models and
 # colour photos into colour models here; the crossed cases are tested below.

@@ -58,7 +58,7 @@ def _reference(path, targets: list[str], feeds: dict[str, np.ndarray], same_opti
     import onnxruntime as ort
     from onnx import helper
 
-    from onnxvis.runner import session_options
+    from onnxvis.engine.runner import session_options
 
     full = onnx.load(str(path))  # loads external data too
     present = {o.name for o in full.graph.output}
@@ -87,14 +87,14 @@ def _assert_same(got: np.ndarray, expected: np.ndarray, what: str, ulps: float =
 
 
 def _main_graph_targets(model) -> list[str]:
-    from onnxvis.layers import find_conv_layers
+    from onnxvis.model.layers import find_conv_layers
 
     return [layer.output_name for layer in find_conv_layers(model) if layer.in_main_graph]
 
 
 def _reads(graph) -> set[str]:
     """Every name the nodes of ``graph`` read, subgraphs' outer-scope names included."""
-    from onnxvis.graph import outer_names
+    from onnxvis.model.graph import outer_names
 
     names = set()
     for node in graph.node:
@@ -107,7 +107,7 @@ def _ancestors(graph, targets) -> set[int]:
     """Indexes of the nodes that ``targets`` depend on, by a plain backward walk."""
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     seen, stack = set(), list(targets)
-    from onnxvis.graph import outer_names
+    from onnxvis.model.graph import outer_names
 
     while stack:
         i = producer.get(stack.pop())
@@ -124,8 +124,8 @@ def _ancestors(graph, targets) -> set[int]:
 
 @pytest.mark.parametrize("name", real_models() or ["(assets missing)"])
 def test_minimal_graph_equals_the_full_model_on_real_models(name):
-    from onnxvis.model import Model
-    from onnxvis.runner import run_tensors
+    from onnxvis.engine.runner import run_tensors
+    from onnxvis.model.file import Model
 
     path = asset(f"models/{name}")
     model = Model.open(path)
@@ -147,8 +147,8 @@ def test_minimal_graph_equals_the_full_model_on_real_models(name):
 
 @pytest.mark.parametrize("name", real_models() or ["(assets missing)"])
 def test_first_conv_alone_gives_the_same_map_with_a_smaller_graph(name):
-    from onnxvis.model import Model
-    from onnxvis.runner import minimal_model, run_tensors
+    from onnxvis.engine.runner import minimal_model, run_tensors
+    from onnxvis.model.file import Model
 
     path = asset(f"models/{name}")
     model = Model.open(path)
@@ -165,8 +165,8 @@ def test_first_conv_alone_gives_the_same_map_with_a_smaller_graph(name):
 def test_minimal_graph_holds_only_what_the_targets_need(name):
     import onnx
 
-    from onnxvis.model import Model
-    from onnxvis.runner import minimal_model
+    from onnxvis.engine.runner import minimal_model
+    from onnxvis.model.file import Model
 
     path = asset(f"models/{name}")
     model = Model.open(path)
@@ -194,8 +194,8 @@ def test_weights_stay_in_the_file_and_match_plain_onnx_load(name):
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from onnxvis.model import Model
-    from onnxvis.runner import minimal_model
+    from onnxvis.engine.runner import minimal_model
+    from onnxvis.model.file import Model
 
     path = asset(f"models/{name}")
     model = Model.open(path)
@@ -222,8 +222,8 @@ def test_real_models_do_use_the_file_mapping():
     """onnxruntime accepts the references into the model file (no silent fallback to copies)."""
     from onnx import TensorProto
 
-    from onnxvis.model import Model
-    from onnxvis.runner import Session, minimal_model
+    from onnxvis.engine.runner import Session, minimal_model
+    from onnxvis.model.file import Model
 
     path = asset("models/ultraface_rfb320_pytorch.onnx")
     model = Model.open(path)
@@ -276,8 +276,8 @@ def _chain(path, channels=(3, 64, 64, 32), size=20, *, external: bool = False, a
 
 @pytest.mark.parametrize("external", [False, True], ids=["single file", "external data"])
 def test_built_chain_equals_the_full_model(tmp_path, external):
-    from onnxvis.model import Model
-    from onnxvis.runner import run_tensors
+    from onnxvis.engine.runner import run_tensors
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path, external=external)
@@ -295,8 +295,8 @@ def test_external_data_weights_are_lent_as_arrays_equal_to_onnx_load(tmp_path):
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from onnxvis.model import Model
-    from onnxvis.runner import Session, minimal_model
+    from onnxvis.engine.runner import Session, minimal_model
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path, external=True)
@@ -319,8 +319,8 @@ def test_external_data_weights_are_lent_as_arrays_equal_to_onnx_load(tmp_path):
 def test_single_file_weights_are_mapped_from_the_file(tmp_path):
     from onnx import TensorProto
 
-    from onnxvis.model import Model
-    from onnxvis.runner import minimal_model
+    from onnxvis.engine.runner import minimal_model
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path)
@@ -342,8 +342,8 @@ def test_conv_output_is_before_batchnorm_and_activation(tmp_path, activation):
     """Optimisations must not fuse the BatchNormalization or the activation into the conv asked for."""
     from onnx import numpy_helper
 
-    from onnxvis.model import Model
-    from onnxvis.runner import run_tensors
+    from onnxvis.engine.runner import run_tensors
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path, (3, 8), activation=activation)
@@ -363,9 +363,9 @@ def test_conv_output_is_before_batchnorm_and_activation(tmp_path, activation):
 
 
 def test_a_model_changed_after_open_is_reported(tmp_path):
+    from onnxvis.engine.runner import run_tensors
     from onnxvis.errors import OnnxvisError
-    from onnxvis.model import Model
-    from onnxvis.runner import run_tensors
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path)
@@ -380,7 +380,7 @@ def test_a_model_changed_after_open_is_reported(tmp_path):
 def test_raw_data_range_points_at_the_raw_bytes_of_plain_onnx_load(tmp_path):
     import onnx
 
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     _chain(path)
@@ -397,9 +397,9 @@ def test_raw_data_range_points_at_the_raw_bytes_of_plain_onnx_load(tmp_path):
 
 
 def test_missing_input_is_an_onnxvis_error(tmp_path):
+    from onnxvis.engine.runner import run_tensors
     from onnxvis.errors import OnnxvisError
-    from onnxvis.model import Model
-    from onnxvis.runner import run_tensors
+    from onnxvis.model.file import Model
 
     path = tmp_path / "chain.onnx"
     targets = _chain(path)

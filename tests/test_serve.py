@@ -34,9 +34,9 @@ httpx = pytest.importorskip("httpx2", reason="httpx2 (dev extra) is needed by St
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from onnxvis.explorer import _LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
-from onnxvis.inspector import Inspector  # noqa: E402
-from onnxvis.serve import create_app  # noqa: E402
+from onnxvis.engine.inspector import Inspector  # noqa: E402
+from onnxvis.serve.app import create_app  # noqa: E402
+from onnxvis.serve.explorer import _LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
 
 SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
 COFFEE = "images/skimage_coffee.png"
@@ -109,7 +109,7 @@ def test_page_has_every_element_and_a_strict_policy(client):
         "/api/kernels/..%2f..%2fetc%2fpasswd.png",
         "/api/fmaps/%2e%2e%2f%2e%2e/0.png",
         "/etc/passwd",
-        "/onnxvis/serve.py",
+        "/onnxvis/serve/app.py",
     ],
 )
 def test_no_request_path_reads_a_file(client, path):
@@ -229,7 +229,7 @@ def test_just_under_the_limit_is_read(client):
 
 
 def test_old_photos_are_forgotten_and_their_files_removed(tiny, tmp_path):
-    from onnxvis.preprocess import default_image_path
+    from onnxvis.image.preprocess import default_image_path
 
     with Explorer(Inspector(tiny), cam=None, max_photos=2) as ex:
         sample = ex.sample_photo()
@@ -318,7 +318,7 @@ def test_non_finite_weights_are_null_in_json(make_conv_model):
 
 @pytest.mark.parametrize("colormap", ["grey", "diverging"])
 def test_kernel_pictures_are_the_kernels_command_pictures(client, explorer, colormap):
-    from onnxvis.render import kernel_pixels, split_pixels
+    from onnxvis.draw.layers import kernel_pixels, split_pixels
 
     layer = explorer.inspector.layers[1]
     weight = explorer.inspector.kernels(layer)
@@ -342,7 +342,7 @@ def test_kernel_requests_that_are_wrong(client):
 
 
 def test_feature_maps_and_predictions_are_the_inspectors(client, explorer, tiny, tmp_path):
-    from onnxvis import grids
+    from onnxvis.draw import grids
 
     path = photo(tmp_path / "p.png", 3)
     ident = upload(client, path.read_bytes()).json()["id"]

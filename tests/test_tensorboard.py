@@ -17,7 +17,7 @@ pytest.importorskip("tensorboard", reason="the tensorboard package is not instal
 
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
-from onnxvis import tensorboard as tb  # noqa: E402
+from onnxvis.write import tensorboard as tb  # noqa: E402
 
 
 def _written(done) -> list[Path]:
@@ -52,7 +52,8 @@ def test_records_pass_tensorboards_crc_checks(tmp_path):
 
     events = tb.EventFile()
     pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
-    from onnxvis.output import OutputDir, encode_png
+    from onnxvis.outdir import OutputDir
+    from onnxvis.write.png import encode_png
 
     events.add_png("kernels/00_a", encode_png(pixels), 4, 4, 3, step=7)
     path = events.save(OutputDir(tmp_path), "test")

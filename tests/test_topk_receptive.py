@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import asset
-from onnxvis.receptive import Field, receptive_fields
-from onnxvis.topk import TopK, channel_maxima
+from onnxvis.analysis.examples.receptive import Field, receptive_fields
+from onnxvis.analysis.examples.topk import TopK, channel_maxima
 
 
 def _brute(scores: np.ndarray, k: int) -> list[list[tuple[float, int]]]:
@@ -115,8 +115,8 @@ def _model(graph):
 def _layers(model, tmp_path):
     import onnx
 
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
@@ -177,8 +177,8 @@ def test_field_of_a_real_model_bounds_what_a_position_sees(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from onnxvis.layers import find_conv_layers
-    from onnxvis.model import Model
+    from onnxvis.model.file import Model
+    from onnxvis.model.layers import find_conv_layers
 
     path = asset("models/mnist_cntk.onnx")
     model = Model.open(path)

@@ -55,7 +55,7 @@ def read_run(log_dir: Path) -> dict[str, dict[int, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from onnxvis.preprocess import default_image_path
+    from onnxvis.image.preprocess import default_image_path
 
     root = tmp_path_factory.mktemp("tutorial_run")
     torch.manual_seed(620)

@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import asset
 from onnxvis.errors import OnnxvisError
-from onnxvis.layers import find_conv_layers
-from onnxvis.model import Model
-from onnxvis.weights import dequantize, kernel_weights
+from onnxvis.model.file import Model
+from onnxvis.model.layers import find_conv_layers
+from onnxvis.model.weights import dequantize, kernel_weights
 
 RNG = np.random.default_rng(1234)
 
@@ -623,8 +623,8 @@ def test_conv_transpose_is_drawn_per_output_channel(tmp_path, in_ch, out_per_gro
 def test_conv_transpose_regrouping_against_torch():
     """torch: conv_transpose2d(x, W, groups=g) equals a conv2d with our kernels flipped, on the padded input."""
     torch = pytest.importorskip("torch")
-    from onnxvis.layers import ConvLayer
-    from onnxvis.weights import WeightSource
+    from onnxvis.model.layers import ConvLayer
+    from onnxvis.model.weights import WeightSource
 
     for in_ch, out_per_group, group, k in [(4, 3, 2, 3), (6, 2, 3, 2), (3, 5, 1, 3), (8, 1, 8, 3)]:
         w = f32(in_ch, out_per_group, k, k)
@@ -640,8 +640,8 @@ def test_conv_transpose_regrouping_against_torch():
 
 def test_conv_1d_and_3d_against_torch():
     torch = pytest.importorskip("torch")
-    from onnxvis.layers import ConvLayer
-    from onnxvis.weights import WeightSource
+    from onnxvis.model.layers import ConvLayer
+    from onnxvis.model.weights import WeightSource
 
     cases = [((4, 2, 5), torch.nn.functional.conv1d, (1, 2, 20)), ((3, 2, 2, 3, 3), torch.nn.functional.conv3d, (1, 2, 6, 7, 7))]
     for shape, fn, x_shape in cases:

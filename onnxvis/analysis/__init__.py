@@ -1,0 +1,3 @@
+"""Analyses built on the engine, each a set of pure steps over its arrays: class activation maps,
+dataset examples, statistics.
+"""

@@ -1,0 +1,112 @@
+"""onnxvis cam."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from onnxvis.cli.common import (
+    add_layers,
+    add_output,
+    add_preprocess_options,
+    floats,
+    guess_note,
+    image_paths,
+    open_inspector,
+    output_dir,
+    print_paths,
+)
+from onnxvis.errors import OnnxvisError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cam",
+        help="where the model looks: class activation maps (ScoreCAM, AblationCAM, EigenCAM, FEM, KPCA-CAM) over the photo",
+        description="Compute, for each image and place, the class activation map of a class as pytorch-grad-cam "
+        "1.5 does (same numbers), from forward passes only: no gradients, no torch, any framework's model. "
+        "Writes the map over the photo (grad-cam's show_cam_on_image, JET colours) as PNG, and with "
+        "--format npy the map itself (float32, the model input's height x width, in [0, 1]). score: ScoreCAM, "
+        "one run of the whole model per channel (masks batched); ablation: AblationCAM, which runs only the "
+        "graph after the chosen tensor; eigen, fem, kpca: from the activations alone (not class-specific).",
+        epilog="examples:\n  onnxvis cam models/resnet18.onnx cat.jpg\n"
+        "  onnxvis cam models/resnet18.onnx cat.jpg --method score --target 'tiger cat'\n"
+        "  onnxvis cam models/resnet18.onnx cat.jpg --tensor relu_16 --format png,npy --metrics\n"
+        "  onnxvis cam squeezenet.onnx photos/ --preset caffe --method eigen",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="photos or folders of photos (default: matplotlib's sample portrait)")
+    p.add_argument(
+        "--method", choices=["score", "ablation", "eigen", "fem", "kpca"], default="ablation", help="the CAM method (default ablation)"
+    )
+    add_layers(p, "the last conv layer with a spatial output")
+    p.add_argument(
+        "--tensor",
+        dest="tensors",
+        action="append",
+        metavar="NAME",
+        help="any tensor of the graph with (batch, channels, height, width) values, e.g. a block's output after its "
+        "residual add and activation (repeat for several)",
+    )
+    p.add_argument("--target", metavar="CLASS", help="class index, or label when the model has labels (default: the predicted class)")
+    p.add_argument("--target-output", metavar="NAME", help="the output that holds the class scores, for models with several")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print grad-cam's CamMultImageConfidenceChange and ROAD scores (ROAD needs pip install 'onnxvis[cam]')",
+    )
+    p.add_argument(
+        "--percentiles",
+        type=floats,
+        default=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0),
+        metavar="P,...",
+        help="ROAD's percentiles for --metrics (default 10,20,...,90, as grad-cam's ROADCombined)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="masked images per run for ScoreCAM (default 16)")
+    add_preprocess_options(p)
+    p.add_argument(
+        "--format",
+        dest="formats",
+        default="png",
+        metavar="png,npy,tensorboard",
+        help="what to write: png (the map over the photo; default), npy (the map), tensorboard (needs "
+        "pip install 'onnxvis[tensorboard]'), comma-separated",
+    )
+    add_output(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+    from onnxvis.progress import Progress
+    from onnxvis.write.cam import parse_cam_formats, write_cams
+
+    if args.batch_size < 1:
+        raise OnnxvisError("--batch-size must be 1 or more")
+    formats = parse_cam_formats(args.formats)
+    if "tensorboard" in formats:
+        from onnxvis.write.tensorboard import check_available
+
+        check_available()
+    inspector = open_inspector(args)
+    images = image_paths(args)
+    layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector)])
+    places = places_for(inspector, layers, args.tensors or [])
+    output = inspector.class_output(args.target_output)
+    out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
+    if args.metrics:
+        from onnxvis.analysis.cam.metrics import check_road_available, metrics_line
+
+        check_road_available()  # before the long run
+    with Progress(len(images) * len(places), f"cam {args.method}") as bar:
+
+        def each(result) -> None:
+            if args.metrics:
+                bar.write(metrics_line(inspector, result, args.percentiles, output))
+            bar.advance(result.image.name)
+
+        results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
+        written = write_cams(results, out, formats, each)
+    for note in guess_note(inspector):
+        print(note, file=sys.stderr)
+    print_paths(written)

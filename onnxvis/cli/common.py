@@ -1,0 +1,206 @@
+"""What several commands share: argument types, the option groups, and the steps from flags to the library."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from onnxvis.errors import OnnxvisError, printable
+
+if TYPE_CHECKING:
+    from onnxvis.outdir import OutputDir
+
+
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or H,W as whole numbers, got {text!r}") from None
+    if not 1 <= len(values) <= 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or H,W of positive numbers, got {text!r}")
+    return values
+
+
+def floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_grid_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("grid (torchvision make_grid options)")
+    g.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    g.add_argument("--padding", type=int, default=2, help="pixels between images (default 2)")
+    g.add_argument("--pad-value", type=float, default=0.0, help="value of the padding, 0 black to 1 white (default 0)")
+    g.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="draw raw values clipped to [0, 1] instead of min-max scaling")
+    g.add_argument("--no-scale-each", dest="scale_each", action="store_false", help="scale all tiles together instead of each on its own")
+
+
+def add_preprocess_options(p: argparse.ArgumentParser) -> None:
+    pre = p.add_argument_group("preprocessing (overrides the model's metadata)")
+    pre.add_argument("--preset", help="imagenet, caffe, tf, unit, raw or cifar10")
+    pre.add_argument("--resize", type=ints, metavar="N|H,W", help="H,W: exact size; N: shorter side to N (use with --crop)")
+    pre.add_argument("--crop", type=ints, metavar="H,W", help="centre crop after resizing")
+    pre.add_argument("--mean", type=floats, metavar="M[,M,M]", help="per-channel mean, in the value scale of --scale")
+    pre.add_argument("--std", type=floats, metavar="S[,S,S]", help="per-channel std")
+    pre.add_argument("--bgr", action="store_true", help="feed channels in BGR order (Caffe models)")
+    pre.add_argument("--scale", type=float, choices=[1.0, 255.0], help="value of white: 1 (0..1) or 255 (0..255)")
+    pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: detected from the graph)")
+    pre.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for another model input: a number fills it, or a .npy file (repeat for several inputs)",
+    )
+
+
+def add_formats(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        dest="formats",
+        default="png",
+        metavar="png,tensorboard",
+        help="what to write: png (default), tensorboard (an event file in the output folder; needs "
+        "pip install 'onnxvis[tensorboard]'), or both, comma-separated",
+    )
+
+
+def add_colormap(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--colormap",
+        choices=["grey", "diverging"],
+        default="grey",
+        help="grey: torchvision's picture (RGB for 3 input channels), min-max scaled (default); diverging: "
+        "blue negative, white zero, red positive, each tile scaled by its largest magnitude, so the sign "
+        "of every weight shows",
+    )
+
+
+def add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default onnxvis-out/<model name>/)")
+
+
+def add_layers(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--layers",
+        metavar="SPEC",
+        help=f"which conv layers: comma list of indexes (0 is the first conv) or node names, or 'all' (default: {default})",
+    )
+
+
+def output_dir(args: argparse.Namespace, model_name: str, protect: list) -> OutputDir:
+    from onnxvis.outdir import OutputDir
+
+    root = Path(args.output) if args.output else Path("onnxvis-out") / model_name
+    return OutputDir(root, protect=protect)
+
+
+def grid_options(args: argparse.Namespace):
+    from onnxvis.draw.grids import GridOptions
+
+    return GridOptions(args.nrow, args.padding, args.pad_value, args.normalize, args.scale_each)
+
+
+def checked_formats(args: argparse.Namespace) -> tuple[str, ...]:
+    """--format, checked before any work (and whether the tensorboard package is there)."""
+    from onnxvis.write.layers import parse_formats
+
+    formats = parse_formats(args.formats)
+    if "tensorboard" in formats:
+        from onnxvis.write.tensorboard import check_available
+
+        check_available()
+    return formats
+
+
+def print_paths(paths) -> None:
+    for path in paths:
+        print(path)
+
+
+def fmt_tuple(values) -> str:
+    return "x".join(str(v) for v in values) if values else "-"
+
+
+def layer_rows(layers) -> list[str]:
+    """The layer table, its name column as wide as the longest name: tf2onnx and JAX names are long."""
+    names = [printable(layer.name) for layer in layers]
+    width = max([4, *map(len, names)])
+    rows = [f"{'idx':>3}  {'name':<{width}} {'op':<12} {'weight':<16} {'stride':<7} {'pads':<9} {'group':>5} {'params':>10}  weight source"]
+    for layer, name in zip(layers, names, strict=True):
+        shape = fmt_tuple(layer.weight_shape) if layer.weight_shape else "?"
+        params = f"{layer.param_count:,}" if layer.param_count is not None else "?"
+        where = f" [in {layer.graph_path}]" if layer.graph_path else ""
+        if layer.op_type == "ConvTranspose" and layer.weight_shape:
+            where += " [stored in x out/group; drawn per output channel]"
+        if layer.fused_activation:
+            where += f" [{layer.fused_activation} fused: maps are after it]"
+        rows.append(printable(
+            f"{layer.index:>3}  {name:<{width}} {layer.op_type:<12} {shape:<16} {fmt_tuple(layer.strides):<7} "
+            f"{','.join(map(str, layer.pads)):<9} {layer.group:>5} {params:>10}  {layer.source.describe()}{where}"
+        ))
+    return rows
+
+
+def no_conv_error(model_path) -> OnnxvisError:
+    return OnnxvisError(
+        f"{model_path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); "
+        "onnxvis draws conv layers only, check that this is the model you meant"
+    )
+
+
+GUESS_HINT = "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
+
+
+def preprocess_changes(args: argparse.Namespace) -> dict:
+    """The preprocessing fields the flags change."""
+    changes: dict = {}
+    if args.resize is not None:
+        if len(args.resize) == 1 and args.crop is None:
+            raise OnnxvisError("--resize N (shorter side) needs --crop H,W; for an exact size give --resize H,W")
+        changes["resize"] = args.resize
+        changes["crop"] = args.crop
+    elif args.crop is not None:
+        changes["crop"] = args.crop
+    if args.mean is not None:
+        changes["mean"] = args.mean
+    if args.std is not None:
+        changes["std"] = args.std
+    if args.bgr:
+        changes["color"] = "BGR"
+    if args.scale is not None:
+        changes["scale"] = args.scale
+    return changes
+
+
+def open_inspector(args: argparse.Namespace, **options):
+    """The Inspector for a command with the preprocessing flags."""
+    from onnxvis.engine.inspector import Inspector
+    from onnxvis.image.inputs import parse_input_values
+
+    return Inspector(
+        args.model,
+        preset=args.preset,
+        changes=preprocess_changes(args),
+        layout=args.layout,
+        inputs=parse_input_values(args.inputs),
+        explicit_size=args.resize is not None or args.crop is not None,
+        **options,
+    )
+
+
+def guess_note(inspector) -> list[str]:
+    """The note to print when the preprocessing was guessed (once the run worked: an error stays one line)."""
+    settled = inspector.preprocessing
+    return [f"note: the preprocessing is {settled.origin}; {GUESS_HINT}"] if settled.guessed else []
+
+
+def image_paths(args: argparse.Namespace) -> list[Path]:
+    from onnxvis.image import preprocess as pp
+
+    return pp.image_files(args.images) if args.images else [pp.default_image_path()]
+

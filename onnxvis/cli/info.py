@@ -1,0 +1,37 @@
+"""onnxvis info."""
+
+from __future__ import annotations
+
+import argparse
+
+from onnxvis.cli.common import GUESS_HINT, layer_rows
+from onnxvis.errors import printable
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="describe a model: producer, opsets, inputs, guessed preprocessing, conv layers",
+        description="Print the producer, the opsets, the inputs with their guessed layout and preprocessing, "
+        "then the conv layers with how each one's weight is stored.",
+        epilog="example:\n  onnxvis info models/alexnet.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+
+
+def run(args: argparse.Namespace) -> None:
+    from onnxvis.engine.inspector import Inspector
+
+    inspector = Inspector(args.model)
+    lines = []
+    for key, value in inspector.summary(full_paths=True):
+        if key == "conv layers":
+            lines.append(f"conv layers: {value}")
+        else:
+            lines.append(f"{key:<9} {value}")
+        if key == "" and inspector.preprocessing.guessed:
+            lines.append(f"{'':<9} {GUESS_HINT}")
+    if inspector.layers:
+        lines.extend(layer_rows(inspector.layers))
+    print("\n".join(printable(line) for line in lines))

@@ -1,0 +1,72 @@
+"""onnxvis predict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from onnxvis.cli.common import add_preprocess_options, guess_note, image_paths, open_inspector
+from onnxvis.errors import OnnxvisError, printable
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="print the top-k classes of images: the quickest check of a model and its preprocessing",
+        description="Run the whole model on each image (folders are walked for image files, in sorted order) "
+        "and print its best classes, with their labels when the model carries them (onnxvis export stores "
+        "them). Scores are probabilities: a softmax of the model's outputs, unless they already are.",
+        epilog="examples:\n  onnxvis predict models/alexnet.onnx cat.jpg\n"
+        "  onnxvis predict model.onnx photos/ --top 1 --format csv > predictions.csv\n"
+        "  onnxvis predict squeezenet.onnx photos/ --preset caffe --format jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="photos, or folders walked for image files")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        choices=["text", "csv", "jsonl"],
+        default="text",
+        help='text (default): a block per image; csv: image,rank,class,label,score; jsonl: one line per image, '
+        '{"image": PATH, "top": [{"class": INDEX, "label": NAME_OR_NULL, "score": FLOAT}, ...]}',
+    )
+    p.add_argument("--output-name", metavar="NAME", help="the model output that holds the class scores (default: found from its shape)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per run when the model allows batches (default 8)")
+    add_preprocess_options(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    import csv
+    import json
+
+    from onnxvis.progress import Progress
+
+    if args.top < 1:
+        raise OnnxvisError("--top must be 1 or more")
+    if args.batch_size < 1:
+        raise OnnxvisError("--batch-size must be 1 or more")
+    inspector = open_inspector(args, batch_size=args.batch_size)
+    images = image_paths(args)
+    inspector.class_output(args.output_name)  # a model without class scores fails before the run
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
+    if writer is not None:
+        writer.writerow(["image", "rank", "class", "label", "score"])
+    with Progress(len(images), "predict") as bar:
+        for prediction in inspector.predict(images, top=args.top, output=args.output_name):
+            if writer is not None:
+                for rank, (index, label, score) in enumerate(prediction.top, 1):
+                    writer.writerow([str(prediction.image), rank, index, "" if label is None else label, f"{score:.6g}"])
+            elif args.formats == "jsonl":
+                top = [{"class": index, "label": label, "score": score} for index, label, score in prediction.top]
+                print(json.dumps({"image": str(prediction.image), "top": top}, ensure_ascii=False))
+            else:
+                print(printable(str(prediction.image)))
+                for rank, (index, label, score) in enumerate(prediction.top, 1):
+                    print(printable(f"  {rank}. {index:>5}  {score:8.4f}  {label if label is not None else ''}".rstrip()))
+            sys.stdout.flush()
+            bar.advance(prediction.image.name)
+    for note in guess_note(inspector):
+        print(note, file=sys.stderr)
+    print(f"preprocessing: {inspector.preprocessing.preprocess.describe()}", file=sys.stderr)

@@ -1,0 +1,50 @@
+"""Pictures of a layer's weights, as uint8 pixels: the grid the CLI, the report, the page and the notebook draw.
+
+Arrays in, arrays out: the layouts come from :mod:`onnxvis.draw.grids` and the signed colours from
+:mod:`onnxvis.draw.colormaps`; nothing here reads a model or writes a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from onnxvis.draw import colormaps, grids
+from onnxvis.draw.grids import GridOptions
+
+if TYPE_CHECKING:
+    from onnxvis.draw.grids import KernelPicture
+
+
+
+def kernel_pixels(
+    weight: np.ndarray, grid: GridOptions = GridOptions(), max_tiles: int | None = None, colormap: str = "grey"
+) -> tuple[np.ndarray, "KernelPicture"]:
+    """A layer's kernel grid as uint8 pixels, and how it was laid out.
+
+    Args:
+        weight: the layer's kernels (O, I, ...).
+        max_tiles: the cap on tiles; None for the default, 0 for no cap.
+        colormap: "grey" (torchvision's picture: RGB for 3 input channels, else grey) or
+            "diverging" (blue negative, white zero, red positive; see :mod:`onnxvis.figures`).
+    """
+    colormaps.check_colormap(colormap)
+    cap = grids.DEFAULT_MAX_TILES if max_tiles is None else (None if max_tiles == 0 else max_tiles)
+    if colormap == "diverging":
+        picture = colormaps.signed_kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, cap)
+        return colormaps.diverging_rgb(picture.grid, grid.pad_value), picture
+    picture = grids.kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value, cap)
+    return grids.to_uint8(picture.grid), picture
+
+
+def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap: str = "grey") -> Iterator[tuple[int, np.ndarray]]:
+    """The per-output-channel view (the tutorial's) as (output channel, uint8 pixels) pairs."""
+    if colormaps.check_colormap(colormap) == "diverging":
+        values = colormaps.signed_kernels(weight, grid.scale_each) if grid.normalize else weight
+        for o, tiles in grids.split_grids(values, None, grid.nrow, grid.padding, False, False, float("nan")):
+            yield o, colormaps.diverging_rgb(tiles, grid.pad_value)
+        return
+    for o, tiles in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
+        yield o, grids.to_uint8(tiles)

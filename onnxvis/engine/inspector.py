@@ -1,0 +1,688 @@
+"""The engine: a model opened once, its image input and preprocessing settled once, its sessions kept.
+
+Every command, the report, the notebook figures and the server go through an :class:`Inspector`::
+
+    with Inspector("models/alexnet.onnx") as insp:
+        maps = insp.feature_maps("cat.jpg", insp.select("0,1")).maps          # one image
+        for prediction in insp.predict(["a.jpg", "b.jpg"], top=5):           # many: streamed, batched
+            print(prediction.image, prediction.top[0])
+
+Images given as an iterable are decoded and preprocessed in a background thread while onnxruntime
+runs, and fed in batches when the model's batch dimension allows it. One onnxruntime session is kept
+for each set of requested tensors (and for each place where a run starts in the middle of the graph,
+which class activation maps need).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+import numpy as np
+
+from onnxvis.engine.classes import class_outputs, top_k
+from onnxvis.engine.runner import Session
+from onnxvis.errors import OnnxvisError
+from onnxvis.image import preprocess as pp
+from onnxvis.image.inputs import (
+    InputSpec,
+    _describe_value,
+    _match_channels,
+    explain_preprocess,
+    fill_inputs,
+    fit_size,
+    image_input,
+    input_shape,
+    runtime_inputs,
+    size_multiple,
+)
+from onnxvis.model.file import Model
+from onnxvis.model.graph import required_nodes
+from onnxvis.model.layers import ConvLayer, find_conv_layers, select_layers
+from onnxvis.model.metadata import DESCRIBED_KEYS, LABELS_KEY, labels_from_metadata, labels_origin, preprocess_origin
+from onnxvis.model.weights import kernel_weights
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    ImageLike = str | os.PathLike | Image.Image
+else:
+    ImageLike = Any
+
+__all__ = ["Inspector", "Settled", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike"]
+
+# A model with a fixed batch gets the image repeated to fill it, up to this many bytes.
+_MAX_BATCH_BYTES = 1 << 30
+# Preprocessed images waiting for onnxruntime, per batch: enough to hide decoding, bounded in memory.
+_PREFETCH_BATCHES = 2
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The preprocessing an Inspector uses, and where it came from.
+
+    Attributes:
+        preprocess: the settings, sized for the model's declared input where it is fixed.
+        origin: in words, e.g. "the model's onnxvis.preprocess metadata".
+        source: "argument" (given as a Preprocess), "preset", "flags" (a preset or the model's
+            choice with some fields changed), "metadata" or "guess".
+    """
+
+    preprocess: pp.Preprocess
+    origin: str
+    source: Literal["argument", "preset", "flags", "metadata", "guess"]
+
+    @property
+    def guessed(self) -> bool:
+        return self.source == "guess"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image, ready to feed.
+
+    Attributes:
+        image: the file (``Path("<image>")`` for an in-memory image).
+        array: what is fed to the image input: batch 1 (or the model's fixed batch), model layout and dtype.
+        preprocess: the preprocessing used, with its final size.
+        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3).
+    """
+
+    image: Path
+    array: np.ndarray
+    preprocess: pp.Preprocess
+    rgb: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The requested tensors for one image; each value has the batch dimension removed."""
+
+    image: Path
+    prepared: Prepared
+    values: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """The feature maps of one image.
+
+    Attributes:
+        image: the image file (``Path("<image>")`` for an in-memory image).
+        input_spec: the model input the image was fed to.
+        preprocess: the preprocessing used, with its final size.
+        input: the array fed to the model.
+        maps: one array per layer, (C, H, W), channels first whatever the model's layout.
+    """
+
+    image: Path
+    input_spec: InputSpec
+    preprocess: pp.Preprocess
+    input: np.ndarray
+    maps: dict[ConvLayer, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The best classes for one image: (class index, label or None, probability), best first."""
+
+    image: Path
+    output: str
+    top: list[tuple[int, str | None, float]] = field(default_factory=list)
+
+
+def _is_one_image(images: object) -> bool:
+    from PIL import Image
+
+    return isinstance(images, (str, os.PathLike, Image.Image))
+
+
+def _image_name(image: ImageLike) -> Path:
+    return Path(image) if isinstance(image, (str, os.PathLike)) else Path("<image>")
+
+
+def _prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """``items``, computed in a background thread up to ``depth`` ahead of the consumer.
+
+    An exception in the thread is raised in the consumer at the item where it happened; a consumer
+    that stops early stops the thread.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="onnxvis-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+class Inspector:
+    """One model, opened once, for many passes.
+
+    Args:
+        model: the .onnx path, or an opened :class:`~onnxvis.model.file.Model`.
+        preprocess: the preprocessing to use, overriding the model's metadata and any guess.
+        preset: a named preset (see :data:`onnxvis.image.preprocess.PRESETS`) instead of the model's choice.
+        changes: fields to change in the chosen preprocessing (``resize``, ``crop``, ``mean``, ``std``,
+            ``color``, ``scale``), as a user's flags do.
+        layout: "NCHW" or "NHWC", overriding the layout found in the graph.
+        inputs: values for the model's other run-time inputs: a number fills the input, an array is
+            used as it is (see :func:`onnxvis.image.inputs.fill_inputs`).
+        explicit_size: the preprocessing's size was set by the user: keep it exactly, even where a
+            dynamic-size model would round it to the multiple it needs.
+        batch_size: images per onnxruntime run when the model's batch dimension is free.
+        threads: onnxruntime's intra-op threads (default: the machine's cores).
+
+    Raises:
+        OnnxvisError: the model cannot be opened, or a setting is malformed.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Model,
+        *,
+        preprocess: pp.Preprocess | None = None,
+        preset: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+        layout: str | None = None,
+        inputs: Mapping[str, float | np.ndarray] | None = None,
+        explicit_size: bool = False,
+        batch_size: int = 8,
+        threads: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}")
+        self.model = model if isinstance(model, Model) else Model.open(model)
+        self.layers: list[ConvLayer] = find_conv_layers(self.model)
+        self.labels: list[str] | None = labels_from_metadata(self.model.metadata)
+        self.batch_size = int(batch_size)
+        self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        self._preprocess_arg = preprocess
+        self._preset = preset
+        self._changes = dict(changes or {})
+        self._layout = layout
+        self._inputs = dict(inputs or {})
+        self._explicit_size = explicit_size
+        self._spec: InputSpec | None = None
+        self._settled: Settled | None = None
+        self._multiple: int | None = None
+        self._sessions: dict[tuple, Session] = {}
+        self._unbatchable: set[tuple] = set()
+        self._kernels: dict[ConvLayer, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------ settled once
+
+    def __enter__(self) -> "Inspector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the onnxruntime sessions and cached weights."""
+        self._sessions.clear()
+        self._kernels.clear()
+
+    @property
+    def image_input(self) -> InputSpec:
+        """The model input that takes the image (found once). Raises OnnxvisError when there is none."""
+        if self._spec is None:
+            self._spec = image_input(self.model, self._layout)
+        return self._spec
+
+    @property
+    def preprocessing(self) -> Settled:
+        """The preprocessing, settled once, with where it came from."""
+        if self._settled is None:
+            self._settled = self._settle()
+        return self._settled
+
+    def _settle(self) -> Settled:
+        spec = self.image_input
+        if self._preprocess_arg is not None:
+            return Settled(_match_channels(self._preprocess_arg, spec), "given by the caller", "argument")
+        choice = explain_preprocess(self.model, spec, self._preset)
+        source: Literal["argument", "preset", "flags", "metadata", "guess"]
+        if self._preset is not None:
+            source = "preset"
+        elif choice.guessed:
+            source = "guess"
+        else:
+            source = "metadata"
+        chosen, origin = choice.preprocess, choice.origin
+        if self._changes:
+            chosen = chosen.replace(**self._changes, name=f"{chosen.name} + flags")
+            origin = f"{origin}, with some settings changed by the user"
+            source = "flags"
+        return Settled(_match_channels(chosen, spec), origin, source)
+
+    def select(self, spec: str | int | None, default: str = "first") -> list[ConvLayer]:
+        """Conv layers by ``spec`` ("all", "0,2", node names), or ``default`` ("all", "first", "last") when None."""
+        if default == "last":
+            if spec is None:
+                if not self.layers:
+                    select_layers(self.layers, None, default="first")  # raises the usual error
+                return self.layers[-1:]
+            default = "first"
+        return select_layers(self.layers, None if spec is None else str(spec), default=default)
+
+    def kernels(self, layer: ConvLayer) -> np.ndarray:
+        """The layer's kernels as float32 (O, I, ...), read once."""
+        weight = self._kernels.get(layer)
+        if weight is None:
+            weight = self._kernels[layer] = kernel_weights(layer)
+        return weight
+
+    # ------------------------------------------------------------------------------ one image
+
+    def prepare(self, image: ImageLike) -> Prepared:
+        """Decode ``image`` (a path or a PIL image) and turn it into the array the model wants.
+
+        Raises:
+            OnnxvisError: a bad image, or a size the model cannot take.
+        """
+        from PIL import Image
+
+        spec = self.image_input
+        chosen = self.preprocessing.preprocess
+        img = image if isinstance(image, Image.Image) else pp.load_image(image)
+        if self._multiple is None:
+            self._multiple = size_multiple(self.model)[0] if spec.dynamic else 1
+        chosen = fit_size(spec, chosen, img.size, self._multiple, self._explicit_size)
+        shaped = pp.resize_and_crop(img, chosen)
+        pixels = np.asarray(shaped, dtype=np.uint8)
+        chw = pp.normalize(pixels, chosen)
+        height, width = spec.size
+        if (height and chw.shape[1] != height) or (width and chw.shape[2] != width):
+            raise OnnxvisError(
+                f"the preprocessed image is {chw.shape[1]}x{chw.shape[2]} but input {spec.name!r} wants "
+                f"{height or 'any'}x{width or 'any'}; resize to {height or chw.shape[1]},{width or chw.shape[2]}",
+                setting="resize",
+            )
+        array = pp.to_layout(chw, spec.layout, spec.dtype)
+        if spec.batch is not None and spec.batch > 1:
+            if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
+                raise OnnxvisError(
+                    f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
+                    f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
+                )
+            array = np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+        rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+        return Prepared(_image_name(image), array, chosen, np.ascontiguousarray(rgb))
+
+    # ------------------------------------------------------------------------------ running
+
+    def session(self, targets: Sequence[str], given: Mapping[str, np.ndarray] | None = None, many_runs: bool = True) -> Session:
+        """The kept onnxruntime session that computes ``targets`` (from ``given`` tensors, if any).
+
+        ``many_runs=False`` tunes a new session for a single run (no arena, basic optimisations), which
+        is what a one-picture command wants; a kept session serves later runs either way.
+        """
+        key = (tuple(dict.fromkeys(targets)), tuple(sorted(given or {})))
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                session = Session(self.model, list(key[0]), given, threads=self.threads, many_runs=many_runs)
+                self._sessions[key] = session
+        return session
+
+    def _other_feeds(self, targets: Sequence[str], given: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        spec_name = self.image_input.name if self._has_image_input() else None
+        _, read = required_nodes(self.model.graph, targets, given)
+        names = [i.name for i in runtime_inputs(self.model) if i.name in read and i.name not in set(given)]
+        return fill_inputs(self.model, names, self._inputs, image_name=spec_name)
+
+    def _has_image_input(self) -> bool:
+        try:
+            return self.image_input is not None
+        except OnnxvisError:
+            return False
+
+    def run_arrays(
+        self, feeds: Mapping[str, np.ndarray], targets: Sequence[str], batch_size: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Compute ``targets`` from arrays that carry a batch dimension.
+
+        Args:
+            feeds: tensor name -> array (N, ...). A name may be a graph input or any tensor in the
+                middle of the graph: the graph is cut there, and only the nodes between the fed
+                tensors and the targets run.
+            targets: tensor names to compute.
+            batch_size: rows per onnxruntime run (default: the Inspector's); a model with a fixed
+                batch gets exactly that many (the last run padded).
+
+        Returns:
+            target -> array with N rows.
+        """
+        if not feeds:
+            raise OnnxvisError("run_arrays needs at least one fed tensor")
+        targets = list(dict.fromkeys(targets))
+        rows = {len(np.asarray(a)) for a in feeds.values()}
+        if len(rows) != 1:
+            raise OnnxvisError(f"the fed arrays have different batch sizes: {sorted(rows)}")
+        count = rows.pop()
+        graph_inputs = {i.name: i for i in runtime_inputs(self.model)}
+        given = {name: np.asarray(a)[:1] for name, a in feeds.items() if name not in graph_inputs}
+        session = self.session(targets, given)
+        others = self._other_feeds(targets, given)
+        fixed = self._fixed_batch(feeds, graph_inputs)
+        step = fixed or max(1, batch_size or self.batch_size)
+        key = (tuple(targets), tuple(sorted(given)))
+        if key in self._unbatchable or others:
+            step = fixed or 1
+        parts: dict[str, list[np.ndarray]] = {t: [] for t in targets}
+        start = 0
+        while start < count:
+            chunk = {name: np.asarray(a)[start : start + step] for name, a in feeds.items()}
+            real = len(next(iter(chunk.values())))
+            if fixed and real < fixed:  # pad a fixed batch with copies of the last row
+                chunk = {n: np.concatenate([a, np.repeat(a[-1:], fixed - real, axis=0)]) for n, a in chunk.items()}
+            try:
+                values = session.run({**others, **chunk})
+            except OnnxvisError:
+                if real == 1 or fixed:
+                    raise
+                self._unbatchable.add(key)  # e.g. a Reshape that fixes the batch to 1 inside the graph
+                values = _stack([session.run({**others, **{n: a[i : i + 1] for n, a in chunk.items()}}) for i in range(real)])
+            for t in targets:
+                parts[t].append(np.asarray(values[t])[:real])
+            start += real
+        return {t: np.concatenate(parts[t]) if len(parts[t]) > 1 else parts[t][0] for t in targets}
+
+    def _fixed_batch(self, feeds: Mapping[str, np.ndarray], graph_inputs: Mapping[str, Any]) -> int | None:
+        for name in feeds:
+            if name in graph_inputs:
+                shape = input_shape(graph_inputs[name])
+                if shape and shape[0] is not None:
+                    return int(shape[0])
+        return None
+
+    # A str is one image, though it is also an Iterable[str]: the single-image overloads come first, and
+    # mypy's overload-overlap warning about exactly that is silenced on each.
+    @overload
+    def run(self, images: ImageLike, tensors: Sequence[str]) -> ImageResult: ...  # type: ignore[overload-overlap]
+    @overload
+    def run(self, images: Iterable[ImageLike], tensors: Sequence[str]) -> Iterator[ImageResult]: ...
+
+    def run(self, images, tensors):
+        """Compute the named tensors for one image, or for each of an iterable of images (streamed).
+
+        Raises:
+            OnnxvisError: a bad image, an unknown tensor, or an input that cannot be fed.
+        """
+        targets = list(dict.fromkeys(tensors))
+        if not targets:
+            raise OnnxvisError("no tensor was asked for")
+        if _is_one_image(images):
+            return next(self._run_many([images], targets, many_runs=False))
+        return self._run_many(images, targets)
+
+    def _run_many(self, images: Iterable[ImageLike], targets: list[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        spec = self.image_input
+        others = self._other_feeds(targets)  # raises for a missing other input, naming it
+        session = self.session(targets, many_runs=many_runs)
+        batchable = spec.batch is None and not others
+        limit = self.batch_size if batchable else 1
+        key = (tuple(targets), ())
+        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
+        batch: list[Prepared] = []
+
+        def flush() -> Iterator[ImageResult]:
+            if not batch:
+                return
+            if len(batch) == 1 or key in self._unbatchable:
+                results = [session.run({**others, spec.name: item.array}) for item in batch]
+            else:
+                try:
+                    stacked = session.run({**others, spec.name: np.concatenate([item.array for item in batch])})
+                    results = [{t: v[i : i + 1] for t, v in stacked.items()} for i in range(len(batch))]
+                except OnnxvisError:
+                    self._unbatchable.add(key)
+                    results = [session.run({**others, spec.name: item.array}) for item in batch]
+            for item, values in zip(batch, results, strict=True):
+                yield ImageResult(item.image, item, {t: np.asarray(v)[0] for t, v in values.items()})
+            batch.clear()
+
+        for item in prepared:
+            if batch and (item.array.shape != batch[0].array.shape):
+                yield from flush()
+            batch.append(item)
+            if len(batch) >= limit:
+                yield from flush()
+        yield from flush()
+
+    # ------------------------------------------------------------------------------ what users ask for
+
+    @overload
+    def feature_maps(self, images: ImageLike, layers: Sequence[ConvLayer]) -> FeatureMaps: ...  # type: ignore[overload-overlap]
+    @overload
+    def feature_maps(self, images: Iterable[ImageLike], layers: Sequence[ConvLayer]) -> Iterator[FeatureMaps]: ...
+
+    def feature_maps(self, images, layers):
+        """The outputs of ``layers``' conv nodes, channels first, for one image or each of many.
+
+        A map is the conv node's own output, before any activation that follows it (a com.microsoft
+        FusedConv applies its activation inside the node; QLinearConv and ConvInteger give quantized
+        maps, which differ from real ones by a scale and shift).
+
+        Raises:
+            OnnxvisError: a layer inside a subgraph, a bad image, or an input that cannot be fed.
+        """
+        layers = list(layers)
+        for layer in layers:
+            if not layer.in_main_graph:
+                raise OnnxvisError(
+                    f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
+                    "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
+                )
+        targets = [layer.output_name for layer in layers]
+
+        def maps(result: ImageResult) -> FeatureMaps:
+            found = {}
+            for layer in layers:
+                value = np.asarray(result.values[layer.output_name])
+                if value.ndim < 2 or value.size == 0:
+                    raise OnnxvisError(
+                        f"layer {layer.index} ({layer.name}) gave an output of shape {(1, *value.shape)}, not feature maps; check the model"
+                    )
+                if layer.op_type == "NhwcConv":
+                    value = np.moveaxis(value, -1, 0)
+                found[layer] = value.astype(np.float32, copy=False)
+            prepared = result.prepared
+            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found)
+
+        if _is_one_image(images):
+            return maps(self.run(images, targets))
+        return (maps(result) for result in self.run(images, targets))
+
+    def _check_outputs(self, names: Sequence[str] | None) -> list[str]:
+        known = [o.name for o in self.model.graph.output]
+        chosen = list(names) if names is not None else known
+        unknown = [n for n in chosen if n not in known]
+        if unknown:
+            raise OnnxvisError(f"the model has no output {unknown[0]!r}; its outputs are {', '.join(sorted(known))}")
+        return chosen
+
+    @overload
+    def outputs(self, images: ImageLike, names: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...  # type: ignore[overload-overlap]
+    @overload
+    def outputs(self, images: Iterable[ImageLike], names: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]: ...
+
+    def outputs(self, images, names=None):
+        """The model's outputs (all, or ``names``) for one image, or for each of many; batch dimension removed."""
+        chosen = self._check_outputs(names)
+        if _is_one_image(images):
+            return self.run(images, chosen).values
+        return (result.values for result in self.run(images, chosen))
+
+    def class_output(self, name: str | None = None) -> str:
+        """The output that holds one score per class: ``name`` if given, else the only such output.
+
+        Raises:
+            OnnxvisError: no output, or several, look like class scores and none was named.
+        """
+        if name is not None:
+            return self._check_outputs([name])[0]
+        labels = self.labels
+        found = class_outputs(self.model, len(labels) if labels else None) or class_outputs(self.model)
+        if len(found) == 1:
+            return found[0]
+        outputs = [o.name for o in self.model.graph.output]
+        if len(outputs) == 1:
+            return outputs[0]
+        if not found:
+            raise OnnxvisError(f"no output of the model holds one score per class; its outputs are {', '.join(outputs)}")
+        raise OnnxvisError(f"several outputs could hold the class scores ({', '.join(found)}); name the one to use")
+
+    @overload
+    def predict(self, images: ImageLike, top: int = 5, output: str | None = None) -> Prediction: ...  # type: ignore[overload-overlap]
+    @overload
+    def predict(self, images: Iterable[ImageLike], top: int = 5, output: str | None = None) -> Iterator[Prediction]: ...
+
+    def predict(self, images, top=5, output=None):
+        """The ``top`` best classes of one image, or of each of many, with their labels when the model has them."""
+        if top < 1:
+            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}")
+        name = self.class_output(output)
+
+        def best(result: ImageResult) -> Prediction:
+            return Prediction(result.image, name, top_k(result.values[name], self.labels, top))
+
+        if _is_one_image(images):
+            return best(self.run(images, [name]))
+        return (best(result) for result in self.run(images, [name]))
+
+    # ------------------------------------------------------------------------------ describing
+
+    def summary(self, full_paths: bool = False) -> list[tuple[str, str]]:
+        """The model in rows of (what, value): file, producer, opsets, inputs (which one is the image,
+        its layout and size), outputs, the preprocessing and where it came from, the classes, the conv layers.
+
+        Args:
+            full_paths: show the model's full path; by default only its file name (a summary is made to be shared).
+        """
+        from collections import Counter
+
+        model, proto = self.model, self.model.proto
+        size = model.path.stat().st_size / 1e6 if model.path.exists() else 0.0
+        rows = [
+            ("model", f"{model.path if full_paths else model.path.name} ({size:.1f} MB)"),
+            ("producer", f"{proto.producer_name or '?'} {proto.producer_version}".rstrip()),
+            ("ir", str(proto.ir_version)),
+            ("opsets", ", ".join(f"{d} {v}" for d, v in model.opsets.items())),
+        ]
+        if proto.doc_string.strip():
+            rows.append(("doc", " ".join(proto.doc_string.split())[:200]))
+        for key in DESCRIBED_KEYS:
+            if key in model.metadata:
+                rows.append((key.split(".", 1)[1], model.metadata[key]))
+        try:
+            spec: InputSpec | None = self.image_input
+            problem = None
+        except OnnxvisError as exc:
+            spec, problem = None, str(exc)
+        for value in runtime_inputs(model):
+            if spec is not None and value.name == spec.name:
+                rows.append(("input", f"{_describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
+            else:
+                rows.append(("input", f"{_describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE"))
+        for value in model.graph.output:
+            rows.append(("output", _describe_value(value)))
+        if spec is None:
+            rows.append(("image", f"none: {problem}"))
+        else:
+            height, width = spec.size
+            if height and width:
+                rows.append(("size", f"fixed {height}x{width}"))
+            else:
+                multiple, why = size_multiple(model)
+                rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
+                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"))
+            if spec.channels == 1:
+                rows.append(("channels", "1: colour photos are converted to grey (luma)"))
+            elif spec.channels == 3:
+                rows.append(("channels", "3: grey photos are repeated into 3 channels"))
+            try:
+                settled = self.preprocessing
+            except OnnxvisError as exc:  # e.g. malformed metadata: the rest of the summary still holds
+                rows.append(("preproc", f"none: {exc}"))
+            else:
+                rows.append(("preproc", settled.preprocess.describe()))
+                rows.append(("", f"({settled.origin})"))
+                recorded = preprocess_origin(model.metadata) if settled.source == "metadata" else None
+                if recorded:
+                    rows.append(("", f"set at export from {recorded}"))
+        rows.append(("classes", self._classes_text()))
+        kinds = Counter(layer.source.describe() for layer in self.layers if layer.source is not None)
+        text = "; ".join(f"{n} {kind}" for kind, n in kinds.most_common(4))
+        if len(kinds) > 4:
+            text += f"; {len(kinds) - 4} other kinds"
+        rows.append(("conv layers", f"{len(self.layers)}" + (f" (weights: {text})" if self.layers else "")))
+        return rows
+
+    def _classes_text(self) -> str:
+        if self.labels:
+            origin = labels_origin(self.model.metadata)
+            if origin:
+                return f"{len(self.labels)}, named; labels from {origin}"
+            return f"{len(self.labels)}, named in the model's {LABELS_KEY} metadata"
+        found = class_outputs(self.model)
+        if len(found) == 1:
+            shape = [d for d in (_output_shape(self.model, found[0]) or ())[1:] if d != 1]
+            if shape and shape[0]:
+                return f"{shape[0]} (output {found[0]!r}), without names"
+        return "unknown: no labels in the model"
+
+
+def _output_shape(model: Model, name: str) -> tuple[int | None, ...] | None:
+    for output in model.graph.output:
+        if output.name == name:
+            return input_shape(output)
+    return None
+
+
+def _stack(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def map_images(function: Callable[[Prepared], T], images: Iterable[ImageLike], inspector: Inspector) -> Iterator[T]:
+    """``function`` over the prepared images, prepared in the background (for callers that run their own passes)."""
+    for prepared in _prefetch((inspector.prepare(image) for image in images), 2):
+        yield function(prepared)

@@ -1,0 +1,289 @@
+"""Run onnxruntime on the smallest graph that yields the requested tensors.
+
+This is the only module that imports onnxruntime. A feature map of conv1 needs conv1 and nothing
+else, so the graph handed to onnxruntime holds only the ancestors of the requested tensors and
+only the initializers they read. Every requested tensor is a graph output, so no optimisation can
+fuse it away (a Conv followed by Relu stays a Conv output).
+
+The big initializers do not travel inside that small model: each is a reference to the byte range
+where its data lies in the model file, which onnxruntime maps itself (or, when the weights sit in an
+external data file, a numpy array read once and lent to onnxruntime without a copy). So the cost of
+a run follows the layers asked for, not the size of the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from onnxvis.errors import OnnxvisError
+from onnxvis.model.graph import needed_inputs, required_nodes
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxvis.model.file import Model
+
+
+# Initializers at least this big do not travel inside the serialized model (where protobuf would copy
+# them three times and onnxruntime once more): onnxruntime maps them from the model file itself, or
+# takes them as numpy arrays without copying.
+_BIG_BYTES = 1 << 16
+# Where the proto says an initializer handed over as an array lies. Nothing is ever read from there:
+# the session options supply the array under the initializer's name before the model is loaded.
+_IN_MEMORY = "onnxvis-in-memory-initializer"
+# Item sizes of the TensorProto data types that onnxruntime's OrtValue.ortvalue_from_numpy takes as
+# plain numpy dtypes: FLOAT, UINT8, INT8, UINT16, INT16, INT32, INT64, BOOL, FLOAT16, DOUBLE, UINT32,
+# UINT64. Other types (strings, bfloat16, float8, 4-bit) stay inside the proto unless read from the file.
+_ARRAY_ITEM_SIZES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8}
+# onnxruntime >= 1.21: the folder that external data locations are relative to, for a model given as bytes.
+_DATA_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
+
+def minimal_model(
+    model: "Model",
+    targets: list[str],
+    arrays: dict[str, np.ndarray] | None = None,
+    from_file: bool = False,
+    given: Mapping[str, np.ndarray] | None = None,
+) -> "onnx.ModelProto":
+    """A model whose outputs are ``targets``, holding only the nodes and initializers they need.
+
+    By default every needed initializer holds its data, so the result is a complete model. Two
+    options keep the big ones (64 KiB and more) out of it, for :func:`run_tensors`:
+
+    Args:
+        model: the opened model.
+        targets: tensor names of the main graph.
+        arrays: when a dict is given, a big initializer of a plain numeric type becomes a data-less
+            TensorProto marked as external, and its array (read once from the file) is put in
+            ``arrays`` under its name, for ``SessionOptions.add_external_initializers``.
+        from_file: a big initializer stored as ``raw_data`` in the model file becomes an external
+            data reference to that very file (location: its name; offset and length of the bytes),
+            so that onnxruntime maps the bytes itself; the session needs :data:`_DATA_FOLDER_KEY`
+            set to the file's folder (see :func:`session_options`). Takes precedence over ``arrays``.
+        given: tensors fed from outside, by name, with an example array (for its dtype and its
+            shape after the batch axis): they become graph inputs, and the nodes that would
+            compute them are left out. This is how a run starts in the middle of the graph.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    cut = dict(given or {})
+    nodes, read = required_nodes(graph, targets, cut)
+    real_file = os.path.realpath(model.path) if from_file else ""
+    initializers = []
+    seen: set[str] = set()
+    for stub in graph.initializer:
+        if stub.name not in read or stub.name in seen:
+            continue
+        seen.add(stub.name)
+        where = model.raw_data_range(stub.name) if from_file and _is_big(stub) else None
+        if where is not None:
+            initializers.append(_external_stub(stub, os.path.basename(real_file), *where))
+        elif arrays is not None and stub.data_type in _ARRAY_ITEM_SIZES and _is_big(stub) and not stub.HasField("segment"):
+            arrays[stub.name] = np.ascontiguousarray(model.tensor(stub.name))
+            initializers.append(_external_stub(stub, _IN_MEMORY))
+        else:
+            initializers.append(model.initializer_proto(stub.name))
+    init_names = {t.name for t in initializers}
+    inputs = [i for i in graph.input if i.name in read and i.name not in init_names and i.name not in cut]
+    for name, example in cut.items():  # a cut tensor becomes an input of any batch size
+        elem = helper.np_dtype_to_tensor_dtype(np.asarray(example).dtype)
+        inputs.append(helper.make_tensor_value_info(name, elem, ["batch", *np.asarray(example).shape[1:]]))
+    known = {v.name: v for v in list(graph.value_info) + list(graph.output)}
+    outputs = [known[t] if t in known else helper.make_empty_tensor_value_info(t) for t in targets]
+    small = helper.make_graph(nodes, graph.name or "onnxvis", inputs, outputs, initializers)
+    named = [n.name for n in small.node if n.name]
+    if len(set(named)) < len(named):  # ONNX allows equal node names; onnxruntime refuses them
+        for i, node in enumerate(small.node):
+            if node.name:
+                node.name = f"{node.name}#{i}"
+    wanted = set(targets)
+    small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in wanted and v.name not in cut)
+    result = helper.make_model(small, opset_imports=list(model.proto.opset_import))
+    # External data needs IR version 4 or later (and the initializers are not graph inputs here).
+    external = any(t.data_location == TensorProto.EXTERNAL for t in initializers)
+    result.ir_version = max(model.proto.ir_version, 4) if external else model.proto.ir_version
+    result.functions.extend(model.proto.functions)
+    return result
+
+
+def _is_big(stub: "onnx.TensorProto") -> bool:
+    return math.prod(stub.dims) * _ARRAY_ITEM_SIZES.get(stub.data_type, 1) >= _BIG_BYTES
+
+
+def _external_stub(stub: "onnx.TensorProto", location: str, offset: int | None = None, length: int | None = None) -> "onnx.TensorProto":
+    """A data-less copy of initializer ``stub`` whose data is external, at ``location``."""
+    from onnx import TensorProto
+
+    tensor = TensorProto(name=stub.name, dims=stub.dims, data_type=stub.data_type)
+    tensor.data_location = TensorProto.EXTERNAL
+    entries = [("location", location)]
+    if offset is not None:
+        entries += [("offset", str(offset)), ("length", str(length))]
+    for key, value in entries:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def session_options(data_folder: str | None = None, threads: int | None = None, many_runs: bool = False):
+    """onnxruntime session options.
+
+    Args:
+        data_folder: the folder that external data locations are relative to (the model's, when
+            :func:`minimal_model` was asked for ``from_file``).
+        threads: intra-op threads; None lets onnxruntime choose (one per core).
+        many_runs: the session will run many times (the Inspector's): pay for the memory arena, memory
+            patterns and the extended optimisations, which pay off from the second run.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One run: basic optimisations only (constant folding, eliminations; the higher levels' layout
+    # transforms and fusions cost more time than they save on a single run, and the requested
+    # tensors are graph outputs, which no fusion removes), and no memory arena or memory-pattern
+    # planning (they pay off from the second run). Many runs: the extended level, not "all": the
+    # latter's layout transforms make a result depend, in the last bits, on how many images share a
+    # batch, and the local and Ray examples engines must agree exactly (they batch differently).
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if many_runs else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
+    options.enable_cpu_mem_arena = many_runs
+    options.enable_mem_pattern = many_runs
+    if threads is not None:
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+    # Fatal only: onnxruntime's own error lines would go to stderr beside the one-line
+    # OnnxvisError that run_tensors raises for the same failure. Its default logger (used by the
+    # allocator, e.g. for a tensor whose size overflows) is set too.
+    options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    # Threads that finish their share go to sleep instead of spinning: on a busy machine spinning
+    # burns CPU time that the process's other work (or other processes) needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if data_folder is not None:
+        options.add_session_config_entry(_DATA_FOLDER_KEY, data_folder)
+    return options
+
+
+class Session:
+    """One onnxruntime session over the part of the graph between some fed tensors and ``targets``.
+
+    Opened once and run many times: this is what the Inspector keeps per set of requested tensors.
+
+    Args:
+        model: the opened model.
+        targets: tensor names of the main graph to compute.
+        given: tensors fed from the middle of the graph, with an example array each (see
+            :func:`minimal_model`); graph inputs need no entry.
+        threads: intra-op threads (None: onnxruntime's default, one per core).
+        many_runs: tune the session for repeated runs (see :func:`session_options`).
+
+    Raises:
+        OnnxvisError: onnxruntime cannot load that part of the model.
+    """
+
+    def __init__(
+        self,
+        model: "Model",
+        targets: list[str],
+        given: Mapping[str, np.ndarray] | None = None,
+        threads: int | None = None,
+        many_runs: bool = False,
+    ) -> None:
+        self.model = model
+        self.targets = list(dict.fromkeys(targets))
+        self.given = dict(given or {})
+        try:
+            try:
+                self._open(from_file=True, threads=threads, many_runs=many_runs)
+            except OnnxvisError:
+                raise
+            except Exception:
+                # An onnxruntime older than 1.21 (no data-folder option), or a file it will not map:
+                # hand every weight over as an array instead.
+                self._open(from_file=False, threads=threads, many_runs=many_runs)
+        except OnnxvisError:
+            raise
+        except Exception as exc:
+            raise OnnxvisError(
+                f"onnxruntime cannot load the part of {model.path.name} that computes these tensors: {_first_line(exc)}"
+            ) from None
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def _open(self, from_file: bool, threads: int | None, many_runs: bool) -> None:
+        import onnxruntime as ort
+
+        arrays: dict[str, np.ndarray] = {}
+        small = minimal_model(self.model, self.targets, arrays, from_file=from_file, given=self.given)
+        folder = os.path.dirname(os.path.realpath(self.model.path)) if from_file else None
+        options = session_options(folder, threads, many_runs)
+        # The OrtValues wrap the arrays without copying; both must outlive the session.
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+        if arrays:
+            options.add_external_initializers(list(arrays), values)
+        if from_file:
+            self.model.check_unchanged()
+        data = small.SerializeToString()
+        del small
+        self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self._borrowed = (arrays, values)
+        self.from_file = from_file  # whether onnxruntime maps the weights from the model file itself
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self._session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Compute the targets; ``feeds`` may hold more arrays than this part of the graph reads.
+
+        Raises:
+            OnnxvisError: onnxruntime refuses the input (a wrong size, type or batch).
+        """
+        try:
+            results = self._session.run(self.targets, {k: feeds[k] for k in self.input_names})
+        except KeyError as exc:
+            raise OnnxvisError(f"the model needs input {exc.args[0]!r} to compute these tensors; it cannot be fed from an image") from None
+        except Exception as exc:
+            raise OnnxvisError(
+                f"onnxruntime cannot run {self.model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing"
+            ) from None
+        return dict(zip(self.targets, results, strict=True))
+
+
+def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[str]) -> dict[str, np.ndarray]:
+    """Compute the named tensors of the main graph for the given inputs, in a one-off session.
+
+    onnxruntime gets the smallest graph that computes them (:func:`minimal_model`); it maps the big
+    weights from the model file itself, so they are neither copied nor all read.
+
+    Args:
+        model: the opened model.
+        feeds: arrays for the graph inputs the targets depend on.
+        targets: tensor names, e.g. the conv layers' ``output_name``.
+
+    Returns:
+        name -> array, in the order of ``targets``.
+
+    Raises:
+        OnnxvisError: an input is missing, or onnxruntime refuses the model or the input.
+    """
+    if not targets:
+        return {}
+    targets = list(dict.fromkeys(targets))
+    missing = [i.name for i in needed_inputs(model, targets) if i.name not in feeds]
+    if missing:
+        raise OnnxvisError(f"the model needs input {missing[0]!r} to compute these feature maps; it cannot be fed from an image")
+    return Session(model, targets).run(feeds)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

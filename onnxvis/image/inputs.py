@@ -1,0 +1,535 @@
+"""What a model wants as its image input, and which preprocessing to use for it.
+
+From the graph alone: which input is the image (the one that feeds the first conv layer), its
+layout (NCHW or NHWC, from the Transpose or conv that reads it), channels, dtype and size, and
+whether its height and width must be a multiple of some stride. From the model's metadata (our
+exporter's) or a guess: the preprocessing. A guess is always printed with how to change it.
+
+Other inputs (a model may take several) are filled from the user's ``--input NAME=VALUE``
+(:func:`parse_input_values`, :func:`fill_inputs`); a missing one is named in the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from onnxvis.errors import OnnxvisError
+from onnxvis.image import preprocess as pp
+from onnxvis.model.graph import CONV_OPS, consumers, needed_inputs
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxvis.image.preprocess import Preprocess
+    from onnxvis.model.file import Model
+
+__all__ = [
+    "InputSpec",
+    "PreprocessChoice",
+    "GUESS_HINT",
+    "runtime_inputs",
+    "input_shape",
+    "input_dtype",
+    "image_input",
+    "other_inputs",
+    "size_multiple",
+    "choose_preprocess",
+    "explain_preprocess",
+    "fit_size",
+    "parse_input_values",
+    "fill_inputs",
+]
+
+GUESS_HINT = (
+    "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
+)
+"""How a user changes a guessed preprocessing (printed with every guess)."""
+
+# Ops between an input and its first conv that do not change its layout.
+_ELEMENTWISE = {
+    "Cast", "Identity", "Mul", "Add", "Sub", "Div", "Neg", "Clip", "Sqrt", "Pow", "QuantizeLinear",
+    "DequantizeLinear", "DynamicQuantizeLinear", "CastLike",
+}
+_DOWNSAMPLING = CONV_OPS | {"MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"}
+# Ops after which a size that is not a multiple of the downsampling breaks the model.
+_NEEDS_MULTIPLE = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace", "SpaceToDepth", "Col2Im"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image input of a model.
+
+    Attributes:
+        name: the graph input's name.
+        shape: its declared shape; None for a dynamic (symbolic or -1) dimension.
+        dtype: numpy dtype of the input.
+        layout: "NCHW" or "NHWC".
+        layout_reason: how the layout was decided (shown to the user).
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+    layout: str
+    layout_reason: str
+
+    @property
+    def channels(self) -> int | None:
+        return self.shape[1] if self.layout == "NCHW" else self.shape[3]
+
+    @property
+    def size(self) -> tuple[int | None, int | None]:
+        """(H, W) as declared; None where dynamic."""
+        return (self.shape[2], self.shape[3]) if self.layout == "NCHW" else (self.shape[1], self.shape[2])
+
+    @property
+    def batch(self) -> int | None:
+        return self.shape[0]
+
+    @property
+    def dynamic(self) -> bool:
+        """True when height or width is not fixed by the model."""
+        return None in self.size
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"input {self.name!r} [{dims}] {self.dtype.name} {self.layout} ({self.layout_reason})"
+
+
+@dataclass(frozen=True)
+class PreprocessChoice:
+    """A preprocessing and where it came from.
+
+    Attributes:
+        preprocess: the settings, sized for the model's declared input where it is fixed.
+        origin: e.g. "the model's onnxvis.preprocess metadata" or "guessed from the producer onnx-caffe2 ...".
+        guessed: True when neither the user nor the model said it; then print :data:`GUESS_HINT`.
+    """
+
+    preprocess: "Preprocess"
+    origin: str
+    guessed: bool
+
+    def describe(self) -> str:
+        text = f"{self.preprocess.describe()} [{self.origin}]"
+        return f"{text}; {GUESS_HINT}" if self.guessed else text
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def input_shape(value: "onnx.ValueInfoProto") -> tuple[int | None, ...] | None:
+    """The declared shape of a graph input, None per dynamic dimension; None without a shape."""
+    t = value.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.tensor_type.shape.dim)
+
+
+def input_dtype(value: "onnx.ValueInfoProto") -> np.dtype | None:
+    """The numpy dtype of a tensor input, or None (sequences, maps, strings, unknown types)."""
+    from onnx import helper
+
+    if not value.type.HasField("tensor_type"):
+        return None
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    except Exception:
+        return None
+    return dtype if dtype.kind in "fiub" else None
+
+
+# Kept for callers of the first version.
+_dims = input_shape
+
+
+def _dtype(value: "onnx.ValueInfoProto") -> np.dtype:
+    return input_dtype(value) or np.dtype(np.float32)
+
+
+def runtime_inputs(model: "Model") -> list["onnx.ValueInfoProto"]:
+    """Graph inputs that are fed at run time (before IR 4, initializers are listed as inputs too)."""
+    return [i for i in model.graph.input if not model.has_initializer(i.name)]
+
+
+def _describe_value(value: "onnx.ValueInfoProto") -> str:
+    shape = input_shape(value)
+    dtype = input_dtype(value)
+    if not value.type.HasField("tensor_type"):
+        kind = value.type.WhichOneof("value") or "unknown"
+        return f"{value.name!r} ({kind.replace('_type', '')})"
+    from onnx import TensorProto
+
+    elem_type = value.type.tensor_type.elem_type
+    if dtype is not None:
+        type_name = dtype.name
+    elif elem_type in TensorProto.DataType.values():
+        type_name = TensorProto.DataType.Name(elem_type).lower()
+    else:  # a damaged file
+        type_name = f"unknown type {elem_type}"
+    dims = "?" if shape is None else "x".join("?" if d is None else str(d) for d in shape)
+    return f"{value.name!r} [{dims}] {type_name}"
+
+
+def _first_conv(model: "Model") -> "onnx.NodeProto | None":
+    for node in model.graph.node:
+        if node.op_type in CONV_OPS and len(node.input) > 1:
+            return node
+    return None
+
+
+def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int | None, ...]) -> tuple[str, str]:
+    """NCHW or NHWC, from the first Transpose or conv on the input's path, else from the shape."""
+    from onnx import helper
+
+    readers = consumers(model.graph)
+    frontier = [value.name]
+    seen: set[int] = set()  # ids of the nodes visited
+    for _ in range(32):
+        following = []
+        for name in frontier:
+            for node in readers.get(name, []):
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                if node.op_type == "Transpose":
+                    perm = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"), None)
+                    if perm == [0, 3, 1, 2]:
+                        return "NHWC", f"a Transpose to NCHW ({node.name or 'unnamed'}) follows the input"
+                    if perm == [0, 1, 2, 3]:
+                        following.extend(node.output)
+                elif node.op_type == "NhwcConv":
+                    return "NHWC", "it feeds an NhwcConv"
+                elif node.op_type in CONV_OPS:
+                    return "NCHW", f"it feeds {node.op_type} {node.name or ''}".rstrip() + " directly"
+                elif node.op_type in _ELEMENTWISE:
+                    following.extend(node.output)
+        if not following:
+            break
+        frontier = following
+    if shape[1] in (1, 3) and shape[3] not in (1, 3):
+        return "NCHW", "channels in dimension 1"
+    if shape[3] in (1, 3) and shape[1] not in (1, 3):
+        return "NHWC", "channels in the last dimension"
+    return "NCHW", "the ONNX default"
+
+
+def _not_an_image(value: "onnx.ValueInfoProto", why: str) -> OnnxvisError:
+    return OnnxvisError(
+        f"model input {_describe_value(value)} is not an image ({why}); feature maps need an image input "
+        "of rank 4 with 1 or 3 channels, but 'onnxvis kernels' works on this model"
+    )
+
+
+def image_input(model: "Model", layout: str | None = None) -> InputSpec:
+    """Find the image input: the runtime input that feeds the first conv layer.
+
+    Without a conv in the main graph, the first numeric runtime input of rank 4.
+
+    Args:
+        model: the opened model.
+        layout: "NCHW" or "NHWC" to override the guess.
+
+    Raises:
+        OnnxvisError: no input looks like an image (rank 4, numeric, 1 or 3 channels), with the reason.
+    """
+    inputs = runtime_inputs(model)
+    by_name = {i.name: i for i in inputs}
+    if not inputs:
+        raise OnnxvisError("the model has no run-time input, so there is no image to feed; 'onnxvis kernels' still works")
+    conv = _first_conv(model)
+    feeding = [i.name for i in needed_inputs(model, [conv.input[0]])] if conv is not None else []
+    candidates = [by_name[n] for n in feeding] or inputs
+
+    def score(value) -> int:
+        """0: not an image; higher: more image-like (spatial extent, 1 or 3 channels)."""
+        shape = input_shape(value)
+        if shape is None or len(shape) != 4 or input_dtype(value) is None:
+            return 0
+        spatial = all(d is None or d > 1 for d in shape[2:]) or all(d is None or d > 1 for d in shape[1:3])
+        channels = shape[1] in (1, 3, None) or shape[3] in (1, 3, None)
+        return 1 + 2 * spatial + channels
+
+    scores = [score(v) for v in candidates]
+    value = candidates[scores.index(max(scores))] if max(scores) > 0 else None
+    if value is None:
+        first = candidates[0]
+        shape = input_shape(first)
+        if input_dtype(first) is None:
+            raise _not_an_image(first, "it is not a numeric tensor")
+        if shape is None:
+            raise _not_an_image(first, "its shape is not declared")
+        kinds = {1: "a vector", 2: "a matrix or a batch of vectors", 3: "a 1-D signal such as audio or text", 5: "a volume or video"}
+        raise _not_an_image(first, f"rank {len(shape)}, {kinds.get(len(shape), 'not an image')}")
+    shape = input_shape(value)
+    dtype = input_dtype(value)
+    assert shape is not None and dtype is not None  # score() > 0 checked both
+    if layout is not None:
+        key = layout.upper()
+        if key not in ("NCHW", "NHWC"):
+            raise OnnxvisError(f"the layout must be NCHW or NHWC, got {layout!r}", setting="layout")
+        layout, reason = key, "set by the user"
+    else:
+        layout, reason = _guess_layout(model, value, shape)
+    spec = InputSpec(value.name, shape, dtype, layout, reason)
+    if spec.channels not in (None, 1, 3):
+        raise _not_an_image(
+            value, f"{spec.channels} channels in {layout} layout; onnxvis feeds 1 (grey) or 3 (colour) channels"
+            + ("" if layout == "NHWC" or reason == "set by the user" else ", or try the NHWC layout")
+        )
+    return spec
+
+
+def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfoProto"]:
+    """Runtime inputs besides the image input."""
+    return [i for i in runtime_inputs(model) if spec is None or i.name != spec.name]
+
+
+# ---------------------------------------------------------------------------------- geometry
+
+
+def size_multiple(model: "Model") -> tuple[int, str]:
+    """The multiple that the input's height and width must be, and why.
+
+    A model that downsamples and later upsamples (Resize, Upsample, ConvTranspose, ...) and joins
+    the paths (an FPN, a U-Net) needs a size divisible by its total downsampling, or the joins
+    fail. That total is the largest product of strides on any path from an input. A model that
+    only downsamples takes any size, so the multiple is 1.
+    """
+    from onnx import helper
+
+    factor: dict[str, int] = {i.name: 1 for i in runtime_inputs(model)}
+    largest = 1
+    upsamples = None
+    for node in model.graph.node:
+        f = max((factor.get(n, 0) for n in node.input if n), default=0)
+        if f == 0:
+            continue
+        if node.op_type in _NEEDS_MULTIPLE and upsamples is None:
+            upsamples = node.op_type
+        if node.op_type in _DOWNSAMPLING and node.op_type != "ConvTranspose":
+            strides = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "strides"), None)
+            if isinstance(strides, list) and strides and all(isinstance(s, int) for s in strides):  # a damaged file can hold anything
+                f *= max(1, max(strides))
+        elif node.op_type == "SpaceToDepth":
+            blocksize = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "blocksize"), 1)
+            f *= max(1, blocksize) if isinstance(blocksize, int) else 1
+        for out in node.output:
+            if out:
+                factor[out] = f
+        largest = max(largest, f)
+    if upsamples is None or largest == 1:
+        return 1, "the model only downsamples, so any size works"
+    return largest, f"it downsamples by {largest} and upsamples again ({upsamples})"
+
+
+def _round_to(value: int, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+
+def _producer_guess(model: "Model") -> tuple[str, str] | None:
+    producer = (model.proto.producer_name or "").lower()
+    if "caffe" in producer:
+        return "caffe", f"guessed from the producer {model.proto.producer_name}: Caffe models take BGR 0..255 minus the mean"
+    if any(key in producer for key in ("keras", "tf2onnx", "tensorflow", "tflite")):
+        return "tf", f"guessed from the producer {model.proto.producer_name}: Keras and TensorFlow models usually take [-1, 1]"
+    return None
+
+
+def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> PreprocessChoice:
+    """The preprocessing for ``model``, with where it came from.
+
+    Order: a named ``preset``; else the exporter's metadata (``onnxvis.preprocess``); else a guess:
+    integer inputs get raw 0..255, one-channel inputs grey 0..255 (MNIST-style), Caffe-made models
+    the caffe preset, Keras/TensorFlow-made models the tf preset ([-1, 1]), all others ImageNet's
+    mean and std. The channels follow the model (a grey model gets a grey preprocessing), and a
+    size the model fixes is used exactly.
+    """
+    guessed = False
+    chosen: Preprocess | None
+    if preset is not None:
+        chosen = pp.preset(preset)
+        origin = f"preset {chosen.name}"
+    else:
+        chosen = pp.from_metadata(model.metadata)
+        origin = f"the model's {pp.METADATA_KEY} metadata"
+        if chosen is None:
+            guessed = True
+            by_producer = _producer_guess(model)
+            if spec.dtype.kind in "iu":
+                chosen, origin = pp.preset("raw"), f"guessed: the input is {spec.dtype.name}, so raw 0..255"
+            elif spec.channels == 1:
+                chosen = pp.preset("raw").replace(color="L", mean=(0.0,), std=(1.0,))
+                origin = "guessed: one grey channel, 0..255 as MNIST models take it"
+            elif by_producer is not None:
+                chosen, origin = pp.preset(by_producer[0]), by_producer[1]
+            else:
+                chosen, origin = pp.preset("imagenet"), "guessed: ImageNet mean and std, the most common"
+            chosen = chosen.replace(name=f"{chosen.name} (guessed)")
+    chosen = _match_channels(chosen, spec)
+    height, width = spec.size
+    if height and width and _final_size(chosen) != (height, width):
+        chosen = chosen.replace(resize=(height, width), crop=None)
+    return PreprocessChoice(chosen, origin, guessed)
+
+
+def choose_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> "Preprocess":
+    """The preprocessing for ``model``: see :func:`explain_preprocess`."""
+    return explain_preprocess(model, spec, preset).preprocess
+
+
+def _match_channels(chosen: "Preprocess", spec: InputSpec) -> "Preprocess":
+    """A grey preprocessing for a grey model, a colour one for a colour model."""
+    if spec.channels == 1 and chosen.color != "L":
+        if len(set(chosen.mean)) > 1 or len(set(chosen.std)) > 1:
+            # A colour mean for a grey model: use the channels' average, the best single value.
+            mean: tuple[float, ...] = (float(np.mean(chosen.mean)),)
+            std: tuple[float, ...] = (float(np.mean(chosen.std)),)
+        else:
+            mean, std = chosen.mean[:1], chosen.std[:1]
+        return chosen.replace(color="L", mean=mean, std=std)
+    if spec.channels in (3, None) and chosen.color == "L":
+        return chosen.replace(color="RGB", mean=chosen.mean[:1] * 3, std=chosen.std[:1] * 3)
+    return chosen
+
+
+def _final_size(p: "Preprocess") -> tuple[int, int] | None:
+    if p.crop is not None:
+        return tuple(p.crop)  # type: ignore[return-value]
+    if p.resize is not None and len(p.resize) == 2:
+        return tuple(p.resize)  # type: ignore[return-value]
+    return None
+
+
+def fit_size(
+    spec: InputSpec,
+    chosen: "Preprocess",
+    image_size: tuple[int, int],
+    multiple: int = 1,
+    explicit: bool = False,
+) -> "Preprocess":
+    """Settle the input size for an image of ``image_size`` (width, height).
+
+    - A size the model fixes is used exactly, unless the user set another (``explicit``), which
+      is kept so that the caller can say what is wrong.
+    - Dynamic height and width: the preprocessing's own size (e.g. imagenet's crop 224), else the
+      image's size; one fixed dimension keeps the image's aspect ratio for the other.
+    - Unless the user set the size (``explicit``), height and width are rounded to ``multiple``.
+
+    Returns:
+        ``chosen``, or a copy with an exact ``resize`` (and no crop) or a rounded crop.
+    """
+    fixed_h, fixed_w = spec.size
+    if fixed_h and fixed_w:
+        if explicit or _final_size(chosen) == (fixed_h, fixed_w):
+            return chosen
+        return chosen.replace(resize=(fixed_h, fixed_w), crop=None)
+    final = _final_size(chosen)
+    if final is None:
+        width, height = image_size if chosen.resize is None else pp.resized_size(*image_size, chosen.resize)
+        final = (height, width)
+    height, width = final
+    if fixed_h and not fixed_w:
+        width, height = max(1, int(round(width * fixed_h / height))), fixed_h
+    elif fixed_w and not fixed_h:
+        height, width = max(1, int(round(height * fixed_w / width))), fixed_w
+    if not explicit and multiple > 1:
+        height = height if fixed_h else _round_to(height, multiple)
+        width = width if fixed_w else _round_to(width, multiple)
+    if (height, width) == _final_size(chosen):
+        return chosen
+    return chosen.replace(resize=(height, width), crop=None)
+
+
+# ------------------------------------------------------------------------------- other inputs
+
+
+def parse_input_values(items: Iterable[str] | None) -> dict[str, "float | np.ndarray"]:
+    """Parse ``NAME=VALUE`` items: VALUE is a number (fill the input with it) or a .npy file.
+
+    Raises:
+        OnnxvisError: an item without ``=``, or a value that is neither a number nor a readable .npy file.
+    """
+    values: dict[str, float | np.ndarray] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name or not text:
+            raise OnnxvisError(f"--input wants NAME=VALUE (a number, or a .npy file), got {item!r}")
+        try:
+            values[name] = float(text)
+            continue
+        except ValueError:
+            pass
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise OnnxvisError(f"--input {name}={text}: the value is neither a number nor an existing .npy file")
+        try:
+            values[name] = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise OnnxvisError(f"--input {name}={text}: cannot read it as a .npy file ({type(exc).__name__}: {exc})") from None
+    return values
+
+
+def fill_inputs(
+    model: "Model", names: Iterable[str], values: Mapping[str, "float | np.ndarray"], image_name: str | None = None
+) -> dict[str, np.ndarray]:
+    """Arrays for the runtime inputs ``names`` from the user's values.
+
+    A number fills the input's declared shape (dynamic dimensions become 1); an array is cast to
+    the input's type and must fit its fixed dimensions.
+
+    Raises:
+        OnnxvisError: a needed input has no value (the message names it, its shape and the flag),
+            a value names no input, or an array does not fit.
+    """
+    inputs = {i.name: i for i in runtime_inputs(model)}
+    unknown = [n for n in values if n not in inputs]
+    if unknown:
+        known = ", ".join(repr(n) for n in inputs) or "none"
+        raise OnnxvisError(f"--input {unknown[0]}: the model has no run-time input of that name; its inputs are {known}")
+    feeds: dict[str, np.ndarray] = {}
+    missing = []
+    for name in names:
+        if name == image_name:
+            continue
+        value_info = inputs[name]
+        if name not in values:
+            missing.append(value_info)
+            continue
+        shape = input_shape(value_info)
+        dtype = input_dtype(value_info)
+        if dtype is None:
+            raise OnnxvisError(f"input {_describe_value(value_info)} is not a numeric tensor; onnxvis cannot feed it")
+        value = values[name]
+        if isinstance(value, np.ndarray):
+            array = value
+            if shape is not None and (
+                array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True))
+            ):
+                raise OnnxvisError(
+                    f"--input {name}: the array has shape {list(array.shape)}, but the input is {_describe_value(value_info)}"
+                )
+            array = array.astype(dtype)
+        else:
+            if shape is None:
+                raise OnnxvisError(f"--input {name}={value:g}: the input's shape is not declared; give a .npy file instead")
+            array = np.full(tuple(d or 1 for d in shape), value, dtype=dtype)
+        feeds[name] = np.ascontiguousarray(array)
+    if missing:
+        described = ", ".join(_describe_value(v) for v in missing)
+        example = missing[0].name
+        raise OnnxvisError(
+            f"the model needs {'input' if len(missing) == 1 else 'inputs'} {described} besides the image; "
+            f"give {'it' if len(missing) == 1 else 'each'} with --input {example}=VALUE (a number fills it, or a .npy file)"
+        )
+    return feeds
+
