@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Inspector": "onnxvis.engine.inspector",
+    "InspectorConfig": "onnxvis.engine.config",
     "Model": "onnxvis.model.file",
     "ConvLayer": "onnxvis.model.layers",
     "find_conv_layers": "onnxvis.model.layers",
@@ -76,6 +77,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from onnxvis.draw.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
+    from onnxvis.engine.config import InspectorConfig
     from onnxvis.engine.inspector import Inspector
     from onnxvis.engine.shortcuts import FeatureMaps, feature_maps, predict
     from onnxvis.image.preprocess import PRESETS, Preprocess, load_image

@@ -30,6 +30,7 @@ from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
 from onnxvis.draw.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
 from onnxvis.draw.grids import GridOptions, fmap_grid, fmap_pixels
 from onnxvis.draw.layers import kernel_pixels
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import layer_title
@@ -90,7 +91,7 @@ class Pictures(list):
 def _inspector(model: "str | Path | Model | Inspector", preprocess: "Preprocess | None" = None) -> Inspector:
     if isinstance(model, Inspector):
         return model
-    return Inspector(model, preprocess=preprocess)
+    return Inspector(model, InspectorConfig(preprocess=preprocess))
 
 
 def kernels(

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from onnxvis.errors import OnnxvisError
 
+# Where a command writes when it is given no folder: onnxvis-out/<model name>/ in the working folder.
+DEFAULT_PARENT = Path("onnxvis-out")
 MANIFEST = ".onnxvis-manifest.jsonl"
 TEMP_PREFIX = ".onnxvis-"
 _MAX_STEM = 80
@@ -32,6 +34,11 @@ _MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Names Windows reserves whatever the extension ("NUL.png" is the null device there).
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def default_root(model_name: str) -> Path:
+    """The output folder of a model when none is given: ``onnxvis-out/<model name>``."""
+    return DEFAULT_PARENT / model_name
 
 
 def sanitize(name: str, fallback: str = "layer") -> str:

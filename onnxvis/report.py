@@ -28,7 +28,7 @@ from onnxvis.draw.grids import GridOptions, fmap_pixels
 from onnxvis.draw.layers import kernel_pixels
 from onnxvis.engine.classes import TOP_K, top_k
 from onnxvis.errors import OnnxvisError
-from onnxvis.model.layers import layer_title
+from onnxvis.model.layers import channels_first, layer_title, no_conv_layer, require_main_graph
 from onnxvis.model.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
 from onnxvis.progress import Progress
 from onnxvis.write.html import CSP, img_tag
@@ -296,7 +296,7 @@ def _image_section(
              f"<div>{predictions}</div></div>",
              f"<p class=note>preprocessing: {_e(prepared.preprocess.describe())}; {_e(inspector.image_input.describe())}</p>"]
     for layer in layers:
-        maps = _channels_first(layer, result.values[layer.output_name])
+        maps = channels_first(layer, result.values[layer.output_name])
         stats = activation_stats(maps)
         shown, k = _shrink(maps, grid)
         pixels = fmap_pixels(shown, grid)
@@ -357,15 +357,6 @@ def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan 
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
 
-def _channels_first(layer: "ConvLayer", value: np.ndarray) -> np.ndarray:
-    value = np.asarray(value)
-    if value.ndim < 2 or value.size == 0:
-        raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not feature maps; check the model")
-    if layer.op_type == "NhwcConv":
-        value = np.moveaxis(value, -1, 0)
-    return value.astype(np.float32, copy=False)
-
-
 def _predictions(output: str, scores: np.ndarray, labels: list[str]) -> str:
     """The top-5 table of one image's class scores."""
     best = top_k(scores, labels, TOP_K)
@@ -412,17 +403,9 @@ def build_report(
     grid = grid or GridOptions()
     layers = inspector.layers
     if not layers:
-        raise OnnxvisError(
-            f"{inspector.model.path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger), so there is "
-            "nothing to report; 'onnxvis info MODEL' describes its inputs and outputs"
-        )
+        raise no_conv_layer(str(inspector.model.path), "there is nothing to report; 'onnxvis info MODEL' describes its inputs and outputs")
     chosen = list(fmap_layers) if fmap_layers else layers[:1]
-    for layer in chosen:
-        if not layer.in_main_graph:
-            raise OnnxvisError(
-                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
-            )
+    require_main_graph(chosen)
     labels = inspector.labels
     output = None
     if labels and images:

@@ -87,7 +87,7 @@ def test_ablation_tail_equals_whole_model_ablation(tmp_path, photo):
     from onnxvis.engine.inspector import Inspector
 
     model = _small_classifier(tmp_path / "res.onnx", residual=True)
-    with Inspector(model, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}) as insp:
         (result,) = cammodel.compute_cams(insp, [photo], cammodel.places_for(insp, [], ["r1"]), "ablation")
         x = insp.prepare(photo).array
         full = insp.run_arrays({"x": x}, ["r1", "c2", "logits"])
@@ -233,7 +233,7 @@ def test_report_and_notebook_show_a_cam_with_the_method_named(tmp_path, photo):
     from onnxvis.report import build_report
 
     model = _small_classifier(tmp_path / "small.onnx", residual=True)
-    with Inspector(model, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}) as insp:
         text = build_report(insp, [photo], cam_method="score")
         pictures = figures.cam(insp, photo, method="fem", tensor="block")
         none = build_report(insp, [photo], cam_method=None)

@@ -157,7 +157,7 @@ def test_feature_maps_use_the_tutorials_preprocessing(cli, tmp_path, weights):
     assert done.returncode == 0, done.stderr
     model = Model.open(model_path)
     cifar = Preprocess(resize=(224, 224), mean=(0.49139968, 0.48215827, 0.44653124), std=(0.24703233, 0.24348505, 0.26158768))
-    maps = feature_maps(model, photo, find_conv_layers(model)[:1], cifar, explicit_size=True).maps
+    maps = feature_maps(model, photo, find_conv_layers(model)[:1], cifar, changes={"resize": (224, 224)}).maps
     expected = fmap_image(next(iter(maps.values()))).pixels
     np.testing.assert_array_equal(read_run(tmp_path / "run")["feature map in conv1"][620], expected)
 

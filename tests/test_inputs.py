@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import asset
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.engine.shortcuts import feature_maps, predict
 from onnxvis.errors import OnnxvisError
@@ -27,8 +28,8 @@ from onnxvis.model.file import Model
 from onnxvis.model.layers import find_conv_layers
 
 
-def prepare_input(model, image, preprocess, explicit_size=False):
-    prepared = Inspector(model, preprocess=preprocess, explicit_size=explicit_size).prepare(image)
+def prepare_input(model, image, preprocess, changes=None):
+    prepared = Inspector(model, InspectorConfig(preprocess=preprocess, changes=changes or {})).prepare(image)
     return None, prepared.preprocess, prepared.array
 
 
@@ -283,10 +284,12 @@ def test_size_is_rounded_to_the_multiple_a_downsample_upsample_model_needs(tmp_p
     assert feature_maps(model, img, layers, pp.preset("unit")).input.shape == (1, 3, 32, 44)
     # without rounding the model really fails: the proof that the multiple is needed
     with pytest.raises(OnnxvisError, match="onnxruntime cannot run"):
-        predict(model, img, pp.preset("unit"), explicit_size=True)
-    # a size the user gives is kept as it is
-    _, chosen, _ = prepare_input(model, img, pp.preset("unit").replace(resize=(64, 64)), explicit_size=True)
-    assert chosen.resize == (64, 64)
+        predict(model, img, pp.preset("unit"), changes={"resize": (30, 45)})
+    # a size the user gives is kept as it is, and one given in the Preprocess itself is rounded
+    _, chosen, _ = prepare_input(model, img, pp.preset("unit"), changes={"resize": (66, 66)})
+    assert chosen.resize == (66, 66)
+    _, chosen, _ = prepare_input(model, img, pp.preset("unit").replace(resize=(66, 66)))
+    assert chosen.resize == (64, 64)  # 66 rounded to the multiple of 4 (half to even)
 
 
 def test_models_that_only_downsample_take_any_size(tmp_path):

@@ -36,7 +36,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from onnxvis.engine.inspector import Inspector  # noqa: E402
 from onnxvis.serve.app import create_app  # noqa: E402
-from onnxvis.serve.explorer import _LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
+from onnxvis.serve.explorer import LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
 
 SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
 COFFEE = "images/skimage_coffee.png"
@@ -406,7 +406,7 @@ def test_results_are_cached_per_photo_layer_and_view(client, explorer, tmp_path)
 
 
 def test_the_lru_is_bounded_and_computes_once_for_many_waiters():
-    lru = _LRU(max_bytes=3000)
+    lru = LRU(max_bytes=3000)
     for i in range(5):
         lru.get(i, lambda i=i: bytes(1000))
     assert len(lru) == 3  # 3000 bytes hold three values of 1000

@@ -92,11 +92,17 @@ def add_layers(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
+def output_root(args: argparse.Namespace, model_name: str) -> Path:
+    """-o, or the model's default folder."""
+    from onnxvis.outdir import default_root
+
+    return Path(args.output) if args.output else default_root(model_name)
+
+
 def output_dir(args: argparse.Namespace, model_name: str, protect: list) -> OutputDir:
     from onnxvis.outdir import OutputDir
 
-    root = Path(args.output) if args.output else Path("onnxvis-out") / model_name
-    return OutputDir(root, protect=protect)
+    return OutputDir(output_root(args, model_name), protect=protect)
 
 
 def grid_options(args: argparse.Namespace):
@@ -146,13 +152,6 @@ def layer_rows(layers) -> list[str]:
     return rows
 
 
-def no_conv_error(model_path) -> OnnxvisError:
-    return OnnxvisError(
-        f"{model_path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); "
-        "onnxvis draws conv layers only, check that this is the model you meant"
-    )
-
-
 GUESS_HINT = "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
 
 
@@ -177,20 +176,21 @@ def preprocess_changes(args: argparse.Namespace) -> dict:
     return changes
 
 
+def inspector_config(args: argparse.Namespace, **options):
+    """The InspectorConfig that the preprocessing flags make (``options``: batch_size, threads)."""
+    from onnxvis.engine.config import InspectorConfig
+    from onnxvis.image.inputs import parse_input_values
+
+    return InspectorConfig(
+        preset=args.preset, changes=preprocess_changes(args), layout=args.layout, inputs=parse_input_values(args.inputs), **options
+    )
+
+
 def open_inspector(args: argparse.Namespace, **options):
     """The Inspector for a command with the preprocessing flags."""
     from onnxvis.engine.inspector import Inspector
-    from onnxvis.image.inputs import parse_input_values
 
-    return Inspector(
-        args.model,
-        preset=args.preset,
-        changes=preprocess_changes(args),
-        layout=args.layout,
-        inputs=parse_input_values(args.inputs),
-        explicit_size=args.resize is not None or args.crop is not None,
-        **options,
-    )
+    return Inspector(args.model, inspector_config(args, **options))
 
 
 def guess_note(inspector) -> list[str]:

@@ -21,29 +21,30 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
 from onnxvis.engine.classes import class_outputs, top_k
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
 from onnxvis.image.inputs import (
     InputSpec,
-    _describe_value,
-    _match_channels,
-    explain_preprocess,
+    SettledPreprocess,
+    describe_value,
     fill_inputs,
     fit_size,
     image_input,
     input_shape,
     runtime_inputs,
+    settle_preprocess,
     size_multiple,
 )
 from onnxvis.model.file import Model
 from onnxvis.model.graph import required_nodes
-from onnxvis.model.layers import ConvLayer, find_conv_layers, select_layers
+from onnxvis.model.layers import ConvLayer, channels_first, find_conv_layers, no_conv_layer, require_main_graph, select_layers
 from onnxvis.model.metadata import DESCRIBED_KEYS, LABELS_KEY, labels_from_metadata, labels_origin, preprocess_origin
 from onnxvis.model.weights import kernel_weights
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 else:
     ImageLike = Any
 
-__all__ = ["Inspector", "Settled", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike"]
+__all__ = ["Inspector", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike"]
 
 # A model with a fixed batch gets the image repeated to fill it, up to this many bytes.
 _MAX_BATCH_BYTES = 1 << 30
@@ -62,26 +63,6 @@ _MAX_BATCH_BYTES = 1 << 30
 _PREFETCH_BATCHES = 2
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Settled:
-    """The preprocessing an Inspector uses, and where it came from.
-
-    Attributes:
-        preprocess: the settings, sized for the model's declared input where it is fixed.
-        origin: in words, e.g. "the model's onnxvis.preprocess metadata".
-        source: "argument" (given as a Preprocess), "preset", "flags" (a preset or the model's
-            choice with some fields changed), "metadata" or "guess".
-    """
-
-    preprocess: pp.Preprocess
-    origin: str
-    source: Literal["argument", "preset", "flags", "metadata", "guess"]
-
-    @property
-    def guessed(self) -> bool:
-        return self.source == "guess"
 
 
 @dataclass(frozen=True)
@@ -197,50 +178,23 @@ class Inspector:
 
     Args:
         model: the .onnx path, or an opened :class:`~onnxvis.model.file.Model`.
-        preprocess: the preprocessing to use, overriding the model's metadata and any guess.
-        preset: a named preset (see :data:`onnxvis.image.preprocess.PRESETS`) instead of the model's choice.
-        changes: fields to change in the chosen preprocessing (``resize``, ``crop``, ``mean``, ``std``,
-            ``color``, ``scale``), as a user's flags do.
-        layout: "NCHW" or "NHWC", overriding the layout found in the graph.
-        inputs: values for the model's other run-time inputs: a number fills the input, an array is
-            used as it is (see :func:`onnxvis.image.inputs.fill_inputs`).
-        explicit_size: the preprocessing's size was set by the user: keep it exactly, even where a
-            dynamic-size model would round it to the multiple it needs.
-        batch_size: images per onnxruntime run when the model's batch dimension is free.
-        threads: onnxruntime's intra-op threads (default: the machine's cores).
+        config: the settings (preprocessing, layout, other inputs, batch size, threads); see
+            :class:`~onnxvis.engine.config.InspectorConfig`. Default: the model's own choices.
+        **settings: shortcuts for fields of the config, e.g. ``Inspector(path, preset="caffe",
+            batch_size=16)``; they change ``config`` (or the default one).
 
     Raises:
         OnnxvisError: the model cannot be opened, or a setting is malformed.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike | Model,
-        *,
-        preprocess: pp.Preprocess | None = None,
-        preset: str | None = None,
-        changes: Mapping[str, Any] | None = None,
-        layout: str | None = None,
-        inputs: Mapping[str, float | np.ndarray] | None = None,
-        explicit_size: bool = False,
-        batch_size: int = 8,
-        threads: int | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}")
+    def __init__(self, model: str | os.PathLike | Model, config: InspectorConfig | None = None, **settings: Any) -> None:
+        config = config if config is not None else InspectorConfig()
+        self.config: InspectorConfig = config.replace(**settings) if settings else config
         self.model = model if isinstance(model, Model) else Model.open(model)
         self.layers: list[ConvLayer] = find_conv_layers(self.model)
         self.labels: list[str] | None = labels_from_metadata(self.model.metadata)
-        self.batch_size = int(batch_size)
-        self.threads = int(threads) if threads else (os.cpu_count() or 1)
-        self._preprocess_arg = preprocess
-        self._preset = preset
-        self._changes = dict(changes or {})
-        self._layout = layout
-        self._inputs = dict(inputs or {})
-        self._explicit_size = explicit_size
         self._spec: InputSpec | None = None
-        self._settled: Settled | None = None
+        self._settled: SettledPreprocess | None = None
         self._multiple: int | None = None
         self._sessions: dict[tuple, Session] = {}
         self._unbatchable: set[tuple] = set()
@@ -261,44 +215,36 @@ class Inspector:
         self._kernels.clear()
 
     @property
+    def batch_size(self) -> int:
+        """Images per onnxruntime run when the model's batch dimension is free (from the config)."""
+        return self.config.batch_size
+
+    @property
+    def threads(self) -> int:
+        """onnxruntime's intra-op threads: the config's, else the machine's cores."""
+        return int(self.config.threads) if self.config.threads else (os.cpu_count() or 1)
+
+    @property
     def image_input(self) -> InputSpec:
         """The model input that takes the image (found once). Raises OnnxvisError when there is none."""
         if self._spec is None:
-            self._spec = image_input(self.model, self._layout)
+            self._spec = image_input(self.model, self.config.layout)
         return self._spec
 
     @property
-    def preprocessing(self) -> Settled:
+    def preprocessing(self) -> SettledPreprocess:
         """The preprocessing, settled once, with where it came from."""
         if self._settled is None:
-            self._settled = self._settle()
+            config = self.config
+            self._settled = settle_preprocess(self.model, self.image_input, config.preprocess, config.preset, config.changes)
         return self._settled
-
-    def _settle(self) -> Settled:
-        spec = self.image_input
-        if self._preprocess_arg is not None:
-            return Settled(_match_channels(self._preprocess_arg, spec), "given by the caller", "argument")
-        choice = explain_preprocess(self.model, spec, self._preset)
-        source: Literal["argument", "preset", "flags", "metadata", "guess"]
-        if self._preset is not None:
-            source = "preset"
-        elif choice.guessed:
-            source = "guess"
-        else:
-            source = "metadata"
-        chosen, origin = choice.preprocess, choice.origin
-        if self._changes:
-            chosen = chosen.replace(**self._changes, name=f"{chosen.name} + flags")
-            origin = f"{origin}, with some settings changed by the user"
-            source = "flags"
-        return Settled(_match_channels(chosen, spec), origin, source)
 
     def select(self, spec: str | int | None, default: str = "first") -> list[ConvLayer]:
         """Conv layers by ``spec`` ("all", "0,2", node names), or ``default`` ("all", "first", "last") when None."""
         if default == "last":
             if spec is None:
                 if not self.layers:
-                    select_layers(self.layers, None, default="first")  # raises the usual error
+                    raise no_conv_layer()
                 return self.layers[-1:]
             default = "first"
         return select_layers(self.layers, None if spec is None else str(spec), default=default)
@@ -325,7 +271,7 @@ class Inspector:
         img = image if isinstance(image, Image.Image) else pp.load_image(image)
         if self._multiple is None:
             self._multiple = size_multiple(self.model)[0] if spec.dynamic else 1
-        chosen = fit_size(spec, chosen, img.size, self._multiple, self._explicit_size)
+        chosen = fit_size(spec, chosen, img.size, self._multiple, self.config.explicit_size)
         shaped = pp.resize_and_crop(img, chosen)
         pixels = np.asarray(shaped, dtype=np.uint8)
         chw = pp.normalize(pixels, chosen)
@@ -367,7 +313,7 @@ class Inspector:
         spec_name = self.image_input.name if self._has_image_input() else None
         _, read = required_nodes(self.model.graph, targets, given)
         names = [i.name for i in runtime_inputs(self.model) if i.name in read and i.name not in set(given)]
-        return fill_inputs(self.model, names, self._inputs, image_name=spec_name)
+        return fill_inputs(self.model, names, self.config.inputs, image_name=spec_name)
 
     def _has_image_input(self) -> bool:
         try:
@@ -414,17 +360,29 @@ class Inspector:
             real = len(next(iter(chunk.values())))
             if fixed and real < fixed:  # pad a fixed batch with copies of the last row
                 chunk = {n: np.concatenate([a, np.repeat(a[-1:], fixed - real, axis=0)]) for n, a in chunk.items()}
-            try:
-                values = session.run({**others, **chunk})
-            except OnnxvisError:
-                if real == 1 or fixed:
-                    raise
-                self._unbatchable.add(key)  # e.g. a Reshape that fixes the batch to 1 inside the graph
-                values = _stack([session.run({**others, **{n: a[i : i + 1] for n, a in chunk.items()}}) for i in range(real)])
+            values = self._run_rows(session, key, chunk, others, 1 if fixed else real)  # a fixed batch is one run
             for t in targets:
                 parts[t].append(np.asarray(values[t])[:real])
             start += real
         return {t: np.concatenate(parts[t]) if len(parts[t]) > 1 else parts[t][0] for t in targets}
+
+    def _run_rows(
+        self, session: Session, key: tuple, rows: Mapping[str, np.ndarray], others: Mapping[str, np.ndarray], count: int
+    ) -> dict[str, np.ndarray]:
+        """One onnxruntime run of ``count`` rows stacked in ``rows``, beside the unbatched ``others``.
+
+        A graph may take one row at a time whatever its input declares (a Reshape that fixes the batch
+        to 1 inside it): then the batch fails, its rows run one by one, and so does every later run of
+        the same tensors (``key``). With ``count=1`` the run is what it is, and its error is raised.
+        """
+        if count > 1 and key not in self._unbatchable:
+            try:
+                return session.run({**others, **rows})
+            except OnnxvisError:
+                self._unbatchable.add(key)
+        if count == 1:
+            return session.run({**others, **rows})
+        return _stack([session.run({**others, **{n: a[i : i + 1] for n, a in rows.items()}}) for i in range(count)])
 
     def _fixed_batch(self, feeds: Mapping[str, np.ndarray], graph_inputs: Mapping[str, Any]) -> int | None:
         for name in feeds:
@@ -467,17 +425,10 @@ class Inspector:
         def flush() -> Iterator[ImageResult]:
             if not batch:
                 return
-            if len(batch) == 1 or key in self._unbatchable:
-                results = [session.run({**others, spec.name: item.array}) for item in batch]
-            else:
-                try:
-                    stacked = session.run({**others, spec.name: np.concatenate([item.array for item in batch])})
-                    results = [{t: v[i : i + 1] for t, v in stacked.items()} for i in range(len(batch))]
-                except OnnxvisError:
-                    self._unbatchable.add(key)
-                    results = [session.run({**others, spec.name: item.array}) for item in batch]
-            for item, values in zip(batch, results, strict=True):
-                yield ImageResult(item.image, item, {t: np.asarray(v)[0] for t, v in values.items()})
+            array = batch[0].array if len(batch) == 1 else np.concatenate([item.array for item in batch])
+            values = self._run_rows(session, key, {spec.name: array}, others, len(batch))
+            for i, item in enumerate(batch):
+                yield ImageResult(item.image, item, {t: np.asarray(v)[i] for t, v in values.items()})
             batch.clear()
 
         for item in prepared:
@@ -506,25 +457,11 @@ class Inspector:
             OnnxvisError: a layer inside a subgraph, a bad image, or an input that cannot be fed.
         """
         layers = list(layers)
-        for layer in layers:
-            if not layer.in_main_graph:
-                raise OnnxvisError(
-                    f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                    "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
-                )
+        require_main_graph(layers)
         targets = [layer.output_name for layer in layers]
 
         def maps(result: ImageResult) -> FeatureMaps:
-            found = {}
-            for layer in layers:
-                value = np.asarray(result.values[layer.output_name])
-                if value.ndim < 2 or value.size == 0:
-                    raise OnnxvisError(
-                        f"layer {layer.index} ({layer.name}) gave an output of shape {(1, *value.shape)}, not feature maps; check the model"
-                    )
-                if layer.op_type == "NhwcConv":
-                    value = np.moveaxis(value, -1, 0)
-                found[layer] = value.astype(np.float32, copy=False)
+            found = {layer: channels_first(layer, result.values[layer.output_name]) for layer in layers}
             prepared = result.prepared
             return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found)
 
@@ -620,11 +557,11 @@ class Inspector:
             spec, problem = None, str(exc)
         for value in runtime_inputs(model):
             if spec is not None and value.name == spec.name:
-                rows.append(("input", f"{_describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
+                rows.append(("input", f"{describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
             else:
-                rows.append(("input", f"{_describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE"))
+                rows.append(("input", f"{describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE"))
         for value in model.graph.output:
-            rows.append(("output", _describe_value(value)))
+            rows.append(("output", describe_value(value)))
         if spec is None:
             rows.append(("image", f"none: {problem}"))
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InputSpec",
-    "PreprocessChoice",
+    "SettledPreprocess",
     "GUESS_HINT",
     "runtime_inputs",
     "input_shape",
@@ -40,6 +40,9 @@ __all__ = [
     "size_multiple",
     "choose_preprocess",
     "explain_preprocess",
+    "settle_preprocess",
+    "match_channels",
+    "describe_value",
     "fit_size",
     "parse_input_values",
     "fill_inputs",
@@ -101,19 +104,29 @@ class InputSpec:
         return f"input {self.name!r} [{dims}] {self.dtype.name} {self.layout} ({self.layout_reason})"
 
 
+PreprocessSource = Literal["argument", "preset", "flags", "metadata", "guess"]
+
+
 @dataclass(frozen=True)
-class PreprocessChoice:
-    """A preprocessing and where it came from.
+class SettledPreprocess:
+    """The preprocessing settled for a model's image input, and where it came from.
 
     Attributes:
         preprocess: the settings, sized for the model's declared input where it is fixed.
-        origin: e.g. "the model's onnxvis.preprocess metadata" or "guessed from the producer onnx-caffe2 ...".
-        guessed: True when neither the user nor the model said it; then print :data:`GUESS_HINT`.
+        origin: in words, e.g. "the model's onnxvis.preprocess metadata" or "guessed from the producer
+            onnx-caffe2 ...".
+        source: "argument" (given as a Preprocess), "preset", "flags" (a preset or the model's
+            choice with some fields changed), "metadata" or "guess".
     """
 
     preprocess: "Preprocess"
     origin: str
-    guessed: bool
+    source: PreprocessSource
+
+    @property
+    def guessed(self) -> bool:
+        """Neither the user nor the model said it; then print :data:`GUESS_HINT`."""
+        return self.source == "guess"
 
     def describe(self) -> str:
         text = f"{self.preprocess.describe()} [{self.origin}]"
@@ -157,7 +170,8 @@ def runtime_inputs(model: "Model") -> list["onnx.ValueInfoProto"]:
     return [i for i in model.graph.input if not model.has_initializer(i.name)]
 
 
-def _describe_value(value: "onnx.ValueInfoProto") -> str:
+def describe_value(value: "onnx.ValueInfoProto") -> str:
+    """A graph input or output in a few words, e.g. ``'data_0' [1x3x224x224] float16``."""
     shape = input_shape(value)
     dtype = input_dtype(value)
     if not value.type.HasField("tensor_type"):
@@ -221,7 +235,7 @@ def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int
 
 def _not_an_image(value: "onnx.ValueInfoProto", why: str) -> OnnxvisError:
     return OnnxvisError(
-        f"model input {_describe_value(value)} is not an image ({why}); feature maps need an image input "
+        f"model input {describe_value(value)} is not an image ({why}); feature maps need an image input "
         "of rank 4 with 1 or 3 channels, but 'onnxvis kernels' works on this model"
     )
 
@@ -344,7 +358,7 @@ def _producer_guess(model: "Model") -> tuple[str, str] | None:
     return None
 
 
-def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> PreprocessChoice:
+def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> SettledPreprocess:
     """The preprocessing for ``model``, with where it came from.
 
     Order: a named ``preset``; else the exporter's metadata (``onnxvis.preprocess``); else a guess:
@@ -353,16 +367,17 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
     mean and std. The channels follow the model (a grey model gets a grey preprocessing), and a
     size the model fixes is used exactly.
     """
-    guessed = False
+    source: PreprocessSource = "metadata"
     chosen: Preprocess | None
     if preset is not None:
+        source = "preset"
         chosen = pp.preset(preset)
         origin = f"preset {chosen.name}"
     else:
         chosen = pp.from_metadata(model.metadata)
         origin = f"the model's {pp.METADATA_KEY} metadata"
         if chosen is None:
-            guessed = True
+            source = "guess"
             by_producer = _producer_guess(model)
             if spec.dtype.kind in "iu":
                 chosen, origin = pp.preset("raw"), f"guessed: the input is {spec.dtype.name}, so raw 0..255"
@@ -374,11 +389,39 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
             else:
                 chosen, origin = pp.preset("imagenet"), "guessed: ImageNet mean and std, the most common"
             chosen = chosen.replace(name=f"{chosen.name} (guessed)")
-    chosen = _match_channels(chosen, spec)
+    chosen = match_channels(chosen, spec)
     height, width = spec.size
     if height and width and _final_size(chosen) != (height, width):
         chosen = chosen.replace(resize=(height, width), crop=None)
-    return PreprocessChoice(chosen, origin, guessed)
+    return SettledPreprocess(chosen, origin, source)
+
+
+def settle_preprocess(
+    model: "Model",
+    spec: InputSpec,
+    preprocess: "Preprocess | None" = None,
+    preset: str | None = None,
+    changes: Mapping[str, object] | None = None,
+) -> SettledPreprocess:
+    """The preprocessing for ``spec``, the model's image input, as the user's settings make it.
+
+    A ``preprocess`` given whole is the caller's: used as it is, with ``changes`` applied, under its
+    own name. Otherwise :func:`explain_preprocess` chooses one (from ``preset``, the model's metadata
+    or a guess), and ``changes`` replace some of its fields, as a user's flags do. Either way the
+    channels follow the model's.
+
+    Raises:
+        OnnxvisError: an unknown preset, malformed metadata, or a change that makes no valid preprocessing.
+    """
+    if preprocess is not None:
+        given = preprocess.replace(**changes) if changes else preprocess
+        return SettledPreprocess(match_channels(given, spec), "given by the caller", "argument")
+    choice = explain_preprocess(model, spec, preset)
+    if not changes:
+        return choice
+    chosen = choice.preprocess.replace(**changes, name=f"{choice.preprocess.name} + flags")
+    origin = f"{choice.origin}, with some settings changed by the user"
+    return SettledPreprocess(match_channels(chosen, spec), origin, "flags")
 
 
 def choose_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> "Preprocess":
@@ -386,7 +429,7 @@ def choose_preprocess(model: "Model", spec: InputSpec, preset: str | None = None
     return explain_preprocess(model, spec, preset).preprocess
 
 
-def _match_channels(chosen: "Preprocess", spec: InputSpec) -> "Preprocess":
+def match_channels(chosen: "Preprocess", spec: InputSpec) -> "Preprocess":
     """A grey preprocessing for a grey model, a colour one for a colour model."""
     if spec.channels == 1 and chosen.color != "L":
         if len(set(chosen.mean)) > 1 or len(set(chosen.std)) > 1:
@@ -508,7 +551,7 @@ def fill_inputs(
         shape = input_shape(value_info)
         dtype = input_dtype(value_info)
         if dtype is None:
-            raise OnnxvisError(f"input {_describe_value(value_info)} is not a numeric tensor; onnxvis cannot feed it")
+            raise OnnxvisError(f"input {describe_value(value_info)} is not a numeric tensor; onnxvis cannot feed it")
         value = values[name]
         if isinstance(value, np.ndarray):
             array = value
@@ -516,7 +559,7 @@ def fill_inputs(
                 array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True))
             ):
                 raise OnnxvisError(
-                    f"--input {name}: the array has shape {list(array.shape)}, but the input is {_describe_value(value_info)}"
+                    f"--input {name}: the array has shape {list(array.shape)}, but the input is {describe_value(value_info)}"
                 )
             array = array.astype(dtype)
         else:
@@ -525,7 +568,7 @@ def fill_inputs(
             array = np.full(tuple(d or 1 for d in shape), value, dtype=dtype)
         feeds[name] = np.ascontiguousarray(array)
     if missing:
-        described = ", ".join(_describe_value(v) for v in missing)
+        described = ", ".join(describe_value(v) for v in missing)
         example = missing[0].name
         raise OnnxvisError(
             f"the model needs {'input' if len(missing) == 1 else 'inputs'} {described} besides the image; "

@@ -33,9 +33,11 @@ from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
 from onnxvis.engine.classes import top_k
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector, Prepared
 from onnxvis.errors import OnnxvisError
 from onnxvis.image.preprocess import PRESETS, Preprocess, default_image_path, load_image
+from onnxvis.model.layers import channels_first, require_main_graph
 from onnxvis.report import weight_stats
 from onnxvis.write.png import encode_png
 
@@ -78,7 +80,7 @@ PAGE_CAM_METHOD = "ablation"
 """The page's CAM method: class-specific, and cheap (only the graph after the layer runs per channel)."""
 
 
-class _LRU:
+class LRU:
     """A thread-safe LRU of computed values bounded by their total size in bytes.
 
     ``get(key, compute)`` computes a missing value once: other threads asking for the same key wait
@@ -218,7 +220,7 @@ class Explorer:
         self._engine = threading.Lock()
         self._photos_lock = threading.Lock()
         self._photos: OrderedDict[str, Photo] = OrderedDict()
-        self._cache = _LRU(cache_bytes)
+        self._cache = LRU(cache_bytes)
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxvis-serve-")
         self.folder = Path(self._tmp.name)
         self._preparers: dict[str, Inspector] = {}
@@ -420,7 +422,7 @@ class Explorer:
             found = self._preparers.get(preset)
             if found is None:
                 found = self._preparers[preset] = Inspector(
-                    self.inspector.model, preset=preset, layout=self.inspector.image_input.layout
+                    self.inspector.model, InspectorConfig(preset=preset, layout=self.inspector.image_input.layout)
                 )
         return found
 
@@ -441,17 +443,12 @@ class Explorer:
         """The feature-map grid of layer ``index`` for a photo, as PNG bytes."""
         photo = self.photo(ident)
         layer = self.layer(index)
-        if not layer.in_main_graph:
-            raise OnnxvisError(f"layer {index} ({layer.name}) is inside a subgraph; its feature maps cannot be shown, its kernels can")
+        require_main_graph([layer], "its feature maps cannot be shown, its kernels can")
 
         def compute() -> bytes:
-            maps = self._run(self.prepared(photo.id, preset), [layer.output_name])[layer.output_name]
-            if maps.ndim < 2 or maps.size == 0:
-                raise OnnxvisError(f"layer {index} ({layer.name}) gave an output of shape {maps.shape}, not feature maps")
-            if layer.op_type == "NhwcConv":
-                maps = np.moveaxis(maps, -1, 0)
+            maps = channels_first(layer, self._run(self.prepared(photo.id, preset), [layer.output_name])[layer.output_name])
             g = self.grid
-            picture = grids.fmap_grid(maps.astype(np.float32, copy=False), g.nrow, g.padding, g.normalize, g.scale_each, g.pad_value)
+            picture = grids.fmap_grid(maps, g.nrow, g.padding, g.normalize, g.scale_each, g.pad_value)
             return encode_png(grids.to_uint8(picture))
 
         return self._cache.get(("fmaps", photo.id, index, preset or ""), compute)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from onnxvis.image.preprocess import Preprocess
     from onnxvis.outdir import OutputDir
 
-__all__ = ["Layout", "draw_examples", "encode_jpeg", "example_lines", "layout", "tile_crop", "tile_masked", "tile_slice"]
+__all__ = ["Layout", "draw_examples", "encode_jpeg", "example_lines", "layout", "shrink_photo", "tile_crop", "tile_masked", "tile_slice"]
 
 DEFAULT_TILE = 64
 _PAD = 2  # pixels between tiles
@@ -110,7 +110,7 @@ def tile_crop(photo: "Image.Image", box: tuple[int, int, int, int], tile: int) -
     return out
 
 
-def _shrunk(photo: "Image.Image", scale: float) -> np.ndarray:
+def shrink_photo(photo: "Image.Image", scale: float) -> np.ndarray:
     """The photo scaled by ``scale`` < 1, once per photo and layer: every tile of the layer is then a
     slice of it, instead of one resize per tile."""
     from PIL import Image
@@ -120,7 +120,7 @@ def _shrunk(photo: "Image.Image", scale: float) -> np.ndarray:
 
 
 def tile_slice(shrunk: np.ndarray, scale: float, box: tuple[int, int, int, int], tile: int) -> np.ndarray:
-    """What :func:`tile_crop` draws, cut from a photo already scaled by ``scale`` (black past the border)."""
+    """What :func:`tile_crop` draws, cut from the photo that :func:`shrink_photo` scaled by ``scale`` (black past the border)."""
     top, left, bottom, right = box
     h, w = max(1, round((bottom - top) * scale)), max(1, round((right - left) * scale))
     y0, x0 = (tile - h) // 2, (tile - w) // 2
@@ -200,7 +200,7 @@ def draw_grids(
                         scale = tile / max(field.size)
                         if scale < 1:
                             if layer.output not in shrunk:
-                                shrunk[layer.output] = _shrunk(photo, scale)
+                                shrunk[layer.output] = shrink_photo(photo, scale)
                             pixels = tile_slice(shrunk[layer.output], scale, field.box(y, x), tile)
                         else:  # a small field: crop first, then enlarge the few pixels
                             pixels = tile_crop(photo, field.box(y, x), tile)

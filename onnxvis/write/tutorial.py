@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxvis.draw import grids
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.image.preprocess import PRESETS
@@ -236,7 +237,9 @@ def tutorial_run(
         OnnxvisError: no 2-D conv layer, a weight that cannot be read, a bad photo, or a model that
             does not take 224x224 images.
     """
-    with Inspector(model, preprocess=PRESETS["cifar10"], inputs=inputs, explicit_size=True) as inspector:
+    # The size is set, so it is kept exactly: a model that cannot take 224x224 fails rather than run at another size.
+    config = InspectorConfig(preprocess=PRESETS["cifar10"], changes={"resize": SIZE}, inputs=inputs or {})
+    with Inspector(model, config) as inspector:
         layers = tutorial_layers(inspector.layers)
         spec = inspector.image_input
         height, width = spec.size

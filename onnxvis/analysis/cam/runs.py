@@ -74,15 +74,10 @@ class CamResult:
 
 def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Sequence[str] = ()) -> list[Place]:
     """Places for conv layers and named tensors (checked to exist in the main graph)."""
-    from onnxvis.model.layers import layer_stem
+    from onnxvis.model.layers import layer_stem, require_main_graph
 
-    places = []
-    for layer in layers:
-        if not layer.in_main_graph:
-            raise OnnxvisError(
-                f"layer {layer.index} ({layer.name}) is inside a subgraph; a class activation map needs a tensor of the main graph"
-            )
-        places.append(Place(layer.output_name, layer_stem(layer), layer.op_type == "NhwcConv"))
+    require_main_graph(layers, "a class activation map needs a tensor of the main graph")
+    places = [Place(layer.output_name, layer_stem(layer), layer.channels_last) for layer in layers]
     graph = insp.model.graph
     known = {out for node in graph.node for out in node.output if out}
     for name in tensors:
@@ -110,7 +105,7 @@ def default_layer(insp: Inspector) -> ConvLayer:
         shapes = {}
     for layer in reversed(main):
         dims = shapes.get(layer.output_name)
-        spatial = dims[2:] if dims and layer.op_type != "NhwcConv" else (dims[1:-1] if dims else None)
+        spatial = dims[2:] if dims and not layer.channels_last else (dims[1:-1] if dims else None)
         if not spatial or len(spatial) != 2 or any(d is None or d > 1 for d in spatial):
             return layer
     raise OnnxvisError("no conv layer of the model has a spatial output (all are 1x1); a class activation map needs one")

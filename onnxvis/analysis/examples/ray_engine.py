@@ -2,8 +2,9 @@
 
 The image paths become a Ray dataset (``ray.data.from_items``); ``map_batches`` hands blocks of
 them to a pool of actors (``compute=ray.data.ActorPoolStrategy(size=N)``), each of which opens one
-:class:`~onnxvis.engine.inspector.Inspector` (one onnxruntime session, its intra-op threads set to the
-actor's CPUs) and runs :func:`onnxvis.analysis.examples.run.score_images` on its block: the same decoding,
+:class:`~onnxvis.engine.inspector.Inspector` from the run's pickled
+:class:`~onnxvis.engine.config.InspectorConfig` (one onnxruntime session, its intra-op threads set to
+the actor's CPUs) and runs :func:`onnxvis.analysis.examples.run.score_images` on its block: the same decoding,
 preprocessing and arithmetic as the local engine. Each block returns its partial top-K, which this
 process merges into the global one as blocks finish; since the merge is associative and ties break
 by image id, the result equals the local engine's, channel for channel.
@@ -13,6 +14,7 @@ Ray is an optional extra (``pip install 'onnxvis[ray]'``), imported only here.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -64,7 +66,7 @@ def _unpack(blob: bytes) -> Partial:
 
 
 class _Scorer:
-    """One actor: one Inspector, opened once, scoring the blocks Ray hands it."""
+    """One actor: one Inspector, opened once from the plan's config, scoring the blocks Ray hands it."""
 
     def __init__(self, plan: Plan, threads: int):
         self.plan = plan
@@ -108,7 +110,7 @@ def _connect(address: str | None) -> None:
 
 
 def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> Engine:
-    """An engine for :func:`onnxvis.analysis.examples.run.collect_examples` that scores images on Ray Data.
+    """An engine for :func:`onnxvis.analysis.examples.run.find_examples` that scores images on Ray Data.
 
     Args:
         address: a Ray cluster to join ("auto", "ray://host:10001", "host:6379"); None starts
@@ -137,10 +139,7 @@ def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         cpus = float(ray.cluster_resources().get("CPU", 1))
         size = workers or max(1, int(cpus // cpus_per_worker))
-        shared = Plan(
-            os.path.abspath(plan.model), plan.preprocess, plan.layout, plan.inputs, plan.explicit_size,
-            plan.layers, plan.keep, plan.batch_size,
-        )
+        shared = dataclasses.replace(plan, model=os.path.abspath(plan.model))
         items = [{"id": i, "path": os.path.abspath(p)} for i, p in todo]
         blocks = max(1, min(len(items) // _BLOCK_IMAGES + 1, 4 * size * 8))
         dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(

@@ -2,9 +2,9 @@
 
 The work is split so that it streams, resumes and scales out:
 
-- :class:`Plan` is everything a worker needs to score images (the model, the preprocessing, the
-  layers), small and picklable, so that a Ray actor builds the same :class:`~onnxvis.engine.inspector.Inspector`
-  and gets the same numbers as this process.
+- :class:`Plan` is everything a worker needs to score images (the model, the Inspector's
+  :class:`~onnxvis.engine.config.InspectorConfig`, the layers), small and picklable, so that a Ray
+  actor builds the same :class:`~onnxvis.engine.inspector.Inspector` and gets the same numbers as this process.
 - :func:`score_images` runs an Inspector over (image id, path) pairs and yields :class:`Partial`
   results (a :class:`~onnxvis.analysis.examples.topk.TopK` and the ids it covers), chunk by chunk: the local engine
   and each Ray actor call it. Each image's maps are reduced to per-channel maxima as soon as it is
@@ -12,7 +12,8 @@ The work is split so that it streams, resumes and scales out:
 - :class:`ExamplesState` holds the merged top-K, the list of images and which were seen. It is saved
   atomically as ``examples-state.npz`` in the output folder, during the run and at its end: an
   interrupted run continues from it, and a finished one is redrawn from it without the model.
-- :func:`collect_examples` ties them together for any engine.
+- :func:`find_examples` ties them together for any engine: it is the one way in, which the command,
+  the tests and both engines go through.
 
 Memory is bounded by layers x channels x K (the list of image paths aside, a few bytes per image).
 """
@@ -33,27 +34,33 @@ import numpy as np
 
 from onnxvis.analysis.examples.receptive import Field, receptive_fields
 from onnxvis.analysis.examples.topk import TopK, channel_maxima
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
 from onnxvis.image.preprocess import Preprocess
+from onnxvis.model.layers import channels_first, require_main_graph
+from onnxvis.outdir import OutputDir, default_root
 from onnxvis.progress import Progress
 
 if TYPE_CHECKING:
     from PIL import Image
 
+    from onnxvis.model.file import Model
     from onnxvis.model.layers import ConvLayer
-    from onnxvis.outdir import OutputDir
 
 __all__ = [
     "STATE_FILE",
+    "Engine",
+    "Examples",
     "ExamplesState",
     "LayerInfo",
     "Partial",
     "Plan",
-    "collect_examples",
+    "find_examples",
     "find_images",
     "load_state",
+    "local_engine",
     "score_images",
 ]
 
@@ -97,27 +104,17 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a worker needs to score images: the model, the preprocessing, the layers, K."""
+    """What a worker needs to score images: the model, the Inspector's settings, the layers, K."""
 
     model: str
-    preprocess: "Preprocess"
-    layout: str | None
-    inputs: dict = field(default_factory=dict)
-    explicit_size: bool = False
+    config: InspectorConfig
     layers: tuple[LayerInfo, ...] = ()
     keep: int = DEFAULT_KEEP
-    batch_size: int = 8
 
     def inspector(self, threads: int | None = None) -> "Inspector":
-        return Inspector(
-            self.model,
-            preprocess=self.preprocess,
-            layout=self.layout,
-            inputs=self.inputs,
-            explicit_size=self.explicit_size,
-            batch_size=self.batch_size,
-            threads=threads,
-        )
+        """An Inspector opened as the planning one was (``threads`` aside): it settles the same
+        preprocessing from the same settings, so it gets the same numbers."""
+        return Inspector(self.model, self.config if threads is None else self.config.replace(threads=threads))
 
 
 def _mask(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -135,11 +132,7 @@ def image_candidates(values: dict[str, np.ndarray], layers: Sequence[LayerInfo])
     """
     found: list[tuple[np.ndarray, ...]] = []
     for layer in layers:
-        value = np.asarray(values[layer.output])
-        if value.ndim != 3:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not (C, H, W) maps")
-        if layer.channels_last:
-            value = np.moveaxis(value, -1, 0)
+        value = channels_first(layer, values[layer.output], dtype=None, rank=3)  # the model's dtype: its own maxima
         scores, ys, xs = channel_maxima(value[None])
         if layer.mask_shape is None:
             found.append((scores[0], ys[0], xs[0]))
@@ -312,27 +305,13 @@ def _field_json(f: "Field | None") -> dict | None:
     return None if f is None else {"jump": list(f.jump), "start": list(f.start), "size": list(f.size)}
 
 
-def make_plan(
-    inspector: "Inspector",
-    layers: Sequence["ConvLayer"],
-    images: Sequence[str | os.PathLike],
-    keep: int,
-    *,
-    inputs: dict | None = None,
-    layout: str | None = None,
-    explicit_size: bool = False,
-) -> tuple[Plan, dict]:
+def _make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Sequence[str | os.PathLike], keep: int) -> tuple[Plan, dict]:
     """The plan of a run, and the metadata saved with its state (fields, map sizes, preprocessing).
 
     Runs the model once on the first readable image: this finds the map sizes and the input size that the
     receptive fields need, and reports a bad model or preprocessing before any long work starts.
     """
-    for layer in layers:
-        if not layer.in_main_graph:
-            raise OnnxvisError(
-                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                "its feature maps cannot be exposed; choose other layers with --layers"
-            )
+    require_main_graph(layers, "its feature maps cannot be exposed; choose other layers with --layers")
     first = None
     for path in images:
         try:
@@ -349,26 +328,14 @@ def make_plan(
     infos = []
     map_sizes = {}
     for layer in layers:
-        value = np.asarray(probe.values[layer.output_name])
-        if value.ndim != 3:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not (C, H, W) maps")
-        channels_last = layer.op_type == "NhwcConv"
-        h, w = (value.shape[0], value.shape[1]) if channels_last else (value.shape[1], value.shape[2])
+        _, h, w = channels_first(layer, probe.values[layer.output_name], dtype=None, rank=3).shape
         map_sizes[layer.output_name] = [int(h), int(w)]
         mask = None if fields[layer.output_name] is not None else (min(h, MASK_SIDE), min(w, MASK_SIDE))
-        infos.append(LayerInfo(layer.index, layer.name, layer.output_name, channels_last, mask))
-    plan = Plan(
-        str(inspector.model.path),
-        # the settled settings, not the first image's fitted ones: each worker fits every image
-        # exactly as the local engine does (a dynamic-size model rounds each image's own size)
-        inspector.preprocessing.preprocess,
-        layout,
-        dict(inputs or {}),
-        explicit_size,
-        tuple(infos),
-        keep,
-        inspector.batch_size,
-    )
+        infos.append(LayerInfo(layer.index, layer.name, layer.output_name, layer.channels_last, mask))
+    # The Inspector's settings, not the first image's fitted preprocessing: each worker settles the
+    # same preprocessing and fits every image as the local engine does (a dynamic-size model rounds
+    # each image's own size).
+    plan = Plan(str(inspector.model.path), inspector.config, tuple(infos), keep)
     meta = {
         "version": STATE_VERSION,
         "model": str(inspector.model.path),
@@ -413,7 +380,7 @@ def _same_run(old: dict, new: dict) -> str | None:
     return None
 
 
-def collect_examples(
+def _collect(
     plan: Plan,
     meta: dict,
     images: Sequence[str | os.PathLike],
@@ -430,7 +397,7 @@ def collect_examples(
     rerun of the same command continues where this one stopped.
 
     Args:
-        plan, meta: from :func:`make_plan`.
+        plan, meta: from :func:`_make_plan`.
         images: all image paths of the run (those already seen are skipped).
         out: the output folder, where ``examples-state.npz`` lives.
         engine: :func:`local_engine` or the Ray engine (:mod:`onnxvis.analysis.examples.ray_engine`).
@@ -482,6 +449,77 @@ def collect_examples(
     if int(state.seen.sum()) and not state.top.names:
         raise OnnxvisError("none of the files could be read as an image; give folders of photos")
     return state
+
+
+@dataclass(frozen=True)
+class Examples:
+    """What :func:`find_examples` did: the run's state, and the Inspector, layers, images and folder it used."""
+
+    state: ExamplesState
+    inspector: Inspector
+    layers: list["ConvLayer"]
+    images: list[Path]
+    out: OutputDir
+
+
+def find_examples(
+    model: "str | os.PathLike | Model",
+    sources: Sequence[str | os.PathLike],
+    config: InspectorConfig | None = None,
+    *,
+    layers: str | int | None = None,
+    keep: int = DEFAULT_KEEP,
+    out: "OutputDir | str | os.PathLike | None" = None,
+    engine: "str | Engine" = "local",
+    fresh: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_start: "Callable[[Inspector], None] | None" = None,
+) -> Examples:
+    """For each channel of ``layers``, the ``keep`` images of ``sources`` that excite it most.
+
+    The one way to run dataset examples: the command, the tests and both engines go through it. The
+    state is saved in the output folder as it goes; a rerun continues it (unless ``fresh``) and
+    scores only the images it has not seen. Draw the result with :func:`onnxvis.write.examples.draw_examples`.
+
+    Args:
+        model: the .onnx path, or an opened model.
+        sources: folders of images (walked recursively) and image files.
+        config: how to open the Inspector (preprocessing, layout, other inputs, batch size); the Ray
+            engine's workers open theirs from the same config.
+        layers: conv layers, as :meth:`Inspector.select <onnxvis.engine.inspector.Inspector.select>`
+            takes them; default: the last one.
+        keep: entries kept per channel (a later redraw can show up to that many).
+        out: the output folder (default ``onnxvis-out/<model name>``); the model is never overwritten.
+        engine: "local" (this process), "ray" (Ray Data on this machine, see
+            :func:`onnxvis.analysis.examples.ray_engine.ray_engine` for a cluster), or an :data:`Engine`.
+        fresh: ignore a saved state instead of continuing it.
+        progress: a progress bar on stderr when it is a terminal.
+        log: where notes go (files skipped, a run continued).
+        on_start: called with the Inspector once the model ran on the first image, before the long
+            scoring starts (the command prints its notes there).
+
+    Raises:
+        OnnxvisError: no image, a bad model, layer or setting, or a saved state of another run.
+    """
+    if isinstance(engine, str):
+        if engine == "ray":
+            from onnxvis.analysis.examples.ray_engine import ray_engine
+
+            engine = ray_engine()
+        elif engine != "local":
+            raise OnnxvisError(f"the engine must be 'local' or 'ray', got {engine!r}", setting="engine")
+    images = find_images(sources)
+    inspector = Inspector(model, config)
+    chosen = inspector.select(layers, default="last")
+    if not isinstance(out, OutputDir):
+        out = OutputDir(default_root(inspector.model.name) if out is None else Path(out), protect=[inspector.model.path])
+    plan, meta = _make_plan(inspector, chosen, images, keep)
+    if on_start is not None:
+        on_start(inspector)
+    run = local_engine(inspector) if isinstance(engine, str) else engine
+    state = _collect(plan, meta, images, out, run, fresh=fresh, progress=progress, log=log)
+    return Examples(state, inspector, chosen, images, out)
 
 
 class _Rate:
