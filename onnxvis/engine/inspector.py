@@ -682,6 +682,12 @@ def _stack(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
 
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items``, computed in a background thread up to ``depth`` ahead (for callers that prepare their own
+    feeds, e.g. one photo for two models). An exception is raised at the item where it happened."""
+    return _prefetch(items, depth)
+
+
 def map_images(function: Callable[[Prepared], T], images: Iterable[ImageLike], inspector: Inspector) -> Iterator[T]:
     """``function`` over the prepared images, prepared in the background (for callers that run their own passes)."""
     for prepared in _prefetch((inspector.prepare(image) for image in images), 2):
