@@ -208,6 +208,7 @@ class Inspector:
             dynamic-size model would round it to the multiple it needs.
         batch_size: images per onnxruntime run when the model's batch dimension is free.
         threads: onnxruntime's intra-op threads (default: the machine's cores).
+        origin: where ``preprocess`` came from, in words (default "given by the caller").
 
     Raises:
         OnnxvisError: the model cannot be opened, or a setting is malformed.
@@ -225,6 +226,7 @@ class Inspector:
         explicit_size: bool = False,
         batch_size: int = 8,
         threads: int | None = None,
+        origin: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}")
@@ -234,6 +236,7 @@ class Inspector:
         self.batch_size = int(batch_size)
         self.threads = int(threads) if threads else (os.cpu_count() or 1)
         self._preprocess_arg = preprocess
+        self._origin = origin or "given by the caller"
         self._preset = preset
         self._changes = dict(changes or {})
         self._layout = layout
@@ -277,7 +280,7 @@ class Inspector:
     def _settle(self) -> Settled:
         spec = self.image_input
         if self._preprocess_arg is not None:
-            return Settled(_match_channels(self._preprocess_arg, spec), "given by the caller", "argument")
+            return Settled(_match_channels(self._preprocess_arg, spec), self._origin, "argument")
         choice = explain_preprocess(self.model, spec, self._preset)
         source: Literal["argument", "preset", "flags", "metadata", "guess"]
         if self._preset is not None:
@@ -454,14 +457,27 @@ class Inspector:
             return next(self._run_many([images], targets, many_runs=False))
         return self._run_many(images, targets)
 
+    def _batch_limit(self, others: Mapping[str, np.ndarray]) -> int:
+        return self.batch_size if self.image_input.batch is None and not others else 1
+
     def _run_many(self, images: Iterable[ImageLike], targets: list[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        limit = self._batch_limit(self._other_feeds(targets))  # raises for a missing other input, naming it
+        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
+        return self.run_prepared(prepared, targets, many_runs)
+
+    def run_prepared(self, prepared: Iterable[Prepared], tensors: Sequence[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        """Compute the named tensors for images already prepared by :meth:`prepare` (streamed, batched).
+
+        For callers that prepare images themselves, e.g. one decoded photo for two models.
+        """
+        targets = list(dict.fromkeys(tensors))
+        if not targets:
+            raise OnnxvisError("no tensor was asked for")
         spec = self.image_input
         others = self._other_feeds(targets)  # raises for a missing other input, naming it
         session = self.session(targets, many_runs=many_runs)
-        batchable = spec.batch is None and not others
-        limit = self.batch_size if batchable else 1
+        limit = self._batch_limit(others)
         key = (tuple(targets), ())
-        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
         batch: list[Prepared] = []
 
         def flush() -> Iterator[ImageResult]:

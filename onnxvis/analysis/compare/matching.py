@@ -276,7 +276,10 @@ def match_layers(a: Sequence[CompareLayer], b: Sequence[CompareLayer]) -> Matchi
             candidates = [j for j in groups[key] if j not in taken]
             fitting = [j for j in candidates if layer.shape is not None and _signature(b[j]) == _signature(layer)]
             if fitting:
-                partner[layer.index] = (fitting[0], how)
+                other = b[fitting[0]]
+                exact = how.replace(" without quantizer suffixes", "")
+                same = (layer.name == other.name) if how.startswith("node name") else (layer.stored_name == other.stored_name)
+                partner[layer.index] = (fitting[0], exact if same and how != exact and "and" not in how else how)
                 taken.add(fitting[0])
             elif candidates:
                 other = b[candidates[0]]

@@ -253,7 +253,8 @@ def open_pair(
             setting="preset_b",
         )
     shared = settled_a.preprocess
-    insp_b = Inspector(model_b, preprocess=shared, explicit_size=bool(options_a.get("explicit_size")), **common)
+    insp_b = Inspector(model_b, preprocess=shared, explicit_size=bool(options_a.get("explicit_size")),
+                       origin=f"A's ({settled_a.origin}): B's metadata gives none", **common)
     return insp_a, insp_b, matching
 
 
@@ -335,9 +336,10 @@ def _batches(stream: Iterator[tuple[Path, Prepared, Prepared]], size: int) -> It
         yield batch
 
 
-def _feed(insp: Inspector, items: Sequence[Prepared]) -> dict[str, np.ndarray]:
-    # A fixed batch repeats the image; run_arrays pads a fixed batch itself, so one row per image goes in.
-    return {insp.image_input.name: np.concatenate([item.array[:1] for item in items])}
+def _own(values: np.ndarray) -> np.ndarray:
+    """``values``, copied when it is a view into a bigger array (a batch), so that keeping it keeps no more."""
+    base = values.base
+    return np.array(values) if isinstance(base, np.ndarray) and base.size > values.size else values
 
 
 def compare(
@@ -395,14 +397,15 @@ def compare(
     worst_noise = -1.0
     batch_size = min(insp_a.batch_size, insp_b.batch_size)
     for batch in _batches(prefetch(prepared(), 2 * batch_size), batch_size):
-        values_a = insp_a.run_arrays(_feed(insp_a, [item[1] for item in batch]), targets_a)
-        values_b = insp_b.run_arrays(_feed(insp_b, [item[2] for item in batch]), targets_b)
-        for row, (path, prep_a, _) in enumerate(batch):
+        results_a = list(insp_a.run_prepared([item[1] for item in batch], targets_a))
+        results_b = list(insp_b.run_prepared([item[2] for item in batch], targets_b))
+        for (path, prep_a, _), result_a, result_b in zip(batch, results_a, results_b, strict=True):
+            values_a, values_b = result_a.values, result_b.values
             noises = []
             maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             for layer, (read_a, read_b) in zip(layers, readers, strict=True):
-                a = read_a(values_a[layer.probe_a.tensor][row])
-                b = read_b(values_b[layer.probe_b.tensor][row])
+                a = read_a(values_a[layer.probe_a.tensor])
+                b = read_b(values_b[layer.probe_b.tensor])
                 assert layer.activation is not None
                 noise = layer.activation.add(a, b)
                 if noise is not None:
@@ -413,8 +416,8 @@ def compare(
             kl = None
             if compare_classes:
                 assert classes.output_a is not None and classes.output_b is not None
-                top_a, probs_a = _top1(values_a[classes.output_a][row], labels_a)
-                top_b, probs_b = _top1(values_b[classes.output_b][row], labels_b)
+                top_a, probs_a = _top1(values_a[classes.output_a], labels_a)
+                top_b, probs_b = _top1(values_b[classes.output_b], labels_b)
                 if probs_a.shape == probs_b.shape:
                     kl = kl_divergence(probs_a, probs_b)
                     kl_total += kl
@@ -424,7 +427,7 @@ def compare(
             if diff.noise > worst_noise:  # keep this photo's maps: copies, so that the batch can go
                 worst_noise = diff.noise
                 result.worst_image = diff
-                result.worst_maps = {i: (np.array(a), np.array(b)) for i, (a, b) in maps.items()}
+                result.worst_maps = {i: (_own(a), _own(b)) for i, (a, b) in maps.items()}
                 result.worst_photo = prep_a.rgb
             if progress is not None:
                 progress(path.name)
