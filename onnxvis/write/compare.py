@@ -190,8 +190,8 @@ def layer_lines(result: "Comparison") -> list[str]:
         max_err = _g(act.max_abs_error) if act is not None and act.comparable else "-"
         lines.append(f"{index:>3}  {label:<{width}}  {_db(layer.weight_sqnr_db):>8} dB  {_db(layer.activation_sqnr_db):>8} dB  "
                      f"{cosine:>9}  {max_err:>10}  {layer.pair.b.label}")
-    for layer, reason in result.matching.unmatched_b:
-        lines.append(f"  -  {'':<{width}}  B's {layer.label} unmatched: {reason}")
+    for only_b, reason in result.matching.unmatched_b:
+        lines.append(f"  -  {'':<{width}}  B's {only_b.label} unmatched: {reason}")
     return lines
 
 
@@ -256,7 +256,7 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
-.l{text-align:left}.scroll{overflow-x:auto}.note{color:#555}.warn{color:#b3261e}.bad{background:#fde7e4}
+.l{text-align:left}.w{white-space:normal;display:inline-block;min-width:11em;max-width:16em}.scroll{overflow-x:auto}.note{color:#555}.warn{color:#b3261e}.bad{background:#fde7e4}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:600}dd{margin:0}
 figure{margin:1em 0}figcaption{margin-bottom:4px}nav a{margin-right:1em}.big{font-size:1.3em;font-weight:600}
 """
@@ -277,8 +277,9 @@ def _chart(result: "Comparison", width: int = 900, height: int = 180) -> str:
     if not layers:
         return ""
     values = [v for layer in layers for v in (layer.activation_sqnr_db, layer.weight_sqnr_db) if v is not None and v != math.inf]
-    top = (max(values) if values else 60.0) * 1.1 + 1
-    bottom = min(0.0, min(values) if values else 0.0)
+    high, low = (max(values), min(values)) if values else (60.0, 0.0)
+    top = high + 0.1 * (high - low) + 2
+    bottom = max(0.0, low - 0.1 * (high - low) - 2) if low >= 0 else low - 2
     step = width / max(1, len(layers))
 
     def y(v: float) -> float:
@@ -286,7 +287,8 @@ def _chart(result: "Comparison", width: int = 900, height: int = 180) -> str:
         return 8 + (height - 24) * (top - v) / ((top - bottom) or 1)
 
     parts = []
-    for key, style in (("activation_sqnr_db", 'stroke="#b3261e" stroke-width="2"'), ("weight_sqnr_db", 'stroke="#0066cc" stroke-dasharray="4 3"')):
+    styles = (("activation_sqnr_db", 'stroke="#b3261e" stroke-width="2"'), ("weight_sqnr_db", 'stroke="#0066cc" stroke-dasharray="4 3"'))
+    for key, style in styles:
         points = [(i, getattr(layer, key)) for i, layer in enumerate(layers) if getattr(layer, key) is not None]
         if points:
             path = " ".join(f"{(i + 0.5) * step:.1f},{y(v):.1f}" for i, v in points)
@@ -310,15 +312,17 @@ def _where_table(result: "Comparison") -> str:
         if index in unmatched:
             layer, reason = unmatched[index]
             rows.append([str(index), _e(layer.label), _e(layer.op_type), "x".join(map(str, layer.shape or ())),
-                         f'<span class=warn>unmatched: {_e(reason)}</span>', *["-"] * 7])
+                         f'<span class="warn w">unmatched: {_e(reason)}</span>', *["-"] * 8])
             classes.append("")
             continue
         item = by_index[index]
         w, act = item.weights, item.activation
-        channel = f"{_db(float(w.channel_sqnr_db.min()))} (ch {int(w.worst_channels()[0])})" if w is not None and w.channel_sqnr_db.size else "-"
+        channel = "-"
+        if w is not None and w.channel_sqnr_db.size:
+            channel = f"{_db(float(w.channel_sqnr_db.min()))} (ch {int(w.worst_channels()[0])})"
         rows.append([
             str(index), _e(item.pair.a.label), _e(item.pair.a.op_type), "x".join(map(str, item.pair.a.shape or ())),
-            _e(f"{item.pair.b.label} ({item.pair.b.op_type}; {item.pair.how})"),
+            _e(f"{item.pair.b.label} ({item.pair.b.op_type})"), f"<span class=w>{_e(item.pair.how)}</span>",
             _db(item.weight_sqnr_db) if w else f'<span class=warn title="{_e(item.weight_problem)}">?</span>',
             channel, _g(w.norm_change) if w else "-",
             _db(item.activation_sqnr_db), f"{act.cosine:.6f}" if act is not None and act.comparable else "-",
@@ -326,9 +330,9 @@ def _where_table(result: "Comparison") -> str:
             _e(item.probe_a.where if item.probe_a.where != "output" else item.probe_b.where),
         ])
         classes.append("bad" if index in worst else "")
-    head = ["#", "layer (A)", "op", "weight", "B's layer (how matched)", "weight SQNR dB", "worst channel dB", "norm change",
+    head = ["#", "layer (A)", "op", "weight", "B's layer", "matched by", "weight SQNR dB", "worst channel dB", "norm change",
             "output SQNR dB", "cosine", "max error", "compared"]
-    return _table(head, rows, left=(1, 2, 4, 11), classes=classes)
+    return _table(head, rows, left=(1, 2, 4, 5, 12), classes=classes)
 
 
 def _unmatched_html(result: "Comparison") -> str:
@@ -359,7 +363,9 @@ def _outputs_html(result: "Comparison", full_paths: bool) -> str:
             "probabilities (a softmax, unless they already are).</p>")
     if flips:
         rows = [[_e(d.image if full_paths else d.image.name), _top(d.top_a), _top(d.top_b), _g(d.kl)] for d in flips[:_MAX_FLIPS_SHOWN]]
-        more = f"<p class=note>and {len(flips) - _MAX_FLIPS_SHOWN} more (compare_summary.json lists them all)</p>" if len(flips) > _MAX_FLIPS_SHOWN else ""
+        more = ""
+        if len(flips) > _MAX_FLIPS_SHOWN:
+            more = f"<p class=note>and {len(flips) - _MAX_FLIPS_SHOWN} more (compare_summary.json lists them all)</p>"
         text += "<p>Images where the top-1 flips:</p>" + _table(["image", "A's top-1", "B's top-1", "KL"], rows, left=(0, 1, 2)) + more
     else:
         text += "<p>The top-1 class is the same on every image.</p>"
@@ -414,7 +420,8 @@ def html_page(result: "Comparison", drawn: list[_Drawn], full_paths: bool = Fals
         photo = _photo(result.worst_photo, result.worst_image.image.name) if result.worst_photo is not None else ""
         where = result.worst_image.image if full_paths else result.worst_image.image.name
         fmap_html = (f"<p>The image where the feature maps differ most: <b>{_e(where)}</b> (mean noise-to-signal "
-                     f"{result.worst_image.noise:.3g}; A's top-1 {_top(result.worst_image.top_a)}, B's {_top(result.worst_image.top_b)}).</p>"
+                     f"{result.worst_image.noise:.3g}; A's top-1 {_top(result.worst_image.top_a)}, "
+                     f"B's {_top(result.worst_image.top_b)}).</p>"
                      f"{photo}{''.join(map(figure, fmaps))}")
     elif not result.images:
         fmap_html = "<p class=note>No image was run.</p>"
@@ -428,7 +435,8 @@ def html_page(result: "Comparison", drawn: list[_Drawn], full_paths: bool = Fals
 <title>{_e(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{_e(title)}</h1>
-<nav><a href="#summary">summary</a><a href="#where">where it goes wrong</a><a href="#kernels">kernels</a><a href="#fmaps">feature maps</a><a href="#outputs">outputs</a></nav>
+<nav><a href="#summary">summary</a><a href="#outputs">outputs</a><a href="#where">where it goes wrong</a>
+<a href="#kernels">kernels</a><a href="#fmaps">feature maps</a></nav>
 <h2 id="summary">Summary</h2>
 {dl}
 <h2 id="outputs">Outputs</h2>

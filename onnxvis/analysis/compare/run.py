@@ -227,7 +227,7 @@ def open_pair(
     names_b = {value.name for value in runtime_inputs(model_b)}
     inputs_b = {name: value for name, value in values.items() if name in names_b}
     layout = options_a.get("layout")
-    common = {"inputs": inputs_b, "layout": layout, "batch_size": batch_size, "threads": threads}
+    common: dict[str, Any] = {"inputs": inputs_b, "layout": layout, "batch_size": batch_size, "threads": threads}
     if preset_b is not None:
         return insp_a, Inspector(model_b, preset=preset_b, **common), matching
     if pp.from_metadata(model_b.metadata) is not None:
