@@ -17,6 +17,7 @@ import pytest
 
 from conftest import ROOT, asset
 from onnxvis.analysis.examples import run as ex
+from onnxvis.analysis.examples.find import find_examples
 from onnxvis.engine.config import InspectorConfig
 from onnxvis.outdir import OutputDir
 from onnxvis.write.examples import draw_examples
@@ -27,7 +28,7 @@ SQUEEZE_LAYERS = "3,12"
 
 
 def _run_api(model, folder, layers, out, keep=9, **settings):
-    found = ex.find_examples(model, [folder], InspectorConfig(**settings), layers=layers, keep=keep, out=out, fresh=True)
+    found = find_examples(model, [folder], InspectorConfig(**settings), layers=layers, keep=keep, out=out, fresh=True)
     return found.inspector, found.layers, found.images, found.state
 
 
@@ -249,9 +250,9 @@ def test_a_layer_without_receptive_field_falls_back_to_masked_whole_images(tmp_p
 _PEAK = textwrap.dedent(
     """
     import sys
-    from onnxvis.analysis.examples import run as ex
+    from onnxvis.analysis.examples.find import find_examples
     model, out, *folders = sys.argv[1:]
-    found = ex.find_examples(model, folders, layers="all", keep=16, out=out)
+    found = find_examples(model, folders, layers="all", keep=16, out=out)
     assert found.state.seen.sum() == len(found.images)
     # the process's own peak resident memory, in kB (not ru_maxrss of a forked child, which counts the parent's)
     with open("/proc/self/status") as f:

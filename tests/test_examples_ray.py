@@ -8,7 +8,7 @@ from conftest import asset
 
 ray = pytest.importorskip("ray")
 
-from onnxvis.analysis.examples import run as ex  # noqa: E402
+from onnxvis.analysis.examples.find import find_examples  # noqa: E402
 from onnxvis.analysis.examples.ray_engine import ray_engine  # noqa: E402
 
 SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
@@ -25,7 +25,7 @@ def ray_session():
 
 def _collect(engine, out):
     photos = [asset("images/imagenet-sample")]
-    return ex.find_examples(asset(SQUEEZENET), photos, layers="3,12,25", keep=9, out=out, engine=engine, fresh=True)
+    return find_examples(asset(SQUEEZENET), photos, layers="3,12,25", keep=9, out=out, engine=engine, fresh=True)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -46,7 +46,7 @@ def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray
         shutil.copy(p, photos / p.name)
     (photos / "zz.jpg").write_bytes(b"junk")
     notes: list[str] = []
-    found = ex.find_examples(
+    found = find_examples(
         asset(SQUEEZENET), [photos], layers="0", keep=4, out=tmp_path / "out", engine=ray_engine(workers=1), fresh=True, log=notes.append
     )
     assert found.state.seen.all() and any("zz.jpg" in n for n in notes)

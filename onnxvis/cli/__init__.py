@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onnxvis.cli import cam, examples, export, fmaps, info, kernels, layers, predict, report, serve, tutorial
+from onnxvis.cli import cam, compare, examples, export, fmaps, info, kernels, layers, predict, report, serve, tutorial
 from onnxvis.errors import OnnxvisError, one_line
 
 EXIT_USAGE = 2
@@ -32,6 +32,7 @@ quick tour:
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
   onnxvis cam models/alexnet.onnx cat.jpg     where the model looks for its class (as grad-cam) -> PNG
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
+  onnxvis compare float.onnx int8.onnx cat.jpg where two versions of a model part, layer by layer
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
   onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)
 """
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     tutorial.add_parser(sub)
     serve.add_parser(sub)
     examples.add_parser(sub)
+    compare.add_parser(sub)
     return parser
 
 
@@ -89,6 +91,7 @@ FLAGS = {
     "layout": "--layout NCHW|NHWC",
     "inputs": "--input NAME=VALUE",
     "top": "--top K",
+    "preset_b": "--preset-b NAME",
 }
 
 
@@ -174,6 +177,7 @@ COMMANDS = {
     "tutorial": tutorial.run,
     "serve": serve.run,
     "examples": examples.run,
+    "compare": compare.run,
 }
 
 

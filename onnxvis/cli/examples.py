@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> None:
         for note in guess_note(inspector):
             print(note, file=sys.stderr)
 
-    found = ex.find_examples(
+    from onnxvis.analysis.examples.find import find_examples
+
+    found = find_examples(
         args.model, args.folders, inspector_config(args, batch_size=args.batch_size), layers=args.layers, keep=keep,
         out=args.output, engine=engine, fresh=args.fresh, progress=True, log=lambda message: print(message, file=sys.stderr),
         on_start=notes,

@@ -28,6 +28,7 @@ class InspectorConfig:
 
     Attributes:
         preprocess: the preprocessing to use, overriding the model's metadata and any guess.
+        origin: where ``preprocess`` came from, in words (default "given by the caller").
         preset: a named preset (see :data:`onnxvis.image.preprocess.PRESETS`) instead of the model's choice.
         changes: fields to change in the chosen preprocessing (``resize``, ``crop``, ``mean``, ``std``,
             ``color``, ``scale``), as a user's flags do. A size set here (``resize`` or ``crop``) is
@@ -43,6 +44,7 @@ class InspectorConfig:
     """
 
     preprocess: "Preprocess | None" = None
+    origin: str | None = None
     preset: str | None = None
     changes: Mapping[str, Any] = field(default_factory=dict)
     layout: str | None = None

@@ -236,7 +236,9 @@ class Inspector:
         """The preprocessing, settled once, with where it came from."""
         if self._settled is None:
             config = self.config
-            self._settled = settle_preprocess(self.model, self.image_input, config.preprocess, config.preset, config.changes)
+            self._settled = settle_preprocess(
+                self.model, self.image_input, config.preprocess, config.preset, config.changes, config.origin
+            )
         return self._settled
 
     def select(self, spec: str | int | None, default: str = "first") -> list[ConvLayer]:
@@ -412,14 +414,27 @@ class Inspector:
             return next(self._run_many([images], targets, many_runs=False))
         return self._run_many(images, targets)
 
+    def _batch_limit(self, others: Mapping[str, np.ndarray]) -> int:
+        return self.batch_size if self.image_input.batch is None and not others else 1
+
     def _run_many(self, images: Iterable[ImageLike], targets: list[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        limit = self._batch_limit(self._other_feeds(targets))  # raises for a missing other input, naming it
+        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
+        return self.run_prepared(prepared, targets, many_runs)
+
+    def run_prepared(self, prepared: Iterable[Prepared], tensors: Sequence[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        """Compute the named tensors for images already prepared by :meth:`prepare` (streamed, batched).
+
+        For callers that prepare images themselves, e.g. one decoded photo for two models.
+        """
+        targets = list(dict.fromkeys(tensors))
+        if not targets:
+            raise OnnxvisError("no tensor was asked for")
         spec = self.image_input
         others = self._other_feeds(targets)  # raises for a missing other input, naming it
         session = self.session(targets, many_runs=many_runs)
-        batchable = spec.batch is None and not others
-        limit = self.batch_size if batchable else 1
+        limit = self._batch_limit(others)
         key = (tuple(targets), ())
-        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
         batch: list[Prepared] = []
 
         def flush() -> Iterator[ImageResult]:
@@ -617,6 +632,12 @@ def _output_shape(model: Model, name: str) -> tuple[int | None, ...] | None:
 
 def _stack(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items``, computed in a background thread up to ``depth`` ahead (for callers that prepare their own
+    feeds, e.g. one photo for two models). An exception is raised at the item where it happened."""
+    return _prefetch(items, depth)
 
 
 def map_images(function: Callable[[Prepared], T], images: Iterable[ImageLike], inspector: Inspector) -> Iterator[T]:

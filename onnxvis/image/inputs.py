@@ -402,12 +402,14 @@ def settle_preprocess(
     preprocess: "Preprocess | None" = None,
     preset: str | None = None,
     changes: Mapping[str, object] | None = None,
+    origin: str | None = None,
 ) -> SettledPreprocess:
     """The preprocessing for ``spec``, the model's image input, as the user's settings make it.
 
     A ``preprocess`` given whole is the caller's: used as it is, with ``changes`` applied, under its
-    own name. Otherwise :func:`explain_preprocess` chooses one (from ``preset``, the model's metadata
-    or a guess), and ``changes`` replace some of its fields, as a user's flags do. Either way the
+    own name, and ``origin`` says where it came from (default "given by the caller"). Otherwise
+    :func:`explain_preprocess` chooses one (from ``preset``, the model's metadata or a guess), and ``changes``
+    replace some of its fields, as a user's flags do. Either way the
     channels follow the model's.
 
     Raises:
@@ -415,7 +417,7 @@ def settle_preprocess(
     """
     if preprocess is not None:
         given = preprocess.replace(**changes) if changes else preprocess
-        return SettledPreprocess(match_channels(given, spec), "given by the caller", "argument")
+        return SettledPreprocess(match_channels(given, spec), origin or "given by the caller", "argument")
     choice = explain_preprocess(model, spec, preset)
     if not changes:
         return choice

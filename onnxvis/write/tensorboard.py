@@ -78,6 +78,7 @@ class EventFile:
         self._crc32c = _crc32c_function()
         self._records: list[bytes] = []
         self.images = 0
+        self.scalars = 0
         self._add(self._event_pb2.Event(wall_time=time.time(), file_version=FILE_VERSION))
 
     def _add(self, event) -> None:
@@ -98,6 +99,13 @@ class EventFile:
         value = summary.Summary.Value(tag=tag, image=image)
         self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary.Summary(value=[value])))
         self.images += 1
+
+    def add_scalar(self, tag: str, value: float, step: int = 0) -> None:
+        """Add one number under ``tag`` at ``step`` (TensorBoard's Scalars tab draws a tag's steps as a line)."""
+        summary = self._summary_pb2
+        item = summary.Summary.Value(tag=tag, simple_value=float(value))
+        self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary.Summary(value=[item])))
+        self.scalars += 1
 
     def to_bytes(self) -> bytes:
         return b"".join(self._records)

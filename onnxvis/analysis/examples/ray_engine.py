@@ -110,7 +110,7 @@ def _connect(address: str | None) -> None:
 
 
 def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> Engine:
-    """An engine for :func:`onnxvis.analysis.examples.run.find_examples` that scores images on Ray Data.
+    """An engine for :func:`onnxvis.analysis.examples.find.find_examples` that scores images on Ray Data.
 
     Args:
         address: a Ray cluster to join ("auto", "ray://host:10001", "host:6379"); None starts

@@ -12,8 +12,8 @@ The work is split so that it streams, resumes and scales out:
 - :class:`ExamplesState` holds the merged top-K, the list of images and which were seen. It is saved
   atomically as ``examples-state.npz`` in the output folder, during the run and at its end: an
   interrupted run continues from it, and a finished one is redrawn from it without the model.
-- :func:`find_examples` ties them together for any engine: it is the one way in, which the command,
-  the tests and both engines go through.
+- :func:`onnxvis.analysis.examples.find.find_examples` ties them together for any engine: it is the
+  one way in, which the command, the tests and both engines go through.
 
 Memory is bounded by layers x channels x K (the list of image paths aside, a few bytes per image).
 """
@@ -40,24 +40,21 @@ from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
 from onnxvis.image.preprocess import Preprocess
 from onnxvis.model.layers import channels_first, require_main_graph
-from onnxvis.outdir import OutputDir, default_root
+from onnxvis.outdir import OutputDir
 from onnxvis.progress import Progress
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from onnxvis.model.file import Model
     from onnxvis.model.layers import ConvLayer
 
 __all__ = [
     "STATE_FILE",
     "Engine",
-    "Examples",
     "ExamplesState",
     "LayerInfo",
     "Partial",
     "Plan",
-    "find_examples",
     "find_images",
     "load_state",
     "local_engine",
@@ -305,7 +302,7 @@ def _field_json(f: "Field | None") -> dict | None:
     return None if f is None else {"jump": list(f.jump), "start": list(f.start), "size": list(f.size)}
 
 
-def _make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Sequence[str | os.PathLike], keep: int) -> tuple[Plan, dict]:
+def make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Sequence[str | os.PathLike], keep: int) -> tuple[Plan, dict]:
     """The plan of a run, and the metadata saved with its state (fields, map sizes, preprocessing).
 
     Runs the model once on the first readable image: this finds the map sizes and the input size that the
@@ -380,7 +377,7 @@ def _same_run(old: dict, new: dict) -> str | None:
     return None
 
 
-def _collect(
+def collect_examples(
     plan: Plan,
     meta: dict,
     images: Sequence[str | os.PathLike],
@@ -397,7 +394,7 @@ def _collect(
     rerun of the same command continues where this one stopped.
 
     Args:
-        plan, meta: from :func:`_make_plan`.
+        plan, meta: from :func:`make_plan`.
         images: all image paths of the run (those already seen are skipped).
         out: the output folder, where ``examples-state.npz`` lives.
         engine: :func:`local_engine` or the Ray engine (:mod:`onnxvis.analysis.examples.ray_engine`).
@@ -449,77 +446,6 @@ def _collect(
     if int(state.seen.sum()) and not state.top.names:
         raise OnnxvisError("none of the files could be read as an image; give folders of photos")
     return state
-
-
-@dataclass(frozen=True)
-class Examples:
-    """What :func:`find_examples` did: the run's state, and the Inspector, layers, images and folder it used."""
-
-    state: ExamplesState
-    inspector: Inspector
-    layers: list["ConvLayer"]
-    images: list[Path]
-    out: OutputDir
-
-
-def find_examples(
-    model: "str | os.PathLike | Model",
-    sources: Sequence[str | os.PathLike],
-    config: InspectorConfig | None = None,
-    *,
-    layers: str | int | None = None,
-    keep: int = DEFAULT_KEEP,
-    out: "OutputDir | str | os.PathLike | None" = None,
-    engine: "str | Engine" = "local",
-    fresh: bool = False,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
-    on_start: "Callable[[Inspector], None] | None" = None,
-) -> Examples:
-    """For each channel of ``layers``, the ``keep`` images of ``sources`` that excite it most.
-
-    The one way to run dataset examples: the command, the tests and both engines go through it. The
-    state is saved in the output folder as it goes; a rerun continues it (unless ``fresh``) and
-    scores only the images it has not seen. Draw the result with :func:`onnxvis.write.examples.draw_examples`.
-
-    Args:
-        model: the .onnx path, or an opened model.
-        sources: folders of images (walked recursively) and image files.
-        config: how to open the Inspector (preprocessing, layout, other inputs, batch size); the Ray
-            engine's workers open theirs from the same config.
-        layers: conv layers, as :meth:`Inspector.select <onnxvis.engine.inspector.Inspector.select>`
-            takes them; default: the last one.
-        keep: entries kept per channel (a later redraw can show up to that many).
-        out: the output folder (default ``onnxvis-out/<model name>``); the model is never overwritten.
-        engine: "local" (this process), "ray" (Ray Data on this machine, see
-            :func:`onnxvis.analysis.examples.ray_engine.ray_engine` for a cluster), or an :data:`Engine`.
-        fresh: ignore a saved state instead of continuing it.
-        progress: a progress bar on stderr when it is a terminal.
-        log: where notes go (files skipped, a run continued).
-        on_start: called with the Inspector once the model ran on the first image, before the long
-            scoring starts (the command prints its notes there).
-
-    Raises:
-        OnnxvisError: no image, a bad model, layer or setting, or a saved state of another run.
-    """
-    if isinstance(engine, str):
-        if engine == "ray":
-            from onnxvis.analysis.examples.ray_engine import ray_engine
-
-            engine = ray_engine()
-        elif engine != "local":
-            raise OnnxvisError(f"the engine must be 'local' or 'ray', got {engine!r}", setting="engine")
-    images = find_images(sources)
-    inspector = Inspector(model, config)
-    chosen = inspector.select(layers, default="last")
-    if not isinstance(out, OutputDir):
-        out = OutputDir(default_root(inspector.model.name) if out is None else Path(out), protect=[inspector.model.path])
-    plan, meta = _make_plan(inspector, chosen, images, keep)
-    if on_start is not None:
-        on_start(inspector)
-    run = local_engine(inspector) if isinstance(engine, str) else engine
-    state = _collect(plan, meta, images, out, run, fresh=fresh, progress=progress, log=log)
-    return Examples(state, inspector, chosen, images, out)
 
 
 class _Rate:
