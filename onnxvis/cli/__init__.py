@@ -89,6 +89,8 @@ FLAGS = {
     "layout": "--layout NCHW|NHWC",
     "inputs": "--input NAME=VALUE",
     "top": "--top K",
+    "labels": "--labels FILE",
+    "labels_b": "--labels-b FILE",
 }
 
 
