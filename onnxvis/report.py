@@ -34,6 +34,7 @@ from onnxvis.progress import Progress
 from onnxvis.write.html import CSP, img_tag
 
 if TYPE_CHECKING:
+    from onnxvis.engine.classes import ClassNames
     from onnxvis.engine.inspector import ImageResult, Inspector
     from onnxvis.model.layers import ConvLayer
     from onnxvis.outdir import OutputDir
@@ -357,13 +358,14 @@ def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan 
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
 
-def _predictions(output: str, scores: np.ndarray, labels: list[str]) -> str:
-    """The top-5 table of one image's class scores."""
+def _predictions(output: str, scores: np.ndarray, labels: Sequence[str], names: "ClassNames | None" = None) -> str:
+    """The top-5 table of one image's class scores; a guess of the class names is said in its heading."""
     best = top_k(scores, labels, TOP_K)
     rows = [[str(i + 1), _e(name if name is not None else index), str(index), f"{p * 100:.2f}%",
              f'<span class="bar" style="width:{p * 200:.0f}px"></span>']
             for i, (index, name, p) in enumerate(best)]
-    heading = f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)})</h3>"
+    named = f"; names: {names.describe()}" if names is not None and names.guessed else ""
+    heading = f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)}{_e(named)})</h3>"
     return heading + _table(["#", "class", "index", "probability", ""], rows, left=(1, 4))
 
 
@@ -433,7 +435,9 @@ def build_report(
             if isinstance(plan, _CamPlan):
                 targets += plan.tensors
             for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
-                table = _predictions(output, result.values[output], labels or []) if output else ""
+                if output:
+                    inspector.check_labels(result.values[output])
+                table = _predictions(output, result.values[output], labels or [], inspector.class_names) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
                 if plan is not None:
                     image_parts[-1] += _cam_section(inspector, result, plan)

@@ -106,11 +106,17 @@ def test_all_view_of_a_layer_that_has_no_groups_of_three():
         all_image(np.ones((5, 8, 5, 5), np.float32), 1)
 
 
-def test_split_view_puts_one_kernel_on_one_row():
+def test_split_view_puts_a_kernels_slices_8_per_row():
     weight = np.random.default_rng(2).normal(size=(4, 64, 5, 5)).astype(np.float32)
     images = split_images(weight, 1)
     assert [(i.tag, i.step) for i in images] == [("1_Convlayer_split_in_channel", o) for o in range(4)]
-    assert images[0].pixels.shape == (9, 2 + 64 * 7, 3)  # nrow=C_in, as the tutorial
+    assert images[0].pixels.shape == (2 + 8 * 7, 2 + 8 * 7, 3)  # nrow=8, as the tutorial's text: 8 rows of 8
+    # slice 9 of kernel 2 is the tile of row 1, column 1, normalised on its own
+    tile = weight[2, 9]
+    expected = add_image_pixels(((tile - tile.min()) / (tile.max() - tile.min()))[None])[..., 0]
+    np.testing.assert_array_equal(images[2].pixels[9:14, 9:14, 0], expected)
+    # 12 slices: a row of 8, then a row of 4 (make_grid pads the rest of the row)
+    assert split_images(weight[:, :12], 1)[0].pixels.shape == (2 + 2 * 7, 2 + 8 * 7, 3)
     assert (images[2].pixels[..., 0] == images[2].pixels[..., 2]).all()  # grey, stored as RGB like make_grid's
     # a single input channel: make_grid returns the tile without padding
     assert split_images(weight[:, :1], 0)[0].pixels.shape == (5, 5, 3)

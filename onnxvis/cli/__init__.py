@@ -92,6 +92,8 @@ FLAGS = {
     "inputs": "--input NAME=VALUE",
     "top": "--top K",
     "preset_b": "--preset-b NAME",
+    "labels": "--labels FILE",
+    "labels_b": "--labels-b FILE",
 }
 
 

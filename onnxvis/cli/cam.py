@@ -6,12 +6,15 @@ import argparse
 import sys
 
 from onnxvis.cli.common import (
+    add_labels,
     add_layers,
     add_output,
     add_preprocess_options,
+    apply_labels,
     floats,
     guess_note,
     image_paths,
+    labels_note,
     open_inspector,
     output_dir,
     print_paths,
@@ -31,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "graph after the chosen tensor; eigen, fem, kpca: from the activations alone (not class-specific).",
         epilog="examples:\n  onnxvis cam models/resnet18.onnx cat.jpg\n"
         "  onnxvis cam models/resnet18.onnx cat.jpg --method score --target 'tiger cat'\n"
+        "  onnxvis cam pets.onnx cat.jpg --labels pets.txt --target Bengal\n"
         "  onnxvis cam models/resnet18.onnx cat.jpg --tensor relu_16 --format png,npy --metrics\n"
         "  onnxvis cam squeezenet.onnx photos/ --preset caffe --method eigen",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,8 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="any tensor of the graph with (batch, channels, height, width) values, e.g. a block's output after its "
         "residual add and activation (repeat for several)",
     )
-    p.add_argument("--target", metavar="CLASS", help="class index, or label when the model has labels (default: the predicted class)")
+    p.add_argument(
+        "--target",
+        metavar="CLASS",
+        help="class index, or class name (from --labels, the model's names, or the ImageNet-1k names guessed for "
+        "1000 or 1001 scores; case does not matter) (default: the predicted class)",
+    )
     p.add_argument("--target-output", metavar="NAME", help="the output that holds the class scores, for models with several")
+    add_labels(p)
     p.add_argument(
         "--metrics",
         action="store_true",
@@ -93,6 +103,7 @@ def run(args: argparse.Namespace) -> None:
     layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector)])
     places = places_for(inspector, layers, args.tensors or [])
     output = inspector.class_output(args.target_output)
+    apply_labels(args, inspector, output)
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
     if args.metrics:
         from onnxvis.analysis.cam.metrics import check_road_available, metrics_line
@@ -107,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
 
         results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
         written = write_cams(results, out, formats, each)
-    for note in guess_note(inspector):
+    by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
+    for note in guess_note(inspector) + (labels_note(inspector) if by_name else []):  # the names matter only for a target by name
         print(note, file=sys.stderr)
     print_paths(written)

@@ -199,6 +199,47 @@ def guess_note(inspector) -> list[str]:
     return [f"note: the preprocessing is {settled.origin}; {GUESS_HINT}"] if settled.guessed else []
 
 
+def add_labels(
+    p: argparse.ArgumentParser, flag: str = "--labels", dest: str = "labels", whose: str = "the model's classes"
+) -> None:
+    """--labels FILE: class names for a command that shows or takes classes. A command comparing two
+    models adds it twice, e.g. ``add_labels(p)`` then ``add_labels(p, "--labels-b", "labels_b", "model B's classes")``."""
+    p.add_argument(
+        flag,
+        dest=dest,
+        metavar="FILE",
+        help=f"names of {whose}: one per line, or a JSON list, one per class score (over the names the model "
+        "carries, and the ImageNet-1k names guessed for 1000 or 1001 scores)",
+    )
+
+
+LABELS_GUESS_HINT = "give --labels FILE if these are not ImageNet's classes"
+
+
+def apply_labels(args: argparse.Namespace, inspector, output: str | None = None, dest: str = "labels"):
+    """Name the inspector's classes with the file given as ``--labels`` (``dest``), checked against the
+    class count of ``output`` (default: the class output found from the graph); returns the names in use.
+
+    Raises:
+        OnnxvisError: a file that is missing, not UTF-8, empty, or of another count than the classes.
+    """
+    from onnxvis.engine.classes import load_labels
+
+    path = getattr(args, dest, None)
+    if path is None:
+        return inspector.class_names
+    names = load_labels(path, inspector.class_count(output), setting=dest)
+    return inspector.use_labels(names, f"file {Path(path).name}", output, setting=dest)
+
+
+def labels_note(inspector) -> list[str]:
+    """The line to print when the class names are a guess (once the run worked: an error stays one line)."""
+    names = inspector.class_names
+    if not names.guessed:
+        return []
+    return [f"labels: {names.origin} ({names.reason}; {LABELS_GUESS_HINT})"]
+
+
 def image_paths(args: argparse.Namespace) -> list[Path]:
     from onnxvis.image import preprocess as pp
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onnxvis.cli.common import add_preprocess_options, guess_note, image_paths, open_inspector
+from onnxvis.cli.common import add_labels, add_preprocess_options, apply_labels, guess_note, image_paths, labels_note, open_inspector
 from onnxvis.errors import OnnxvisError, printable
 
 
@@ -14,11 +14,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="print the top-k classes of images: the quickest check of a model and its preprocessing",
         description="Run the whole model on each image (folders are walked for image files, in sorted order) "
-        "and print its best classes, with their labels when the model carries them (onnxvis export stores "
-        "them). Scores are probabilities: a softmax of the model's outputs, unless they already are.",
+        "and print its best classes with their names: from --labels FILE, else the names the model carries "
+        "(onnxvis export stores them), else, for 1000 or 1001 class scores, ImageNet-1k's names, said to be a "
+        "guess. Scores are probabilities: a softmax of the model's outputs, unless they already are.",
         epilog="examples:\n  onnxvis predict models/alexnet.onnx cat.jpg\n"
         "  onnxvis predict model.onnx photos/ --top 1 --format csv > predictions.csv\n"
-        "  onnxvis predict squeezenet.onnx photos/ --preset caffe --format jsonl",
+        "  onnxvis predict squeezenet.onnx photos/ --preset caffe --format jsonl\n"
+        "  onnxvis predict pets.onnx photos/ --labels pets.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
@@ -34,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output-name", metavar="NAME", help="the model output that holds the class scores (default: found from its shape)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per run when the model allows batches (default 8)")
+    add_labels(p)
     add_preprocess_options(p)
 
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
     inspector = open_inspector(args, batch_size=args.batch_size)
     images = image_paths(args)
     inspector.class_output(args.output_name)  # a model without class scores fails before the run
+    apply_labels(args, inspector, args.output_name)
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
     if writer is not None:
         writer.writerow(["image", "rank", "class", "label", "score"])
@@ -67,6 +71,6 @@ def run(args: argparse.Namespace) -> None:
                     print(printable(f"  {rank}. {index:>5}  {score:8.4f}  {label if label is not None else ''}".rstrip()))
             sys.stdout.flush()
             bar.advance(prediction.image.name)
-    for note in guess_note(inspector):
+    for note in guess_note(inspector) + labels_note(inspector):
         print(note, file=sys.stderr)
     print(f"preprocessing: {inspector.preprocessing.preprocess.describe()}", file=sys.stderr)

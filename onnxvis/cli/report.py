@@ -9,11 +9,14 @@ from pathlib import Path
 from onnxvis.cli.common import (
     add_colormap,
     add_grid_options,
+    add_labels,
     add_layers,
     add_output,
     add_preprocess_options,
+    apply_labels,
     grid_options,
     guess_note,
+    labels_note,
     open_inspector,
     output_dir,
     print_paths,
@@ -28,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Write report.html: the model's summary (producer, opsets, inputs, preprocessing), a table "
         "of the conv layers with weight statistics (min, max, mean, std, the norm of each filter, near-dead "
         "filters), the kernel grid of every conv layer, and for each IMAGE the feature maps of the chosen "
-        "layers with per-channel activation statistics and, when the model carries class labels, the top-5 "
-        "predictions. Pictures are embedded; the file fetches nothing from the network.",
+        "layers with per-channel activation statistics and, when its classes have names (--labels FILE, the "
+        "model's own, or ImageNet-1k's guessed for 1000 or 1001 scores), the top-5 predictions. Pictures are "
+        "embedded; the file fetches nothing from the network.",
         epilog="examples:\n  onnxvis report models/alexnet.onnx cat.jpg dog.jpg\n"
         "  onnxvis report models/vgg16.onnx cat.jpg --layers 0,4,8 --colormap diverging -o reports/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="kernel tiles per layer in the report, cutting to the first output channels (default 8192; 0 = no cap)",
     )
     add_colormap(p)
+    add_labels(p)
     add_preprocess_options(p)
     add_grid_options(p)
     add_output(p)
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
     if args.max_tiles < 0:
         raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
     grid = grid_options(args)
+    apply_labels(args, inspector)
     layers = inspector.select(args.layers, default="first")
     images = [Path(image) for image in args.images]
     if images:
@@ -83,6 +89,6 @@ def run(args: argparse.Namespace) -> None:
     )
     written = write_report(out, text)
     if images:
-        for note in guess_note(inspector):  # once it worked: a failure above stays one line
+        for note in guess_note(inspector) + labels_note(inspector):  # once it worked: a failure above stays one line
             print(note, file=sys.stderr)
     print_paths([written])

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
-from onnxvis.engine.classes import class_outputs, top_k
+from onnxvis.engine.classes import NO_NAMES, ClassNames, check_label_count, class_outputs, guess_class_names, top_k
 from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
@@ -192,7 +192,7 @@ class Inspector:
         self.config: InspectorConfig = config.replace(**settings) if settings else config
         self.model = model if isinstance(model, Model) else Model.open(model)
         self.layers: list[ConvLayer] = find_conv_layers(self.model)
-        self.labels: list[str] | None = labels_from_metadata(self.model.metadata)
+        self._class_names: ClassNames | None = None  # settled on first use, or given by use_labels
         self._spec: InputSpec | None = None
         self._settled: SettledPreprocess | None = None
         self._multiple: int | None = None
@@ -240,6 +240,72 @@ class Inspector:
                 self.model, self.image_input, config.preprocess, config.preset, config.changes, config.origin
             )
         return self._settled
+
+    @property
+    def class_names(self) -> ClassNames:
+        """The class names and where they came from: given by :meth:`use_labels`, else the model's
+        metadata, else a guess from the number of class scores (see :func:`~onnxvis.engine.classes.guess_class_names`)."""
+        if self._class_names is None:
+            self._class_names = self._settle_class_names()
+        return self._class_names
+
+    @property
+    def labels(self) -> Sequence[str] | None:
+        """The class names in class-index order (see :attr:`class_names`), or None when the classes have none."""
+        return self.class_names.names
+
+    def _settle_class_names(self) -> ClassNames:
+        stored = labels_from_metadata(self.model.metadata)
+        if stored:
+            recorded = labels_origin(self.model.metadata)
+            origin = f"the model's {LABELS_KEY} metadata" + (f" ({recorded})" if recorded else "")
+            return ClassNames(tuple(stored), origin, "metadata")
+        return guess_class_names(self.class_count()) or NO_NAMES
+
+    def class_count(self, output: str | None = None) -> int | None:
+        """How many class scores the model gives, as its graph declares them: the size of ``output``, or of
+        the outputs that look like class scores when they all agree; None when the graph does not say."""
+        if output is not None:
+            names = [output]
+        else:
+            names = class_outputs(self.model)
+            if not names and len(self.model.graph.output) == 1:
+                names = [self.model.graph.output[0].name]
+        sizes = set()
+        for name in names:
+            known = [d for d in (_output_shape(self.model, name) or (None, None))[1:] if d != 1]
+            sizes.add(known[0] if len(known) == 1 else None)
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def use_labels(self, names: Sequence[str], origin: str, output: str | None = None, *, setting: str = "labels") -> ClassNames:
+        """Name the classes with ``names`` (e.g. read by :func:`~onnxvis.engine.classes.load_labels`), over
+        the model's own names and any guess.
+
+        Args:
+            names: one name per class score of ``output`` (default: the class output found from the graph).
+            origin: where they came from, in words, e.g. "file pets.txt".
+            setting: the parameter they were given as, for the error.
+
+        Raises:
+            OnnxvisError: no names, or not as many as the model's class scores.
+        """
+        names = tuple(str(n) for n in names)
+        if not names:
+            raise OnnxvisError("the list of class names is empty; give one name per class", setting=setting)
+        check_label_count(names, self.class_count(output), f"the {origin}" if origin.startswith("file ") else origin, setting=setting)
+        self._class_names = ClassNames(names, origin, "file")
+        return self._class_names
+
+    def check_labels(self, scores: np.ndarray) -> None:
+        """Refuse names the user gave that do not fit one image's ``scores``: where the graph does not
+        declare the class count, :meth:`use_labels` could not check it.
+
+        Raises:
+            OnnxvisError: not as many names as scores.
+        """
+        names = self.class_names
+        if names.source == "file" and names.names is not None:
+            check_label_count(names.names, int(np.asarray(scores).size), f"the {names.origin}")
 
     def select(self, spec: str | int | None, default: str = "first") -> list[ConvLayer]:
         """Conv layers by ``spec`` ("all", "0,2", node names), or ``default`` ("all", "first", "last") when None."""
@@ -535,6 +601,7 @@ class Inspector:
         name = self.class_output(output)
 
         def best(result: ImageResult) -> Prediction:
+            self.check_labels(result.values[name])
             return Prediction(result.image, name, top_k(result.values[name], self.labels, top))
 
         if _is_one_image(images):
@@ -610,11 +677,17 @@ class Inspector:
         return rows
 
     def _classes_text(self) -> str:
-        if self.labels:
-            origin = labels_origin(self.model.metadata)
-            if origin:
-                return f"{len(self.labels)}, named; labels from {origin}"
-            return f"{len(self.labels)}, named in the model's {LABELS_KEY} metadata"
+        names = self.class_names
+        if names.names:
+            count = len(names.names)
+            if names.source == "metadata":
+                origin = labels_origin(self.model.metadata)
+                if origin:
+                    return f"{count}, named; labels from {origin}"
+                return f"{count}, named in the model's {LABELS_KEY} metadata"
+            if names.source == "file":
+                return f"{count}, named; labels from {names.origin}"
+            return f"{count}, named: {names.describe()}"
         found = class_outputs(self.model)
         if len(found) == 1:
             shape = [d for d in (_output_shape(self.model, found[0]) or ())[1:] if d != 1]

@@ -76,6 +76,9 @@ CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.nda
 """``cam(inspector, photo, target) -> (uint8 (H, W, 3) map drawn over the prepared photo, the class)``;
 ``target`` None means the predicted class. The plug-in point for onnxvis's class activation maps."""
 
+LABELS_GUESS_HINT = "start onnxvis serve with --labels FILE if these are not ImageNet's classes"
+"""What the page says after guessed class names."""
+
 PAGE_CAM_METHOD = "ablation"
 """The page's CAM method: class-specific, and cheap (only the graph after the layer runs per channel)."""
 
@@ -248,7 +251,8 @@ class Explorer:
         def compute() -> dict[str, Any]:
             with self._engine:
                 rows = self.inspector.summary()
-                labels = self.inspector.labels
+                names = self.inspector.class_names
+                labels = names.names
                 try:
                     preprocessing = self.inspector.preprocessing.preprocess.describe()
                     no_photos = None
@@ -268,6 +272,9 @@ class Explorer:
                 "preprocessing": preprocessing,
                 "presets": sorted(PRESETS),
                 "labels": len(labels) if labels else 0,
+                "labels_origin": names.describe() if labels else None,
+                "labels_guessed": names.guessed,
+                "labels_note": f"class names: {names.describe()}; {LABELS_GUESS_HINT}" if names.guessed else None,
                 "cam": self.cam is not None,
                 "max_upload": self.max_upload,
             }
@@ -424,6 +431,9 @@ class Explorer:
                 found = self._preparers[preset] = Inspector(
                     self.inspector.model, InspectorConfig(preset=preset, layout=self.inspector.image_input.layout)
                 )
+                names = self.inspector.class_names
+                if names.source == "file" and names.names:  # the user's names, for a CAM target by name
+                    found.use_labels(names.names, names.origin)
         return found
 
     def prepared(self, ident: str, preset: str | None = None) -> Prepared:
@@ -460,6 +470,7 @@ class Explorer:
         def compute() -> dict[str, Any]:
             name = self.inspector.class_output()
             scores = self._run(self.prepared(photo.id, preset), [name])[name]
+            self.inspector.check_labels(scores)
             top = top_k(scores, self.inspector.labels, TOP)
             return {
                 "photo": photo.id,
