@@ -458,8 +458,8 @@ def collect_examples(
     if log is not None and len(todo) < len(wanted):
         log(f"continuing {path}: {len(wanted) - len(todo)} of {len(wanted)} images already scored")
     unreadable = 0
-    with _Rate(len(todo), "examples", progress) as bar:
-        say = bar.bar.write if bar.bar.enabled else (log or (lambda message: None))
+    with Progress(len(todo), "examples", enabled=None if progress else False, unit="image") as bar:  # tqdm shows images/s
+        say = bar.write if bar.enabled else (log or (lambda message: None))
         try:
             for partial in engine(plan, todo):
                 state.top.merge(partial.top)
@@ -468,7 +468,7 @@ def collect_examples(
                     unreadable += 1
                     if unreadable <= _MAX_NOTES:
                         say(f"skipped: {message}")
-                bar.advance(len(partial.ids))
+                bar.advance(steps=len(partial.ids))
                 if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                     out.write_bytes(target, state.to_bytes())
                     last_save = time.monotonic()
@@ -483,21 +483,3 @@ def collect_examples(
         raise OnnxvisError("none of the files could be read as an image; give folders of photos")
     return state
 
-
-class _Rate:
-    """onnxvis's progress bar, with images per second."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.bar = Progress(total, label, enabled=None if enabled else False)
-        self.start = time.monotonic()
-
-    def __enter__(self) -> "_Rate":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
-
-    def advance(self, steps: int) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        self.bar.advance(f"{(self.bar.done + steps) / elapsed:.1f} images/s", steps=steps)
