@@ -38,8 +38,6 @@ def run(args: argparse.Namespace) -> None:
         ) from None
     from onnxvis.serve.explorer import Explorer
 
-    if not 0 <= args.port <= 65535:
-        raise OnnxvisError(f"--port must be between 0 and 65535, got {args.port}")
     inspector = open_inspector(args)
     try:
         _ = inspector.image_input

@@ -54,7 +54,10 @@ if TYPE_CHECKING:
 else:
     ImageLike = Any
 
-__all__ = ["Inspector", "Settled", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike"]
+__all__ = ["Inspector", "Settled", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike", "NEEDS_A_VALUE"]
+
+# The summary's note on a run-time input that is not the image (the command line adds the flag that gives it).
+NEEDS_A_VALUE = "a run needs a value for it"
 
 # A model with a fixed batch gets the image repeated to fill it, up to this many bytes.
 _MAX_BATCH_BYTES = 1 << 30
@@ -227,7 +230,7 @@ class Inspector:
         threads: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}")
+            raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}", setting="batch_size")
         self.model = model if isinstance(model, Model) else Model.open(model)
         self.layers: list[ConvLayer] = find_conv_layers(self.model)
         self.labels: list[str] | None = labels_from_metadata(self.model.metadata)
@@ -579,7 +582,7 @@ class Inspector:
     def predict(self, images, top=5, output=None):
         """The ``top`` best classes of one image, or of each of many, with their labels when the model has them."""
         if top < 1:
-            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}")
+            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}", setting="top")
         name = self.class_output(output)
 
         def best(result: ImageResult) -> Prediction:
@@ -622,7 +625,7 @@ class Inspector:
             if spec is not None and value.name == spec.name:
                 rows.append(("input", f"{_describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
             else:
-                rows.append(("input", f"{_describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE"))
+                rows.append(("input", f"{_describe_value(value)}: not the image; {NEEDS_A_VALUE}"))
         for value in model.graph.output:
             rows.append(("output", _describe_value(value)))
         if spec is None:

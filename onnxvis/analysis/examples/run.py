@@ -51,6 +51,7 @@ __all__ = [
     "LayerInfo",
     "Partial",
     "Plan",
+    "check_counts",
     "collect_examples",
     "find_images",
     "load_state",
@@ -283,7 +284,9 @@ class ExamplesState:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("version") != STATE_VERSION:
-                    raise OnnxvisError(f"{path} was written by another version of onnxvis; remove it or choose another folder with -o")
+                    raise OnnxvisError(
+                        f"{path} was written by another version of onnxvis; remove it or choose another output folder", setting="output"
+                    )
                 top = TopK.from_arrays({k[4:]: data[k] for k in data.files if k.startswith("top.")})
                 catalog = [str(p) for p in data["catalog"].tolist()]
                 seen = np.asarray(data["seen"], bool)
@@ -296,6 +299,21 @@ class ExamplesState:
         return cls(meta, catalog, seen, top)
 
 
+def check_counts(top: int, keep: int) -> None:
+    """Refuse, before a run, ``top`` images per channel that a run keeping ``keep`` entries per channel
+    could not draw (the pictures are drawn after the run, which may take hours).
+
+    Raises:
+        OnnxvisError: ``top`` is below 1, or ``keep`` below ``top``.
+    """
+    if top < 1:
+        raise OnnxvisError(f"the images drawn per channel (K) must be 1 or more, got {top}", setting="top")
+    if keep < top:
+        raise OnnxvisError(
+            f"the entries kept per channel ({keep}) must be at least the images drawn per channel ({top})", setting="keep"
+        )
+
+
 def load_state(folder: str | os.PathLike) -> ExamplesState:
     """The state saved in an output folder by a previous run.
 
@@ -304,7 +322,10 @@ def load_state(folder: str | os.PathLike) -> ExamplesState:
     """
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise OnnxvisError(f"no {STATE_FILE} in {folder}: run 'onnxvis examples MODEL FOLDER -o {folder}' first")
+        raise OnnxvisError(
+            f"no {STATE_FILE} in {folder}: collect the examples into this output folder first, then draw them again",
+            setting="output",
+        )
     return ExamplesState.from_file(path)
 
 
@@ -331,7 +352,8 @@ def make_plan(
         if not layer.in_main_graph:
             raise OnnxvisError(
                 f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                "its feature maps cannot be exposed; choose other layers with --layers"
+                "its feature maps cannot be exposed; choose other layers",
+                setting="layers",
             )
     first = None
     for path in images:
@@ -446,7 +468,7 @@ def collect_examples(
         why = _same_run(state.meta, meta)
         if why is not None:
             raise OnnxvisError(
-                f"{path} holds a run with {why}; continue it with the same settings, or start afresh with --fresh"
+                f"{path} holds a run with {why}; continue it with the same settings, or start afresh", setting="fresh"
             )
     if state is None:
         state = ExamplesState(meta, [], np.zeros(0, bool), TopK(plan.keep))
