@@ -62,12 +62,12 @@ def sanitize(name: str, fallback: str = "layer") -> str:
 def _os_error(what: str, exc: OSError) -> OnnxvisError:
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
-        hint = "free some disk space or choose another folder with -o"
+        hint = "free some disk space or choose another output folder"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "choose a folder you can write to with -o"
+        hint = "choose an output folder you can write to"
     else:
-        hint = "check the output folder or choose another with -o"
-    return OnnxvisError(f"{what}: {reason}; {hint}")
+        hint = "check the output folder or choose another"
+    return OnnxvisError(f"{what}: {reason}; {hint}", setting="output")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -119,17 +119,19 @@ class OutputDir:
         self._used: set[str] = set()
         self.written: list[Path] = []
         if self.root.exists() and not self.root.is_dir():
-            raise OnnxvisError(f"output path {self.root} exists and is not a folder; give a folder with -o")
+            raise OnnxvisError(f"output path {self.root} exists and is not a folder; give a folder", setting="output")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OnnxvisError(f"cannot create output folder {self.root}: {exc.strerror or exc}; choose another with -o") from None
+            raise OnnxvisError(
+                f"cannot create output folder {self.root}: {exc.strerror or exc}; choose another", setting="output"
+            ) from None
         if not os.access(self.root, os.W_OK | os.X_OK):
-            raise OnnxvisError(f"output folder {self.root} is not writable; choose another with -o")
+            raise OnnxvisError(f"output folder {self.root} is not writable; choose another", setting="output")
         try:
             self._real_root = self.root.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
-            raise OnnxvisError(f"cannot use output folder {self.root}: {exc}; choose another with -o") from None
+            raise OnnxvisError(f"cannot use output folder {self.root}: {exc}; choose another", setting="output") from None
         self._owned = self._read_manifest()
 
     # ------------------------------------------------------------------------------ the manifest
@@ -215,26 +217,28 @@ class OutputDir:
         try:
             real = path.resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
-            raise OnnxvisError(f"cannot write {path}: {exc}; remove it or choose another folder with -o") from None
+            raise OnnxvisError(f"cannot write {path}: {exc}; remove it or choose another output folder", setting="output") from None
         if real.parent != self._real_root and self._real_root not in real.parents:
             raise OnnxvisError(
-                f"refusing to write {path} outside the output folder {self.root}; remove the link or choose another folder with -o"
+                f"refusing to write {path} outside the output folder {self.root}; remove the link or choose another output folder",
+                setting="output",
             )
         rel = real.relative_to(self._real_root).as_posix()
         if os.path.lexists(path):
             if path.is_dir():
-                raise OnnxvisError(f"{path} is a folder; remove it or choose another output folder with -o")
+                raise OnnxvisError(f"{path} is a folder; remove it or choose another output folder", setting="output")
             for p in self._protect:
                 try:
                     same = os.path.samefile(p, path)
                 except OSError:
                     same = False
                 if same:
-                    raise OnnxvisError(f"{path} is one of the inputs; choose another output folder with -o")
+                    raise OnnxvisError(f"{path} is one of the inputs; choose another output folder", setting="output")
             if not self._is_ours(rel, path):
                 raise OnnxvisError(
                     f"{path} exists and onnxvis did not write it (or it was changed since); "
-                    "remove it or choose another folder with -o"
+                    "remove it or choose another output folder",
+                    setting="output",
                 )
         return rel
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from onnxvis.draw.colormaps import check_colormap
 from onnxvis.draw.grids import GridOptions, fmap_pixels
-from onnxvis.draw.layers import kernel_pixels
+from onnxvis.draw.layers import check_max_tiles, kernel_pixels
 from onnxvis.engine.classes import TOP_K, top_k
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import channels_first, layer_title, no_conv_layer, require_main_graph
@@ -255,6 +255,7 @@ def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: GridOptions, m
     pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
     caption = f"{picture.layout}"
     if picture.truncated:
+        # names a flag: the page that `onnxvis report` writes says which of its options lifts the cap (no message)
         caption += f"; the first {picture.shown_out_channels} of {picture.total_out_channels} filters (--max-tiles)"
     title = layer_title(layer, "kernels")
     return f'<figure id="k{layer.index}"><figcaption><b>{_e(title)}</b> - {_e(caption)}</figcaption>{img_tag(pixels, title)}</figure>'
@@ -402,6 +403,7 @@ def build_report(
         OnnxvisError: the model has no conv layer, or an image cannot be used.
     """
     check_colormap(colormap)
+    check_max_tiles(max_tiles)
     grid = grid or GridOptions()
     layers = inspector.layers
     if not layers:

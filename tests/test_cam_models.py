@@ -121,6 +121,7 @@ def onnx_init(path, name):
         (("--tensor", "logits", "--method", "fem"), "not (batch, channels, height, width)"),
         (("--format", "png,gif"), "unknown output format 'gif'"),
         (("--target-output", "nope"), "nope"),
+        (("--batch-size", "0"), "the batch size must be 1 or more, got 0 (set with --batch-size N)"),
     ],
 )
 def test_mistakes_are_one_clear_line(tmp_path, photo, args, message):

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import asset, real_models
+from onnxvis.cli.common import GUESS_HINT
 from onnxvis.image import preprocess as pp
-from onnxvis.image.inputs import GUESS_HINT
 
 
 def _info(cli, path) -> str:
@@ -86,7 +86,7 @@ def test_info_names_the_other_inputs_and_the_flag(cli, tmp_path):
     inputs = [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]),
         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs, [numpy_helper.from_array(_weight(2, 3, 3, 3), "w")]))
-    assert "input     'gain' [1] float32: not the image; fmaps needs --input gain=VALUE" in out
+    assert "input     'gain' [1] float32: not the image; a run needs a value for it (set with --input NAME=VALUE)" in out
     assert "input     'x' [1x3x8x8] float32: the image, NCHW" in out
 
 
@@ -129,7 +129,7 @@ def test_info_of_a_weight_fed_at_run_time(cli, tmp_path):
         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3, 3, 3])]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs))
     assert "runtime input (fed at run time as input 'w' of the model)" in out
-    assert "input     'w' [2x3x3x3] float32: not the image; fmaps needs --input w=VALUE" in out
+    assert "input     'w' [2x3x3x3] float32: not the image; a run needs a value for it (set with --input NAME=VALUE)" in out
 
 
 def test_info_of_a_missing_file_is_one_line(cli, tmp_path):

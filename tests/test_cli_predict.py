@@ -69,7 +69,8 @@ def test_labels_from_the_model_are_printed(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--top", "0"], "--top must be 1 or more"),
+        (["--top", "0"], "the number of classes to show must be 1 or more, got 0 (set with --top K)"),
+        (["--batch-size", "0"], "the batch size must be 1 or more, got 0 (set with --batch-size N)"),
         (["--format", "xml"], "invalid choice"),
     ],
 )

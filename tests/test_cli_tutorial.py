@@ -268,7 +268,7 @@ def test_another_input_is_given_with_input(cli, tmp_path):
     onnx.save(model, str(tmp_path / "bias_input.onnx"))
     done = cli("tutorial", tmp_path / "bias_input.onnx", "-o", tmp_path / "run")
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
-    assert "'b'" in done.stderr and "--input b=VALUE" in done.stderr
+    assert "'b'" in done.stderr and "(set with --input NAME=VALUE)" in done.stderr
     done = cli("tutorial", tmp_path / "bias_input.onnx", "--input", "b=0.5", "-o", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert sorted(read_run(tmp_path / "run")["0_Convlayer_split_in_channel"]) == list(range(6))

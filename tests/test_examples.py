@@ -172,7 +172,11 @@ def test_cli_mistakes_are_one_line(tmp_path, cli):
         ((model, tmp_path / "empty"), "holds no image file"),
         ((model, tmp_path / "missing"), "image file not found"),
         ((model,), "give one or more FOLDER"),
-        ((model, tmp_path / "empty", "--top", "0"), "--top must be 1 or more"),
+        ((model, tmp_path / "empty", "--top", "0"), "must be 1 or more, got 0 (set with --top K)"),
+        ((model, tmp_path / "empty", "--top", "9", "--keep", "4"),
+            "(4) must be at least the images drawn per channel (9) (set with --keep N)"),
+        ((model, asset("images/skimage_coffee.png"), "--batch-size", "0"),
+            "the batch size must be 1 or more, got 0 (set with --batch-size N)"),
         ((model, "--redraw", "-o", tmp_path / "nothing"), "no examples-state.npz"),
     ]:
         r = cli("examples", *args)

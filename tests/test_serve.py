@@ -637,7 +637,7 @@ def test_a_busy_port_is_one_line(cli, tiny):
 
 def test_a_bad_port_is_one_line(cli, tiny):
     done = cli("serve", tiny, "--port", "70000")
-    assert done.returncode == 2 and "--port must be between 0 and 65535" in done.stderr
+    assert done.returncode == 2 and "the port must be between 0 and 65535, got 70000 (set with --port N)" in done.stderr
 
 
 def test_without_the_extra_it_says_what_to_install(tmp_path, tiny):

@@ -81,7 +81,8 @@ def _version() -> str:
     return __version__
 
 
-# The flag that sets each library parameter an error can be about (OnnxvisError.setting).
+# The flag that sets each library parameter an error can be about (OnnxvisError.setting): the library
+# speaks of parameters, the command line of flags (tests/test_messages.py checks the library's side).
 FLAGS = {
     "nrow": "--nrow N",
     "padding": "--padding N",
@@ -94,13 +95,27 @@ FLAGS = {
     "preset_b": "--preset-b NAME",
     "labels": "--labels FILE",
     "labels_b": "--labels-b FILE",
+    "keep": "--keep N",
+    "batch_size": "--batch-size N",
+    "max_tiles": "--max-tiles N",
+    "formats": "--format",
+    "output": "-o DIR",
+    "fresh": "--fresh",
+    "engine": "--engine local|ray",
+    "ray_address": "--ray-address ADDR",
+    "port": "--port N",
 }
+
+
+def with_flag(message: str, setting: str | None) -> str:
+    """``message`` (the library's words), with the flag that sets the parameter ``setting``."""
+    flag = FLAGS.get(setting or "")
+    return f"{message} (set with {flag})" if flag else message
 
 
 def _with_flag(exc: OnnxvisError) -> str:
     """The library's message, with the flag that sets what it is about."""
-    flag = FLAGS.get(exc.setting or "")
-    return f"{exc} (set with {flag})" if flag else str(exc)
+    return with_flag(str(exc), exc.setting)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

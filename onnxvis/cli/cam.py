@@ -19,7 +19,6 @@ from onnxvis.cli.common import (
     output_dir,
     print_paths,
 )
-from onnxvis.errors import OnnxvisError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -87,12 +86,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+    from onnxvis.analysis.cam.runs import check_batch_size, compute_cams, default_layer, places_for
     from onnxvis.progress import Progress
     from onnxvis.write.cam import parse_cam_formats, write_cams
 
-    if args.batch_size < 1:
-        raise OnnxvisError("--batch-size must be 1 or more")
+    check_batch_size(args.batch_size)  # the library's check, before the output folder is made
     formats = parse_cam_formats(args.formats)
     if "tensorboard" in formats:
         from onnxvis.write.tensorboard import check_available

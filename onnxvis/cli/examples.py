@@ -74,11 +74,8 @@ def run(args: argparse.Namespace) -> None:
     from onnxvis.model.file import model_name
     from onnxvis.write.examples import draw_examples
 
-    if args.top < 1:
-        raise OnnxvisError(f"--top must be 1 or more, got {args.top}")
     keep = args.keep if args.keep is not None else max(args.top, ex.DEFAULT_KEEP)
-    if keep < args.top:
-        raise OnnxvisError(f"--keep ({keep}) must be at least --top ({args.top})")
+    ex.check_counts(args.top, keep)  # before any work
     if args.redraw:
         if args.folders:
             raise OnnxvisError("--redraw draws the run saved in the output folder again: give no FOLDER")
@@ -88,8 +85,6 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.folders:
         raise OnnxvisError("give one or more FOLDERs of images (or --redraw to draw a saved run again)")
-    if args.batch_size < 1:
-        raise OnnxvisError(f"--batch-size must be 1 or more, got {args.batch_size}")
     engine: ex.Engine | str = "local"
     if args.engine == "ray":
         from onnxvis.analysis.examples.ray_engine import ray_engine

@@ -22,13 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from onnxvis.engine.inspector import Inspector
+    from onnxvis.cli import with_flag
+    from onnxvis.engine.inspector import NEEDS_A_VALUE, Inspector
 
     inspector = Inspector(args.model)
     lines = []
     for key, value in inspector.summary(full_paths=True):
         if key == "conv layers":
             lines.append(f"conv layers: {value}")
+        elif key == "input" and value.endswith(NEEDS_A_VALUE):
+            lines.append(f"{key:<9} {with_flag(value, 'inputs')}")
         else:
             lines.append(f"{key:<9} {value}")
         if key == "" and inspector.preprocessing.guessed:

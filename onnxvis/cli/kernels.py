@@ -15,7 +15,6 @@ from onnxvis.cli.common import (
     output_dir,
     print_paths,
 )
-from onnxvis.errors import OnnxvisError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,14 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from onnxvis.draw.layers import check_max_tiles
     from onnxvis.engine.inspector import Inspector
     from onnxvis.write.layers import draw_kernels
 
     inspector = Inspector(args.model)
     chosen = inspector.select(args.layers, default="all")
     grid = grid_options(args)
-    if args.max_tiles is not None and args.max_tiles < 0:
-        raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
+    check_max_tiles(args.max_tiles)  # the library's check, before the output folder is made
     formats = checked_formats(args)
     out = output_dir(args, inspector.model.name, [inspector.model.path])
     print_paths(

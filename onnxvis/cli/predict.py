@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from onnxvis.cli.common import add_labels, add_preprocess_options, apply_labels, guess_note, image_paths, labels_note, open_inspector
-from onnxvis.errors import OnnxvisError, printable
+from onnxvis.errors import printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,19 +46,16 @@ def run(args: argparse.Namespace) -> None:
 
     from onnxvis.progress import Progress
 
-    if args.top < 1:
-        raise OnnxvisError("--top must be 1 or more")
-    if args.batch_size < 1:
-        raise OnnxvisError("--batch-size must be 1 or more")
     inspector = open_inspector(args, batch_size=args.batch_size)
     images = image_paths(args)
-    inspector.class_output(args.output_name)  # a model without class scores fails before the run
     apply_labels(args, inspector, args.output_name)
+    # before any line is printed: the library checks --top, and a model without class scores fails here
+    predictions = inspector.predict(images, top=args.top, output=args.output_name)
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
     if writer is not None:
         writer.writerow(["image", "rank", "class", "label", "score"])
-    with Progress(len(images), "predict") as bar:
-        for prediction in inspector.predict(images, top=args.top, output=args.output_name):
+    with Progress(len(images), "predict", unit="image") as bar:
+        for prediction in predictions:
             if writer is not None:
                 for rank, (index, label, score) in enumerate(prediction.top, 1):
                     writer.writerow([str(prediction.image), rank, index, "" if label is None else label, f"{score:.6g}"])

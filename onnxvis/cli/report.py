@@ -21,7 +21,6 @@ from onnxvis.cli.common import (
     output_dir,
     print_paths,
 )
-from onnxvis.errors import OnnxvisError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,11 +63,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from onnxvis.draw.layers import check_max_tiles
     from onnxvis.report import build_report, write_report
 
     inspector = open_inspector(args)
-    if args.max_tiles < 0:
-        raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
+    check_max_tiles(args.max_tiles)  # the library's check, before the output folder is made
     grid = grid_options(args)
     apply_labels(args, inspector)
     layers = inspector.select(args.layers, default="first")

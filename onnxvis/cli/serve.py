@@ -39,8 +39,6 @@ def run(args: argparse.Namespace) -> None:
         ) from None
     from onnxvis.serve.explorer import Explorer
 
-    if not 0 <= args.port <= 65535:
-        raise OnnxvisError(f"--port must be between 0 and 65535, got {args.port}")
     inspector = open_inspector(args)
     apply_labels(args, inspector)  # a bad labels file is an error now, not on the page
     try:

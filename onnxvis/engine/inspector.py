@@ -55,7 +55,10 @@ if TYPE_CHECKING:
 else:
     ImageLike = Any
 
-__all__ = ["Inspector", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike"]
+__all__ = ["Inspector", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike", "NEEDS_A_VALUE"]
+
+# The summary's note on a run-time input that is not the image (the command line adds the flag that gives it).
+NEEDS_A_VALUE = "a run needs a value for it"
 
 # A model with a fixed batch gets the image repeated to fill it, up to this many bytes.
 _MAX_BATCH_BYTES = 1 << 30
@@ -597,7 +600,7 @@ class Inspector:
     def predict(self, images, top=5, output=None):
         """The ``top`` best classes of one image, or of each of many, with their labels when the model has them."""
         if top < 1:
-            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}")
+            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}", setting="top")
         name = self.class_output(output)
 
         def best(result: ImageResult) -> Prediction:
@@ -641,7 +644,7 @@ class Inspector:
             if spec is not None and value.name == spec.name:
                 rows.append(("input", f"{describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
             else:
-                rows.append(("input", f"{describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE"))
+                rows.append(("input", f"{describe_value(value)}: not the image; {NEEDS_A_VALUE}"))
         for value in model.graph.output:
             rows.append(("output", describe_value(value)))
         if spec is None:

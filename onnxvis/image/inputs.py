@@ -5,8 +5,8 @@ layout (NCHW or NHWC, from the Transpose or conv that reads it), channels, dtype
 whether its height and width must be a multiple of some stride. From the model's metadata (our
 exporter's) or a guess: the preprocessing. A guess is always printed with how to change it.
 
-Other inputs (a model may take several) are filled from the user's ``--input NAME=VALUE``
-(:func:`parse_input_values`, :func:`fill_inputs`); a missing one is named in the error.
+Other inputs (a model may take several) are filled from the user's values, ``NAME=VALUE`` items on the
+command line (:func:`parse_input_values`, :func:`fill_inputs`); a missing one is named in the error.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 GUESS_HINT = (
-    "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
+    "change it with a preset (imagenet, caffe, tf, unit, raw, cifar10), or with the settings resize, crop, mean, std, color, scale"
 )
 """How a user changes a guessed preprocessing (printed with every guess)."""
 
@@ -508,7 +508,7 @@ def parse_input_values(items: Iterable[str] | None) -> dict[str, "float | np.nda
         name, sep, text = item.partition("=")
         name, text = name.strip(), text.strip()
         if not sep or not name or not text:
-            raise OnnxvisError(f"--input wants NAME=VALUE (a number, or a .npy file), got {item!r}")
+            raise OnnxvisError(f"a value for a model input is NAME=VALUE (a number, or a .npy file), got {item!r}", setting="inputs")
         try:
             values[name] = float(text)
             continue
@@ -516,11 +516,16 @@ def parse_input_values(items: Iterable[str] | None) -> dict[str, "float | np.nda
             pass
         path = Path(text).expanduser()
         if not path.is_file():
-            raise OnnxvisError(f"--input {name}={text}: the value is neither a number nor an existing .npy file")
+            raise OnnxvisError(
+                f"the value {text!r} for the model input {name!r} is neither a number nor an existing .npy file", setting="inputs"
+            )
         try:
             values[name] = np.load(path, allow_pickle=False)
         except Exception as exc:
-            raise OnnxvisError(f"--input {name}={text}: cannot read it as a .npy file ({type(exc).__name__}: {exc})") from None
+            raise OnnxvisError(
+                f"the value {text!r} for the model input {name!r} cannot be read as a .npy file ({type(exc).__name__}: {exc})",
+                setting="inputs",
+            ) from None
     return values
 
 
@@ -533,14 +538,17 @@ def fill_inputs(
     the input's type and must fit its fixed dimensions.
 
     Raises:
-        OnnxvisError: a needed input has no value (the message names it, its shape and the flag),
+        OnnxvisError: a needed input has no value (the message names it and its shape),
             a value names no input, or an array does not fit.
     """
     inputs = {i.name: i for i in runtime_inputs(model)}
     unknown = [n for n in values if n not in inputs]
     if unknown:
         known = ", ".join(repr(n) for n in inputs) or "none"
-        raise OnnxvisError(f"--input {unknown[0]}: the model has no run-time input of that name; its inputs are {known}")
+        raise OnnxvisError(
+            f"a value is given for {unknown[0]!r}, but the model has no run-time input of that name; its inputs are {known}",
+            setting="inputs",
+        )
     feeds: dict[str, np.ndarray] = {}
     missing = []
     for name in names:
@@ -561,20 +569,25 @@ def fill_inputs(
                 array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True))
             ):
                 raise OnnxvisError(
-                    f"--input {name}: the array has shape {list(array.shape)}, but the input is {describe_value(value_info)}"
+                    f"the value for the model input {name!r} has shape {list(array.shape)}, but the input is "
+                    f"{describe_value(value_info)}",
+                    setting="inputs",
                 )
             array = array.astype(dtype)
         else:
             if shape is None:
-                raise OnnxvisError(f"--input {name}={value:g}: the input's shape is not declared; give a .npy file instead")
+                raise OnnxvisError(
+                    f"the model input {name!r} declares no shape for the number {value:g} to fill; give a .npy file instead",
+                    setting="inputs",
+                )
             array = np.full(tuple(d or 1 for d in shape), value, dtype=dtype)
         feeds[name] = np.ascontiguousarray(array)
     if missing:
         described = ", ".join(describe_value(v) for v in missing)
-        example = missing[0].name
         raise OnnxvisError(
             f"the model needs {'input' if len(missing) == 1 else 'inputs'} {described} besides the image; "
-            f"give {'it' if len(missing) == 1 else 'each'} with --input {example}=VALUE (a number fills it, or a .npy file)"
+            f"give {'it' if len(missing) == 1 else 'each'} a value: a number fills it, or a .npy file",
+            setting="inputs",
         )
     return feeds
 

@@ -530,7 +530,8 @@ def _check_size(size: tuple[int, int], what: str) -> None:
     if width * height > DEFAULT_MAX_PIXELS:
         raise OnnxvisError(
             f"{what} would make a {height}x{width} image, more than the limit of {DEFAULT_MAX_PIXELS / 1e6:g} "
-            "megapixels; the model's declared input size or --resize/--crop is too large, give a smaller --resize H,W"
+            "megapixels; the model's declared input size or the resize or crop setting is too large, give a smaller size",
+            setting="resize",
         )
 
 

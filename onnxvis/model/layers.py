@@ -214,13 +214,17 @@ def no_conv_layer(model: str = "the model", consequence: str = "nothing to draw"
 
 
 def require_main_graph(
-    layers: Iterable[ConvLayer], consequence: str = "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
+    layers: Iterable[ConvLayer],
+    consequence: str = "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels",
+    setting: str | None = None,
 ) -> None:
     """Raise for the first layer inside a subgraph (an If / Loop / Scan body), whose output only exists
     inside that body, so no run of the model can return it; ``consequence`` says what that means here."""
     for layer in layers:
         if not layer.in_main_graph:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); {consequence}")
+            raise OnnxvisError(
+                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); {consequence}", setting=setting
+            )
 
 
 def channels_first(layer: MapSource, value: np.ndarray, dtype: "DTypeLike | None" = np.float32, rank: int | None = None) -> np.ndarray:

@@ -28,7 +28,10 @@ def parse_cam_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
     unknown = [i for i in chosen if i not in CAM_FORMATS]
     if unknown or not chosen:
-        raise OnnxvisError(f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(CAM_FORMATS)}, e.g. png,npy")
+        raise OnnxvisError(
+            f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(CAM_FORMATS)}, e.g. png,npy",
+            setting="formats",
+        )
     return chosen
 
 

@@ -288,7 +288,7 @@ def draw_examples(state: "ExamplesState", out: "OutputDir", k: int, tile: int = 
     """
     keep = int(state.meta["keep"])
     if not 1 <= k <= keep:
-        raise OnnxvisError(f"K must be between 1 and {keep} (the entries this run kept per channel), got {k}")
+        raise OnnxvisError(f"K must be between 1 and {keep} (the entries this run kept per channel), got {k}", setting="top")
     if not 8 <= tile <= 1024:
         raise OnnxvisError(f"the tile size must be between 8 and 1024 pixels, got {tile}")
     written = []

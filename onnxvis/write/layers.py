@@ -17,7 +17,7 @@ import numpy as np
 
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
-from onnxvis.draw.layers import kernel_pixels, split_pixels
+from onnxvis.draw.layers import check_max_tiles, kernel_pixels, split_pixels
 from onnxvis.engine.inspector import FeatureMaps
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import layer_stem
@@ -49,11 +49,11 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
         if not item:
             continue
         if item not in FORMATS:
-            raise OnnxvisError(f"unknown output format {item!r}; choose from {', '.join(FORMATS)}, e.g. --format png,tensorboard")
+            raise OnnxvisError(f"unknown output format {item!r}; choose from {', '.join(FORMATS)}, e.g. png,tensorboard", setting="formats")
         if item not in chosen:
             chosen.append(item)
     if not chosen:
-        raise OnnxvisError(f"no output format given; choose from {', '.join(FORMATS)}")
+        raise OnnxvisError(f"no output format given; choose from {', '.join(FORMATS)}", setting="formats")
     return tuple(chosen)
 
 
@@ -123,6 +123,7 @@ def draw_kernels(
         colormap: "grey" or "diverging" (see :func:`kernel_pixels`).
         progress: show a progress bar on stderr when it is a terminal.
     """
+    check_max_tiles(max_tiles)
     sinks = Sinks(out, formats, "kernels")
     failures: list[OnnxvisError] = []
     # "skipped" notes wait until a layer is drawn: when none is, the error alone is shown, on one line.
@@ -149,7 +150,7 @@ def draw_kernels(
             if picture.truncated:
                 say(
                     f"layer {layer.index} ({layer.name}): drew the first {picture.shown_out_channels} of "
-                    f"{picture.total_out_channels} output channels; --max-tiles 0 draws all"
+                    f"{picture.total_out_channels} output channels; a tile cap (max_tiles) of 0 draws all"
                 )
             sinks.add(pixels, f"kernels_{layer_stem(layer)}", layer_tag(layer, "kernels"))
             if split:

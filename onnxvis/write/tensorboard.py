@@ -33,7 +33,9 @@ def _protos():
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
     except ImportError:
-        raise OnnxvisError(f"--format tensorboard needs the tensorboard package; install it with: {INSTALL_HINT}") from None
+        raise OnnxvisError(
+            f"the tensorboard format needs the tensorboard package; install it with: {INSTALL_HINT}", setting="formats"
+        ) from None
     return event_pb2, summary_pb2
 
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from onnxvis.model.layers import ConvLayer
 
 __all__ = [
-    "CamResult", "Place", "cam_tensors", "cams_of", "class_scores", "compute_cams", "default_layer", "places_for", "tail_inputs",
-    "target_index",
+    "CamResult", "Place", "cam_tensors", "cams_of", "check_batch_size", "class_scores", "compute_cams", "default_layer", "places_for",
+    "tail_inputs", "target_index",
 ]
 
 
@@ -205,6 +205,12 @@ def _to_layout(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
     return product.astype(image.dtype)
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch of masked images below 1 (:func:`compute_cams` checks it; a caller may check it first)."""
+    if batch_size < 1:
+        raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}", setting="batch_size")
+
+
 def compute_cams(
     insp: Inspector,
     images: Iterable,
@@ -228,6 +234,7 @@ def compute_cams(
     Raises:
         OnnxvisError: an unknown method, a place whose tensor is not (C, h, w), a target out of range.
     """
+    check_batch_size(batch_size)
     if not places:
         raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
     if method == "kpca":

@@ -42,10 +42,15 @@ def check_available() -> None:
     try:
         import ray.data  # noqa: F401
     except ImportError:
-        raise OnnxvisError("--engine ray needs Ray Data; install it with: pip install 'onnxvis[ray]'") from None
+        raise OnnxvisError("the Ray engine needs Ray Data; install it with: pip install 'onnxvis[ray]'", setting="engine") from None
 
 
 _ERROR = b"error:"  # a blob that carries a worker's OnnxvisError instead of a result (npz starts with PK)
+
+
+def _error_blob(exc: OnnxvisError) -> bytes:
+    """A worker's error as bytes: its setting (so that the CLI still names the flag), a newline, its message."""
+    return _ERROR + (exc.setting or "").encode("utf-8") + b"\n" + str(exc).encode("utf-8", "replace")
 
 
 def _pack(partial: Partial) -> bytes:
@@ -59,7 +64,8 @@ def _pack(partial: Partial) -> bytes:
 
 def _unpack(blob: bytes) -> Partial:
     if blob.startswith(_ERROR):
-        raise OnnxvisError(blob[len(_ERROR):].decode("utf-8", "replace"))
+        setting, _, message = blob[len(_ERROR):].partition(b"\n")
+        raise OnnxvisError(message.decode("utf-8", "replace"), setting=setting.decode("utf-8") or None)
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     return Partial(TopK.from_arrays(arrays), arrays["ids"].tolist(), [str(m) for m in arrays["unreadable"].tolist()])
@@ -77,7 +83,7 @@ class _Scorer:
         try:
             blobs = [_pack(partial) for partial in score_images(self.inspector, self.plan, todo, chunk=len(todo) or 1)]
         except OnnxvisError as exc:  # Ray would wrap it beyond recognition: carry the message home
-            blobs = [_ERROR + str(exc).encode("utf-8", "replace")]
+            blobs = [_error_blob(exc)]
         return {"blob": np.array(blobs, dtype=object)}
 
 
@@ -100,13 +106,13 @@ def _connect(address: str | None) -> None:
             ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        hint = "check --ray-address or run 'ray start --head'"
+        hint = "check the cluster's address or run 'ray start --head'"
         if address:  # Ray 2.59+ starts clusters with token authentication; the error does not always say so
             hint += (
                 "; a cluster with token authentication also needs RAY_AUTH_MODE=token here "
                 "(the token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
             )
-        raise OnnxvisError(f"cannot start or join {where} ({one_line(str(exc))[:200]}); {hint}") from None
+        raise OnnxvisError(f"cannot start or join {where} ({one_line(str(exc))[:200]}); {hint}", setting="ray_address") from None
 
 
 def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> Engine:

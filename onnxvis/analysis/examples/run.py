@@ -55,6 +55,7 @@ __all__ = [
     "LayerInfo",
     "Partial",
     "Plan",
+    "check_counts",
     "find_images",
     "load_state",
     "local_engine",
@@ -273,7 +274,9 @@ class ExamplesState:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("version") != STATE_VERSION:
-                    raise OnnxvisError(f"{path} was written by another version of onnxvis; remove it or choose another folder with -o")
+                    raise OnnxvisError(
+                        f"{path} was written by another version of onnxvis; remove it or choose another output folder", setting="output"
+                    )
                 top = TopK.from_arrays({k[4:]: data[k] for k in data.files if k.startswith("top.")})
                 catalog = [str(p) for p in data["catalog"].tolist()]
                 seen = np.asarray(data["seen"], bool)
@@ -286,6 +289,21 @@ class ExamplesState:
         return cls(meta, catalog, seen, top)
 
 
+def check_counts(top: int, keep: int) -> None:
+    """Refuse, before a run, ``top`` images per channel that a run keeping ``keep`` entries per channel
+    could not draw (the pictures are drawn after the run, which may take hours).
+
+    Raises:
+        OnnxvisError: ``top`` is below 1, or ``keep`` below ``top``.
+    """
+    if top < 1:
+        raise OnnxvisError(f"the images drawn per channel (K) must be 1 or more, got {top}", setting="top")
+    if keep < top:
+        raise OnnxvisError(
+            f"the entries kept per channel ({keep}) must be at least the images drawn per channel ({top})", setting="keep"
+        )
+
+
 def load_state(folder: str | os.PathLike) -> ExamplesState:
     """The state saved in an output folder by a previous run.
 
@@ -294,7 +312,10 @@ def load_state(folder: str | os.PathLike) -> ExamplesState:
     """
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise OnnxvisError(f"no {STATE_FILE} in {folder}: run 'onnxvis examples MODEL FOLDER -o {folder}' first")
+        raise OnnxvisError(
+            f"no {STATE_FILE} in {folder}: collect the examples into this output folder first, then draw them again",
+            setting="output",
+        )
     return ExamplesState.from_file(path)
 
 
@@ -308,7 +329,7 @@ def make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Seq
     Runs the model once on the first readable image: this finds the map sizes and the input size that the
     receptive fields need, and reports a bad model or preprocessing before any long work starts.
     """
-    require_main_graph(layers, "its feature maps cannot be exposed; choose other layers with --layers")
+    require_main_graph(layers, "its feature maps cannot be exposed; choose other layers", setting="layers")
     first = None
     for path in images:
         try:
@@ -410,7 +431,7 @@ def collect_examples(
         why = _same_run(state.meta, meta)
         if why is not None:
             raise OnnxvisError(
-                f"{path} holds a run with {why}; continue it with the same settings, or start afresh with --fresh"
+                f"{path} holds a run with {why}; continue it with the same settings, or start afresh", setting="fresh"
             )
     if state is None:
         state = ExamplesState(meta, [], np.zeros(0, bool), TopK(plan.keep))
@@ -422,8 +443,8 @@ def collect_examples(
     if log is not None and len(todo) < len(wanted):
         log(f"continuing {path}: {len(wanted) - len(todo)} of {len(wanted)} images already scored")
     unreadable = 0
-    with _Rate(len(todo), "examples", progress) as bar:
-        say = bar.bar.write if bar.bar.enabled else (log or (lambda message: None))
+    with Progress(len(todo), "examples", enabled=None if progress else False, unit="image") as bar:  # tqdm shows images/s
+        say = bar.write if bar.enabled else (log or (lambda message: None))
         try:
             for partial in engine(plan, todo):
                 state.top.merge(partial.top)
@@ -432,7 +453,7 @@ def collect_examples(
                     unreadable += 1
                     if unreadable <= _MAX_NOTES:
                         say(f"skipped: {message}")
-                bar.advance(len(partial.ids))
+                bar.advance(steps=len(partial.ids))
                 if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                     out.write_bytes(target, state.to_bytes())
                     last_save = time.monotonic()
@@ -447,21 +468,3 @@ def collect_examples(
         raise OnnxvisError("none of the files could be read as an image; give folders of photos")
     return state
 
-
-class _Rate:
-    """onnxvis's progress bar, with images per second."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.bar = Progress(total, label, enabled=None if enabled else False)
-        self.start = time.monotonic()
-
-    def __enter__(self) -> "_Rate":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
-
-    def advance(self, steps: int) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        self.bar.advance(f"{(self.bar.done + steps) / elapsed:.1f} images/s", steps=steps)
