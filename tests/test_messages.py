@@ -2,7 +2,7 @@
 
 No string the library can show names a flag of the CLI: a notebook user is never told to pass ``-o``.
 A library error carries the parameter it is about (``OnnxvisError(..., setting="inputs")``), and the
-CLI adds the flag that sets it (``onnxvis.cli.FLAGS``).
+CLI adds the flag that sets it (``onnxvis.cli.common.FLAGS``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterator
 
 from conftest import ROOT
-from onnxvis.cli import FLAGS, build_parser, with_flag
+from onnxvis.cli import build_parser
+from onnxvis.cli.common import FLAGS, with_flag
 
 LIBRARY = ROOT / "onnxvis"
 # A flag as a message would spell it: a dash or two, then a letter (not "x-o", not "-1", not "--").

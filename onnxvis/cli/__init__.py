@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from onnxvis.cli import cam, compare, examples, export, fmaps, info, kernels, layers, predict, report, serve, tutorial
+from onnxvis.cli.common import with_flag
 from onnxvis.errors import OnnxvisError, one_line
 
 EXIT_USAGE = 2
@@ -79,38 +80,6 @@ def _version() -> str:
     from onnxvis import __version__
 
     return __version__
-
-
-# The flag that sets each library parameter an error can be about (OnnxvisError.setting): the library
-# speaks of parameters, the command line of flags (tests/test_messages.py checks the library's side).
-FLAGS = {
-    "nrow": "--nrow N",
-    "padding": "--padding N",
-    "preset": "--preset NAME",
-    "layers": "--layers SPEC",
-    "resize": "--resize H,W",
-    "layout": "--layout NCHW|NHWC",
-    "inputs": "--input NAME=VALUE",
-    "top": "--top K",
-    "preset_b": "--preset-b NAME",
-    "labels": "--labels FILE",
-    "labels_b": "--labels-b FILE",
-    "keep": "--keep N",
-    "batch_size": "--batch-size N",
-    "max_tiles": "--max-tiles N",
-    "formats": "--format",
-    "output": "-o DIR",
-    "fresh": "--fresh",
-    "engine": "--engine local|ray",
-    "ray_address": "--ray-address ADDR",
-    "port": "--port N",
-}
-
-
-def with_flag(message: str, setting: str | None) -> str:
-    """``message`` (the library's words), with the flag that sets the parameter ``setting``."""
-    flag = FLAGS.get(setting or "")
-    return f"{message} (set with {flag})" if flag else message
 
 
 def _with_flag(exc: OnnxvisError) -> str:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from onnxvis.cli.common import add_output, add_preprocess_options, preprocess_changes, print_paths
+from onnxvis.cli.common import add_labels, add_output, add_preprocess_options, apply_labels, preprocess_changes, print_paths
 from onnxvis.errors import OnnxvisError
 
 
@@ -48,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="channels per picture, worst first (default 16)")
     p.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="images per run when a model allows it (default 8)")
     p.add_argument("--full-paths", action="store_true", help="show full paths in the files written (default: file names only)")
+    add_labels(p, whose="model A's classes, and B's too unless --labels-b is given")
+    add_labels(p, "--labels-b", "labels_b", "model B's classes")
     add_preprocess_options(p)
     add_output(p)
 
@@ -65,7 +67,6 @@ def _check_output(path: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     from onnxvis.analysis.compare.run import compare, open_pair
     from onnxvis.cli.common import image_paths
-    from onnxvis.engine.classes import read_labels
     from onnxvis.image.inputs import parse_input_values
     from onnxvis.outdir import OutputDir
     from onnxvis.progress import Progress
@@ -82,9 +83,9 @@ def run(args: argparse.Namespace) -> None:
         args.model, args.model_b, preset_b=args.preset_b, inputs=parse_input_values(args.inputs), batch_size=args.batch_size,
         preset=args.preset, changes=preprocess_changes(args), layout=args.layout,
     )
-    # Room for the shared --labels FILE / --labels-b FILE options: without them, each model's own labels.
-    labels_a = read_labels(args.labels) if getattr(args, "labels", None) else None
-    labels_b = read_labels(args.labels_b) if getattr(args, "labels_b", None) else None
+    # --labels names A's classes, and B's too unless --labels-b does; without them, each model's own names.
+    labels_a = apply_labels(args, insp_a).names
+    labels_b = apply_labels(args, insp_b, dest="labels_b" if args.labels_b else "labels").names
     images = image_paths(args)
     with Progress(len(images), "compare") as bar:
         result = compare(insp_a, insp_b, matching, images, labels_a=labels_a, labels_b=labels_b, progress=bar.advance)

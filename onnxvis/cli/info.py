@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from onnxvis.cli import with_flag
+    from onnxvis.cli.common import with_flag
     from onnxvis.engine.inspector import NEEDS_A_VALUE, Inspector
 
     inspector = Inspector(args.model)

@@ -76,6 +76,7 @@ CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.nda
 """``cam(inspector, photo, target) -> (uint8 (H, W, 3) map drawn over the prepared photo, the class)``;
 ``target`` None means the predicted class. The plug-in point for onnxvis's class activation maps."""
 
+# names a flag: the page speaks to the person who started `onnxvis serve`, and only that flag can fix it
 LABELS_GUESS_HINT = "start onnxvis serve with --labels FILE if these are not ImageNet's classes"
 """What the page says after guessed class names."""
 
