@@ -58,6 +58,7 @@ def test_info_on_every_real_model(cli, name):
     "name, expected",
     [
         ("squeezenet1.0_caffe2_fp16.onnx", ["'data_0' [1x3x224x224] float16: the image, NCHW", "size      fixed 224x224",
+                                            "batch     fixed 1",
                                             "caffe (guessed): resize 256x256, crop 224x224, BGR", "guessed from the producer onnx-caffe2",
                                             GUESS_HINT, "(weights: 26 initializer float16)"]),
         ("mnist_cntk.onnx", ["producer  CNTK 2.5.1", "ir        3", "opsets    ai.onnx 7",
@@ -67,6 +68,7 @@ def test_info_on_every_real_model(cli, name):
         ("mnist_cntk_int8_qlinearconv.onnx", ["opsets    ai.onnx 13, com.microsoft 1",
             "quantized (int8 per-tensor in QLinearConv (w_scale, w_zero_point))"]),
         ("ppocr_mobile_v2.0_cls_paddle.onnx", ["'x' [?x3x?x?] float32: the image, NCHW", "size      dynamic (?x?)",
+                                               "batch     free: up to 8 images a run",
                                                "any size works", "(weights: 53 constant float32)"]),
         ("mtcnn_pnet_keras2onnx.onnx", ["'input_1' [?x?x?x3] float32: the image, NHWC (a Transpose to NCHW", "tf (guessed)",
                                         "guessed from the producer keras2onnx"]),

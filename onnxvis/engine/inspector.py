@@ -657,6 +657,8 @@ class Inspector:
                 multiple, why = size_multiple(model)
                 rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
                 rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"))
+            batch = spec.batch
+            rows.append(("batch", f"fixed {batch}" if batch else f"free: up to {self.config.batch_size} images a run"))
             if spec.channels == 1:
                 rows.append(("channels", "1: colour photos are converted to grey (luma)"))
             elif spec.channels == 3:
