@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+    from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
     from onnxvis.progress import Progress
     from onnxvis.write.cam import parse_cam_formats, write_cams
 
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> None:
                 bar.write(metrics_line(inspector, result, args.percentiles, output))
             bar.advance(result.image.name)
 
-        results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
-        written = write_cams(results, out, formats, each)
+        cams = Cam(inspector, places, args.target, output, method=args.method, batch_size=args.batch_size)
+        written = write_cams(cams(images), out, formats, each)
     for note in guess_note(inspector):
         print(note, file=sys.stderr)
     print_paths(written)

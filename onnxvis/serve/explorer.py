@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from onnxvis.analysis.cam.maths import overlay
-from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
@@ -169,7 +169,7 @@ def page_cam(inspector: Inspector, image: "Image.Image", target: int | None) -> 
     """The page's class activation map (:data:`CamFunction`): :data:`PAGE_CAM_METHOD` at the default
     layer (:func:`onnxvis.analysis.cam.runs.default_layer`), drawn over the photo as ``onnxvis cam`` draws it."""
     places = places_for(inspector, [default_layer(inspector)])
-    result = next(iter(compute_cams(inspector, [image], places, PAGE_CAM_METHOD, target)))
+    result = next(iter(Cam(inspector, places, target, method=PAGE_CAM_METHOD)([image])))
     return overlay(result.rgb, result.cam), int(result.target)
 
 
