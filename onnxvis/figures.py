@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxvis.analysis.cam.maths import overlay
-from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.draw.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
 from onnxvis.draw.grids import GridOptions, fmap_grid, fmap_pixels
 from onnxvis.draw.layers import kernel_pixels
@@ -141,7 +141,7 @@ def cam(
     chosen = inspector.select(layers, "last") if layers is not None else ([] if tensor else [default_layer(inspector)])
     places = places_for(inspector, chosen, [tensor] if tensor else [])
     pictures = Pictures()
-    for result in compute_cams(inspector, [image], places, method, target):
+    for result in Cam(inspector, places, target, method=method)([image]):
         label = f" {result.target_label}" if result.target_label else ""
         title = f"{method} CAM - {result.place.label} - class {result.target}{label}"
         pictures.append(Picture(overlay(result.rgb, result.cam), title))

@@ -34,6 +34,7 @@ from onnxvis.progress import Progress
 from onnxvis.write.html import CSP, img_tag
 
 if TYPE_CHECKING:
+    from onnxvis.analysis.cam.runs import Cam
     from onnxvis.engine.classes import ClassNames
     from onnxvis.engine.inspector import ImageResult, Inspector
     from onnxvis.model.layers import ConvLayer
@@ -315,46 +316,35 @@ def _image_section(
     return "\n".join(parts)
 
 
-@dataclass(frozen=True)
-class _CamPlan:
-    """What the report's one pass over an image adds for its class activation map."""
-
-    method: str
-    places: list
-    output: str
-    tensors: list[str]
-
-
-def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | None":
-    """The CAM's tensors, taken in the same pass as the feature maps; or why there is no CAM (which the
-    page says under each image; nothing is printed, so that an error of the run stays one line)."""
+def _cam_plan(inspector: "Inspector", method: str | None) -> "Cam | str | None":
+    """The CAM of each image, whose tensors are taken in the same pass as the feature maps; or why
+    there is no CAM (which the page says under each image; nothing is printed, so that an error of
+    the run stays one line)."""
     if not method:
         return None
-    from onnxvis.analysis.cam.runs import cam_tensors, default_layer, places_for
+    from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 
     try:
-        places = places_for(inspector, [default_layer(inspector)])
-        output = inspector.class_output()
-        return _CamPlan(method, places, output, cam_tensors(inspector, places, method, output))
+        return Cam(inspector, places_for(inspector, [default_layer(inspector)]), method=method)
     except OnnxvisError as exc:
         return str(exc)
 
 
-def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan | str") -> str:
+def _cam_section(result: "ImageResult", plan: "Cam | str") -> str:
     """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
     from onnxvis.analysis.cam.maths import overlay
-    from onnxvis.analysis.cam.runs import cams_of
 
     if isinstance(plan, str):
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(plan)}</p>"
     values = {name: result.values[name][None] for name in plan.tensors}
     try:
-        (cam,) = cams_of(inspector, result.prepared, values, plan.places, plan.method, output=plan.output)
+        (cam,) = plan.maps(result.prepared, values)
     except OnnxvisError as exc:
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(exc)}</p>"
+    method = plan.method.name
     label = f" ({cam.target_label})" if cam.target_label else ""
-    title = f"Where the model looks: {plan.method} CAM of class {cam.target}{label} at {cam.place.label}"
-    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(plan.method)} method, from forward passes; "
+    title = f"Where the model looks: {method} CAM of class {cam.target}{label} at {cam.place.label}"
+    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(method)} method, from forward passes; "
             f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
@@ -434,7 +424,7 @@ def build_report(
             # One pass per image gives the feature maps, the scores and what the CAM starts from.
             plan = _cam_plan(inspector, cam_method)
             targets = [layer.output_name for layer in chosen] + ([output] if output else [])
-            if isinstance(plan, _CamPlan):
+            if plan is not None and not isinstance(plan, str):
                 targets += plan.tensors
             for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
                 if output:
@@ -442,7 +432,7 @@ def build_report(
                 table = _predictions(output, result.values[output], labels or [], inspector.class_names) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
                 if plan is not None:
-                    image_parts[-1] += _cam_section(inspector, result, plan)
+                    image_parts[-1] += _cam_section(result, plan)
                 bar.advance(f"image {result.image.name}")
     return _page(inspector, entries, image_parts, colormap, full_paths)
 

@@ -369,11 +369,32 @@ def test_the_preset_changes_the_input(client, tmp_path):
     assert bad.status_code == 400 and "imagenet" in bad.json()["error"]
 
 
-def test_cam_is_501_until_onnxvis_has_it(client):
+def test_a_page_built_without_cam_answers_501(client):
     answer = client.post("/api/photos/sample")
     assert answer.status_code == 200 and answer.json()["id"] == "sample"
     cam = client.get("/api/cam/sample.png")
     assert cam.status_code == 501 and "not available" in cam.json()["error"]
+
+
+def test_the_page_has_onnxvis_cam_by_default(tiny, tmp_path):
+    """serve imports onnxvis's CAM: the summary offers it, and its map is the one `onnxvis cam` draws
+    (AblationCAM at the default layer, the predicted class). A move or a rename of the CAM modules
+    fails here instead of dropping CAM from the page."""
+    from onnxvis import cli
+    from onnxvis.image.preprocess import default_image_path
+
+    with Explorer(Inspector(tiny)) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/summary").json()["cam"] is True
+        c.post("/api/photos/sample")
+        answer = c.get("/api/cam/sample.png")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "image/png" and answer.content.startswith(b"\x89PNG\r\n\x1a\n")
+    with Inspector(tiny) as insp:
+        (prediction,) = insp.predict([default_image_path()], top=1)
+    assert answer.headers["x-onnxvis-class"] == str(prediction.top[0][0])
+    assert cli.main(["cam", str(tiny), str(default_image_path()), "-o", str(tmp_path / "out")]) == 0
+    (png,) = (tmp_path / "out").glob("*.png")
+    np.testing.assert_array_equal(decode(answer.content), decode(png.read_bytes()))
 
 
 def test_a_cam_function_plugs_in(tiny):

@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from onnxvis.analysis.cam.runs import check_batch_size, compute_cams, default_layer, places_for
+    from onnxvis.analysis.cam.runs import Cam, check_batch_size, default_layer, places_for
     from onnxvis.progress import Progress
     from onnxvis.write.cam import parse_cam_formats, write_cams
 
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> None:
                 bar.write(metrics_line(inspector, result, args.percentiles, output))
             bar.advance(result.image.name)
 
-        results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
-        written = write_cams(results, out, formats, each)
+        cams = Cam(inspector, places, args.target, output, method=args.method, batch_size=args.batch_size)
+        written = write_cams(cams(images), out, formats, each)
     by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
     for note in guess_note(inspector) + (labels_note(inspector) if by_name else []):  # the names matter only for a target by name
         print(note, file=sys.stderr)

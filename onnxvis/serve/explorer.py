@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from onnxvis.analysis.cam.maths import overlay
+from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
@@ -69,7 +71,7 @@ class NotFound(OnnxvisError):
 
 
 class Unavailable(OnnxvisError):
-    """A feature this installation lacks (class activation maps before onnxvis.analysis.cam.maths exists)."""
+    """A feature this page was built without (an Explorer given no class activation map function)."""
 
 
 CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.ndarray, int]"]
@@ -169,29 +171,12 @@ def photo_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cam_from_module() -> CamFunction | None:
-    """The class activation map of onnxvis's CAM modules (:mod:`onnxvis.analysis.cam.runs`), when this onnxvis
-    has them: their ``page_cam``, or AblationCAM at the default layer drawn with ``cam.overlay``.
-    None otherwise: the page then says CAM is not available."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("onnxvis.analysis.cam.runs") is None:
-        return None
-    cammodel = importlib.import_module("onnxvis.analysis.cam.runs")
-    cam = importlib.import_module("onnxvis.analysis.cam.maths")
-    own = getattr(cammodel, "page_cam", None)
-    if own is not None:
-        return own
-    if not all(hasattr(cammodel, n) for n in ("compute_cams", "places_for", "default_layer")) or not hasattr(cam, "overlay"):
-        return None
-
-    def page_cam(inspector: "Inspector", image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
-        places = cammodel.places_for(inspector, [cammodel.default_layer(inspector)])
-        result = next(iter(cammodel.compute_cams(inspector, [image], places, PAGE_CAM_METHOD, target)))
-        return cam.overlay(result.rgb, result.cam), int(result.target)
-
-    return page_cam
+def page_cam(inspector: Inspector, image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
+    """The page's class activation map (:data:`CamFunction`): :data:`PAGE_CAM_METHOD` at the default
+    layer (:func:`onnxvis.analysis.cam.runs.default_layer`), drawn over the photo as ``onnxvis cam`` draws it."""
+    places = places_for(inspector, [default_layer(inspector)])
+    result = next(iter(Cam(inspector, places, target, method=PAGE_CAM_METHOD)([image])))
+    return overlay(result.rgb, result.cam), int(result.target)
 
 
 class Explorer:
@@ -200,8 +185,8 @@ class Explorer:
     Args:
         inspector: the opened model; the Explorer closes it in :meth:`close`.
         grid: make_grid's options for every picture.
-        cam: the class activation map function (see :data:`CamFunction`); by default ``page_cam``
-            of onnxvis's CAM modules when they have it, else None (the page says CAM is not available).
+        cam: the class activation map function (see :data:`CamFunction`), :func:`page_cam` by default;
+            None for none (the page says CAM is not available).
         cache_bytes, max_photos, max_upload: the bounds above.
     """
 
@@ -209,14 +194,14 @@ class Explorer:
         self,
         inspector: Inspector,
         grid: GridOptions | None = None,
-        cam: CamFunction | None | str = "auto",
+        cam: CamFunction | None = page_cam,
         cache_bytes: int = CACHE_BYTES,
         max_photos: int = MAX_PHOTOS,
         max_upload: int = MAX_UPLOAD_BYTES,
     ):
         self.inspector = inspector
         self.grid = grid or GridOptions()
-        self.cam: CamFunction | None = _cam_from_module() if isinstance(cam, str) else cam
+        self.cam = cam
         self.max_photos = max_photos
         self.max_upload = max_upload
         # onnxruntime's run is thread-safe, and each run already uses every core: one lock around the
@@ -485,11 +470,11 @@ class Explorer:
         """The class activation map over the photo, as PNG bytes, and the class it is for.
 
         Raises:
-            Unavailable: this onnxvis has no class activation maps.
+            Unavailable: the Explorer was given no class activation map function.
         """
         cam = self.cam
         if cam is None:
-            raise Unavailable("class activation maps are not available in this version of onnxvis")
+            raise Unavailable("class activation maps are not available on this page")
         photo = self.photo(ident)
         if target is not None and target < 0:
             raise OnnxvisError(f"the class must be 0 or more, got {target}")

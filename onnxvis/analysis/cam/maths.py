@@ -4,7 +4,7 @@ Every function here follows pytorch-grad-cam 1.5.x (``pytorch_grad_cam``) step f
 the maps equal its maps on the same activations and scores; the reference's own rules are kept even
 where they look odd (they are marked "as grad-cam"). Activations are one image's (C, h, w), channels
 first. The forward passes are the caller's: ScoreCAM and AblationCAM take a function that scores a
-batch (see :mod:`onnxvis.analysis.cam.runs`, which runs them with onnxruntime).
+batch (see :mod:`onnxvis.analysis.cam.runs`, which runs them with onnxruntime and lists the methods).
 
 A method gives a raw (h, w) map; :func:`finish` turns it into grad-cam's output: ReLU, min-max,
 OpenCV's bilinear resize to the input size, ReLU and min-max again (its ``aggregate_multi_layers``
@@ -21,7 +21,6 @@ from onnxvis.errors import OnnxvisError
 
 __all__ = [
     "JET",
-    "METHODS",
     "ScoreFn",
     "ablation_cam_weights",
     "ablation_values",
@@ -37,8 +36,6 @@ __all__ = [
     "upsample_align_corners",
     "weighted_sum",
 ]
-
-METHODS = ("score", "ablation", "eigen", "fem", "kpca")
 
 # A batch of arrays in -> the target's score for each, shape (N,).
 ScoreFn = Callable[[np.ndarray], np.ndarray]
