@@ -54,7 +54,7 @@ class InspectorConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise OnnxvisError(f"the batch size must be 1 or more, got {self.batch_size}")
+            raise OnnxvisError(f"the batch size must be 1 or more, got {self.batch_size}", setting="batch_size")
         # Copies of the caller's mappings: a dict changed later does not change a settled Inspector.
         object.__setattr__(self, "changes", dict(self.changes or {}))
         object.__setattr__(self, "inputs", dict(self.inputs or {}))

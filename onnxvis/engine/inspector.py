@@ -487,6 +487,7 @@ class Inspector:
         return self.batch_size if self.image_input.batch is None and not others else 1
 
     def _run_many(self, images: Iterable[ImageLike], targets: list[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        _ = self.image_input  # a model without an image input says so before asking for its other inputs
         limit = self._batch_limit(self._other_feeds(targets))  # raises for a missing other input, naming it
         prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
         return self.run_prepared(prepared, targets, many_runs)

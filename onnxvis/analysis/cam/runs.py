@@ -364,7 +364,7 @@ class KpcaCam(CamMethod):
 
 
 CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in (ScoreCam(), AblationCam(), EigenCam(), FemCam(), KpcaCam())}
-"""The methods by name, as ``onnxvis cam --method`` takes them."""
+"""The methods by name, as the cam command takes them."""
 
 
 def method_named(name: str) -> CamMethod:
