@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onnxvis.cli import cam, examples, export, fmaps, info, kernels, layers, predict, report, serve, tutorial
+from onnxvis.cli import cam, examples, export, fmaps, info, kernels, layers, predict, report, saliency, serve, tutorial
 from onnxvis.errors import OnnxvisError, one_line
 
 EXIT_USAGE = 2
@@ -31,6 +31,7 @@ quick tour:
   onnxvis fmaps models/alexnet.onnx cat.jpg   conv1 feature maps of a photo -> PNG
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
   onnxvis cam models/alexnet.onnx cat.jpg     where the model looks for its class (as grad-cam) -> PNG
+  onnxvis saliency models/alexnet.onnx cat.jpg  which pixels the class score depends on (as Captum) -> PNG
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
   onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmaps.add_parser(sub)
     predict.add_parser(sub)
     cam.add_parser(sub)
+    saliency.add_parser(sub)
     report.add_parser(sub)
     tutorial.add_parser(sub)
     serve.add_parser(sub)
@@ -89,6 +91,11 @@ FLAGS = {
     "layout": "--layout NCHW|NHWC",
     "inputs": "--input NAME=VALUE",
     "top": "--top K",
+    "steps": "--steps N",
+    "samples": "--samples N",
+    "noise": "--noise SD",
+    "baseline": "--baseline zero|black|blur",
+    "method": "--method NAME",
 }
 
 
@@ -170,6 +177,7 @@ COMMANDS = {
     "fmaps": fmaps.run,
     "predict": predict.run,
     "cam": cam.run,
+    "saliency": saliency.run,
     "report": report.run,
     "tutorial": tutorial.run,
     "serve": serve.run,

@@ -190,6 +190,13 @@ class GradientGraph:
         others: arrays for the model's other run-time inputs.
         threads: onnxruntime's intra-op threads.
 
+    Attributes:
+        notes: what changes the meaning of the numbers, in words for the user: the score taken
+            before a final Softmax, a quantized graph differentiated as its float graph, float16
+            computed in float32.
+        rows: rows per run; 1 where the graph fixes its batch.
+        shapes: the shapes (at ``rows``) of the input, the score and the places.
+
     Raises:
         OnnxvisError: the graph cannot be differentiated (control flow or an op without a rule on
             the way, naming the op and node; an opset that cannot be converted), or onnxruntime
@@ -218,6 +225,7 @@ class GradientGraph:
         self.input_shape = tuple(int(d) for d in shape)
         self.others = dict(others or {})
         self.notes: list[str] = []
+        self.converted_from: int | None = None  # the opset, when the graph was converted to GRADIENT_OPSET
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._names: dict[str, str] = {}
         self._seed = ""
@@ -262,7 +270,7 @@ class GradientGraph:
         opset = _default_opset(proto)
         if opset < GRADIENT_OPSET:
             proto = _convert_opset(proto, opset, self.model.path.name)
-            self.notes.append(f"opset {opset} converted to {GRADIENT_OPSET} for differentiation")
+            self.converted_from = opset
         _set_input_shape(proto, self.input_name, (rows, *self.input_shape), self.others)
         folder = os.path.dirname(os.path.realpath(self.model.path)) if from_file else None
         proto = _with_shapes(proto, held, arrays, folder, self.input_name, self.others)
