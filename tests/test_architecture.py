@@ -106,6 +106,40 @@ def test_imports_go_down_the_ranks_even_inside_functions():
     assert violations(PACKAGE) == []
 
 
+def cycles(package: Path) -> list[list[str]]:
+    """Import cycles between modules (the ranks rule out cycles between rooms, not inside one)."""
+    graph = {module_name(p, package): imports(p, package) for p in package.rglob("*.py")}
+    state: dict[str, int] = {}
+    path: list[str] = []
+    found: list[list[str]] = []
+
+    def walk(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for dep in sorted(graph.get(name, ())):
+            if state.get(dep) == 1:
+                found.append(path[path.index(dep):] + [dep])
+            elif dep not in state and dep in graph:
+                walk(dep)
+        path.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state and room(name) != "__init__":
+            walk(name)
+    return found
+
+
+def test_no_import_cycle_inside_a_room():
+    assert cycles(PACKAGE) == []
+
+
+def test_the_cycle_check_would_see_a_cycle(tmp_path):
+    package = _fake_package(tmp_path, {"model/a.py": "def f():\n    from onnxvis.model import b\n",
+                                       "model/b.py": "def g():\n    import onnxvis.model.a\n"})
+    assert cycles(package) == [["onnxvis.model.a", "onnxvis.model.b", "onnxvis.model.a"]]
+
+
 def test_every_room_is_a_package_with_a_rank():
     rooms = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     rooms |= {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}

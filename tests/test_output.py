@@ -17,7 +17,7 @@ from PIL import Image
 from onnxvis import outdir as output
 from onnxvis.errors import OnnxvisError
 from onnxvis.outdir import MANIFEST, OutputDir, sanitize
-from onnxvis.write.png import write_png
+from onnxvis.write.png import save_png, write_png
 
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no leading dot or dash, nothing else
 PIXELS = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
@@ -407,9 +407,9 @@ def test_a_folder_that_cannot_be_written(tmp_path):
 
 
 def test_module_save_png_is_atomic_too(tmp_path, monkeypatch):
-    path = write_png(output, PIXELS, tmp_path / "k.png")
+    path = save_png(PIXELS, tmp_path / "k.png")
     monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        write_png(output, np.zeros((2, 2), np.uint8), path)
+        save_png(np.zeros((2, 2), np.uint8), path)
     monkeypatch.undo()
     assert np.array_equal(np.asarray(Image.open(path)), PIXELS) and _temps(tmp_path) == []
