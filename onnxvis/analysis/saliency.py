@@ -204,7 +204,7 @@ def attribute(
             scores_value = graph.forward(x)
         else:  # not the graph's rows padded with copies: one forward pass of the image
             scores_value = insp.run_arrays({spec.name: prepared.array[:1]}, [graph.score.tensor])[graph.score.tensor]
-        scores = class_scores(scores_value, spec.layout)[0]
+        scores = class_scores(scores_value, spec.layout, graph.score.axis)[0]
         index = target_index(target, scores, insp.labels)
         label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
         attribution = _attribution(graph, method, x, index, prepared, baseline, steps, samples, noise, rng, spec.layout)
@@ -218,7 +218,7 @@ def attribute(
 
 def _gradients(graph: GradientGraph, inputs: np.ndarray, index: int, layout: str) -> np.ndarray:
     shape = graph.shapes[graph.score.tensor]
-    seeds = score_seeds((len(inputs), *shape[1:]), np.full((len(inputs), 1), index), layout)
+    seeds = score_seeds((len(inputs), *shape[1:]), np.full((len(inputs), 1), index), layout, graph.score.axis)
     return graph.run(inputs, seeds).gradients[graph.input_name][..., 0]
 
 

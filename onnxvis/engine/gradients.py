@@ -79,11 +79,14 @@ class ScoreTensor:
         tensor: the tensor whose class scores are differentiated.
         output: the model output the user chose.
         softmax: the name of the final Softmax node when ``tensor`` is its input, else None.
+        axis: that Softmax's axis (the class axis: a detector's (N, anchors, classes) scores have
+            it last), else None (the layout's rule, see :func:`class_axis`).
     """
 
     tensor: str
     output: str
     softmax: str | None = None
+    axis: int | None = None
 
     @property
     def note(self) -> str | None:
@@ -103,24 +106,29 @@ def score_tensor(model: "Model", output: str) -> ScoreTensor:
         if node is None:
             break
         if node.op_type == "Softmax" and node.domain in ("", "ai.onnx"):
-            return ScoreTensor(node.input[0], output, node.name or node.output[0])
+            opset = model.opsets.get("", model.opsets.get("ai.onnx", 13))
+            axis = _attr(node, "axis", -1 if opset >= 13 else 1)
+            return ScoreTensor(node.input[0], output, node.name or node.output[0], int(axis))
         if node.op_type not in _SHAPE_ONLY or not node.input:
             break
         name = node.input[0]
     return ScoreTensor(output, output)
 
 
-def class_axis(shape: Sequence[int], layout: str) -> int:
+def class_axis(shape: Sequence[int], layout: str, axis: int | None = None) -> int:
     """The axis of a score tensor (batch first) that holds the classes, by the rule of
-    :func:`onnxvis.analysis.cam.runs.class_scores`: axis 1, or the last axis of a spatial NHWC output."""
+    :func:`onnxvis.analysis.cam.runs.class_scores`: ``axis`` when known (a final Softmax's), else axis
+    1, or the last axis of a spatial NHWC output."""
     if len(shape) < 2:
         raise OnnxvisError(f"the scores have shape {tuple(shape)}, without a batch and a class axis")
+    if axis is not None and axis % len(shape) != 0:
+        return axis % len(shape)
     if layout == "NHWC" and len(shape) > 2:
         return len(shape) - 1
     return 1
 
 
-def score_seeds(shape: Sequence[int], classes: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+def score_seeds(shape: Sequence[int], classes: np.ndarray, layout: str = "NCHW", axis: int | None = None) -> np.ndarray:
     """The seeds of the backward pass: for each row and target, the derivative of the class score
     with respect to the score tensor -- 1 at the class on its class axis, at every position of a
     spatial output (whose class score is the sum over the positions), 0 elsewhere.
@@ -129,6 +137,7 @@ def score_seeds(shape: Sequence[int], classes: np.ndarray, layout: str = "NCHW")
         shape: the score tensor's shape, batch first.
         classes: (rows, k) class indices: k targets per row, differentiated in the same pass.
         layout: the model input's layout (it decides the class axis of a spatial output).
+        axis: the class axis when known (:attr:`ScoreTensor.axis`).
 
     Returns:
         float32 (rows, *shape[1:], k).
@@ -139,7 +148,7 @@ def score_seeds(shape: Sequence[int], classes: np.ndarray, layout: str = "NCHW")
     classes = np.asarray(classes, dtype=np.int64)
     if classes.ndim == 1:
         classes = classes[:, None]
-    axis = class_axis(shape, layout)
+    axis = class_axis(shape, layout, axis)
     count = int(shape[axis])
     bad = classes[(classes < 0) | (classes >= count)]
     if bad.size:
@@ -230,9 +239,14 @@ class GradientGraph:
         self._names: dict[str, str] = {}
         self._seed = ""
         known = {out for node in model.graph.node for out in node.output if out}
+        _, leading = required_nodes(model.graph, [self.score.tensor])
         for place in self.places:
             if place != input_name and place not in known:
                 raise OnnxvisError(f"the model computes no tensor named {place!r}")
+            if place not in leading:
+                raise OnnxvisError(
+                    f"tensor {place!r} does not lead to the scores output {output!r}; choose a tensor before the classifier"
+                )
         rows = max(1, int(rows))
         try:
             self._session = self._open(rows, threads)

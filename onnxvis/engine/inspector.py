@@ -402,6 +402,14 @@ class Inspector:
                 self._gradients[key] = graph
         return graph
 
+    def gradient_notes(self) -> list[str]:
+        """What changes the meaning of the gradients' numbers (the score taken before a final Softmax,
+        a quantized or float16 graph), for every gradient graph built so far, each once."""
+        notes: list[str] = []
+        for graph in list(self._gradients.values()):
+            notes.extend(n for n in graph.notes if n not in notes)
+        return notes
+
     def _other_feeds(self, targets: Sequence[str], given: Iterable[str] = ()) -> dict[str, np.ndarray]:
         spec_name = self.image_input.name if self._has_image_input() else None
         _, read = required_nodes(self.model.graph, targets, given)
