@@ -153,3 +153,34 @@ def test_grad_cam_and_input_gradient_on_every_real_model(tmp_path, name):
         (npy,) = done.stdout.split()
         values = np.load(npy)
         assert np.all(np.isfinite(values)) and values.std() > 0, (name, command)
+
+
+def _grad_deletion_share(method: str, limit: int) -> float:
+    """As the forward methods' check (tests/test_cam_models.py): the share of the ImageNet sample photos
+    where deleting the map's hottest 20% hurts SqueezeNet's predicted class more than 20% in random blobs."""
+    import csv
+
+    from conftest import ASSETS
+    from onnxvis.analysis.cam import runs as cammodel
+    from onnxvis.analysis.cam.metrics import deletion
+
+    folder = ASSETS / "images" / "imagenet-sample"
+    if not (folder / "labels.csv").exists():
+        pytest.skip(f"{folder} is missing")
+    with open(folder / "labels.csv", newline="") as f:
+        photos = [folder / row["file"] for row in csv.DictReader(f)][:limit]
+    with Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"), preset="caffe") as insp:
+        places = cammodel.places_for(insp, [cammodel.default_layer(insp, insp.class_output())])
+        wins = [np.subtract(*deletion(insp, r, 0.2)) > 0 for r in gradient_cams(insp, photos, places, method)]
+    print(f"{method}: {sum(wins)}/{len(wins)}")
+    return float(np.mean(wins))
+
+
+def test_grad_cam_deleting_the_hottest_pixels_hurts_more_than_random():
+    assert _grad_deletion_share("grad", 30) > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["grad", "eigengrad"])
+def test_grad_cam_deletion_on_all_photos_slow(method):
+    assert _grad_deletion_share(method, 100) > 0.5
