@@ -321,18 +321,25 @@ class _CamPlan:
     places: list
     output: str
     tensors: list[str]
+    fallback: "_CamPlan | None" = None  # for a gradient method: AblationCAM, where the model cannot be differentiated
 
 
 def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | None":
     """The CAM's tensors, taken in the same pass as the feature maps; or why there is no CAM (which the
-    page says under each image; nothing is printed, so that an error of the run stays one line)."""
+    page says under each image; nothing is printed, so that an error of the run stays one line). A
+    gradient method runs its own forward and backward pass per image, with AblationCAM's tensors
+    taken in the pass in case the model cannot be differentiated."""
     if not method:
         return None
+    from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS
     from onnxvis.analysis.cam.runs import cam_tensors, default_layer, places_for
 
     try:
-        places = places_for(inspector, [default_layer(inspector)])
         output = inspector.class_output()
+        places = places_for(inspector, [default_layer(inspector, output)])
+        if method in GRADIENT_METHODS:
+            fallback = _CamPlan("ablation", places, output, cam_tensors(inspector, places, "ablation", output))
+            return _CamPlan(method, [] if method == "fullgrad" else places, output, fallback.tensors, fallback)
         return _CamPlan(method, places, output, cam_tensors(inspector, places, method, output))
     except OnnxvisError as exc:
         return str(exc)
@@ -345,14 +352,26 @@ def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan 
 
     if isinstance(plan, str):
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(plan)}</p>"
-    values = {name: result.values[name][None] for name in plan.tensors}
-    try:
-        (cam,) = cams_of(inspector, result.prepared, values, plan.places, plan.method, output=plan.output)
-    except OnnxvisError as exc:
-        return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(exc)}</p>"
+    why_not = ""
+    if plan.fallback is not None:  # a gradient method
+        from onnxvis.analysis.cam.gradcams import gradient_cams_of
+
+        try:
+            cam = gradient_cams_of(inspector, result.prepared, plan.places, plan.method, output=plan.output)[0]
+            how = "from one forward and one backward pass (onnx-ad's backward graph in onnxruntime)"
+        except OnnxvisError as exc:
+            why_not = f"<p class=warn>no {_e(plan.method)} CAM: {_e(exc)}; AblationCAM instead</p>"
+            plan = plan.fallback
+    if plan.fallback is None:
+        values = {name: result.values[name][None] for name in plan.tensors}
+        try:
+            (cam,) = cams_of(inspector, result.prepared, values, plan.places, plan.method, output=plan.output)
+        except OnnxvisError as exc:
+            return f"<h3>Where the model looks</h3>{why_not}<p class=warn>no class activation map: {_e(exc)}</p>"
+        how = "from forward passes"
     label = f" ({cam.target_label})" if cam.target_label else ""
     title = f"Where the model looks: {plan.method} CAM of class {cam.target}{label} at {cam.place.label}"
-    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(plan.method)} method, from forward passes; "
+    return (f"<h3>{_e(title)}</h3>{why_not}<p class=note>pytorch-grad-cam's {_e(plan.method)} method, {how}; "
             f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
@@ -386,7 +405,7 @@ def build_report(
     full_paths: bool = False,
     progress: bool = False,
     log: Log = _stderr,
-    cam_method: str | None = "ablation",
+    cam_method: str | None = "grad",
 ) -> str:
     """The report's HTML text.
 
@@ -403,7 +422,9 @@ def build_report(
         full_paths: show the full paths of the model and the images, not only their file names.
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
-        cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths`), None for none.
+        cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths` and
+            :mod:`onnxvis.analysis.cam.gradmaths`; default Grad-CAM, AblationCAM where the model cannot be
+            differentiated), None for none.
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.

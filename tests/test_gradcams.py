@@ -184,3 +184,52 @@ def test_grad_cam_deleting_the_hottest_pixels_hurts_more_than_random():
 @pytest.mark.parametrize("method", ["grad", "eigengrad"])
 def test_grad_cam_deletion_on_all_photos_slow(method):
     assert _grad_deletion_share(method, 100) > 0.5
+
+
+def _with_control_flow(path):
+    """The classifier's conv, then an If on the way to the scores: no gradient, but forward methods work."""
+    rng = np.random.default_rng(0)
+
+    def branch(op, out):
+        outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)]
+        return helper.make_graph([helper.make_node(op, ["r1"], [out])], op, [], outputs)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("ReduceSum", ["r1"], ["total"], keepdims=0), helper.make_node("Greater", ["total", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["branch"], name="choose", then_branch=branch("Identity", "y1"), else_branch=branch("Neg", "y2")),
+        helper.make_node("GlobalAveragePool", ["branch"], ["gap"]), helper.make_node("Flatten", ["gap"], ["logits"]),
+    ]
+    inits = [numpy_helper.from_array(rng.normal(size=(5, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_pages_show_grad_cam_and_ablation_cam_where_there_is_no_gradient(tmp_path, photo):
+    from onnxvis.analysis.cam import runs as cammodel
+    from onnxvis.analysis.cam.maths import overlay
+    from onnxvis.report import build_report
+    from onnxvis.serve.explorer import _cam_from_module
+
+    page_cam = _cam_from_module()
+    assert page_cam is not None
+    path, _ = _classifier(tmp_path / "net.onnx")
+    with Inspector(path, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+        drawn, target = page_cam(insp, Image.open(photo), 3)
+        places = cammodel.places_for(insp, [cammodel.default_layer(insp, "logits")])
+        (expected,) = gradient_cams(insp, [photo], places, "grad", target=3)
+        assert target == 3 and np.array_equal(drawn, overlay(expected.rgb, expected.cam))
+        text = build_report(insp, [photo])
+    assert "Where the model looks: grad CAM of class" in text and "one backward pass" in text
+    refused = _with_control_flow(tmp_path / "if.onnx")
+    with Inspector(refused, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+        drawn, _ = page_cam(insp, Image.open(photo), None)
+        assert drawn.shape == (16, 16, 3)
+        text = build_report(insp, [photo])
+    assert "no grad CAM: cannot differentiate through the If node" in text and "AblationCAM instead" in text
+    assert "Where the model looks: ablation CAM of class" in text

@@ -74,8 +74,10 @@ CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.nda
 """``cam(inspector, photo, target) -> (uint8 (H, W, 3) map drawn over the prepared photo, the class)``;
 ``target`` None means the predicted class. The plug-in point for onnxvis's class activation maps."""
 
-PAGE_CAM_METHOD = "ablation"
-"""The page's CAM method: class-specific, and cheap (only the graph after the layer runs per channel)."""
+PAGE_CAM_METHOD = "grad"
+"""The page's CAM method: Grad-CAM, one forward and one short backward pass; AblationCAM
+(:data:`PAGE_CAM_FALLBACK`) where the model cannot be differentiated (control flow, an op without a rule)."""
+PAGE_CAM_FALLBACK = "ablation"
 
 
 class _LRU:
@@ -181,8 +183,14 @@ def _cam_from_module() -> CamFunction | None:
         return None
 
     def page_cam(inspector: "Inspector", image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
-        places = cammodel.places_for(inspector, [cammodel.default_layer(inspector)])
-        result = next(iter(cammodel.compute_cams(inspector, [image], places, PAGE_CAM_METHOD, target)))
+        output = inspector.class_output()
+        places = cammodel.places_for(inspector, [cammodel.default_layer(inspector, output)])
+        try:
+            from onnxvis.analysis.cam.gradcams import gradient_cams
+
+            result = next(iter(gradient_cams(inspector, [image], places, PAGE_CAM_METHOD, target, output)))
+        except OnnxvisError:  # AblationCAM says a mistake of the user's (a target out of range) the same way
+            result = next(iter(cammodel.compute_cams(inspector, [image], places, PAGE_CAM_FALLBACK, target, output)))
         return cam.overlay(result.rgb, result.cam), int(result.target)
 
     return page_cam
