@@ -316,35 +316,66 @@ def _image_section(
     return "\n".join(parts)
 
 
-def _cam_plan(inspector: "Inspector", method: str | None) -> "Cam | str | None":
+@dataclass(frozen=True)
+class _CamPlan:
+    """What the report's one pass over an image adds for its class activation map: the forward method's
+    :class:`Cam`, or, for a gradient method (its own forward and backward pass per image), AblationCAM's
+    as the fallback where the model cannot be differentiated."""
+
+    method: str
+    cams: "Cam"
+    places: list
+    output: str
+    gradient: bool
+
+
+def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | None":
     """The CAM of each image, whose tensors are taken in the same pass as the feature maps; or why
     there is no CAM (which the page says under each image; nothing is printed, so that an error of
     the run stays one line)."""
     if not method:
         return None
+    from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS
     from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 
     try:
-        return Cam(inspector, places_for(inspector, [default_layer(inspector)]), method=method)
+        output = inspector.class_output()
+        places = places_for(inspector, [default_layer(inspector, output)])
+        if method in GRADIENT_METHODS:
+            fallback = Cam(inspector, places, output=output, method="ablation")
+            return _CamPlan(method, fallback, [] if method == "fullgrad" else places, output, True)
+        return _CamPlan(method, Cam(inspector, places, output=output, method=method), places, output, False)
     except OnnxvisError as exc:
         return str(exc)
 
 
-def _cam_section(result: "ImageResult", plan: "Cam | str") -> str:
+def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan | str") -> str:
     """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
     from onnxvis.analysis.cam.maths import overlay
 
     if isinstance(plan, str):
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(plan)}</p>"
-    values = {name: result.values[name][None] for name in plan.tensors}
-    try:
-        (cam,) = plan.maps(result.prepared, values)
-    except OnnxvisError as exc:
-        return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(exc)}</p>"
-    method = plan.method.name
+    why_not = ""
+    cam = None
+    method = plan.method
+    how = "from one forward and one backward pass (onnx-ad's backward graph in onnxruntime)"
+    if plan.gradient:
+        from onnxvis.analysis.cam.gradcams import gradient_cams_of
+
+        try:
+            cam = gradient_cams_of(inspector, result.prepared, plan.places, plan.method, output=plan.output)[0]
+        except OnnxvisError as exc:
+            why_not = f"<p class=warn>no {_e(plan.method)} CAM: {_e(exc)}; AblationCAM instead</p>"
+    if cam is None:
+        values = {name: result.values[name][None] for name in plan.cams.tensors}
+        try:
+            (cam,) = plan.cams.maps(result.prepared, values)
+        except OnnxvisError as exc:
+            return f"<h3>Where the model looks</h3>{why_not}<p class=warn>no class activation map: {_e(exc)}</p>"
+        method, how = plan.cams.method.name, "from forward passes"
     label = f" ({cam.target_label})" if cam.target_label else ""
     title = f"Where the model looks: {method} CAM of class {cam.target}{label} at {cam.place.label}"
-    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(method)} method, from forward passes; "
+    return (f"<h3>{_e(title)}</h3>{why_not}<p class=note>pytorch-grad-cam's {_e(method)} method, {how}; "
             f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
@@ -425,14 +456,14 @@ def build_report(
             plan = _cam_plan(inspector, cam_method)
             targets = [layer.output_name for layer in chosen] + ([output] if output else [])
             if plan is not None and not isinstance(plan, str):
-                targets += plan.tensors
+                targets += plan.cams.tensors
             for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
                 if output:
                     inspector.check_labels(result.values[output])
                 table = _predictions(output, result.values[output], labels or [], inspector.class_names) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
                 if plan is not None:
-                    image_parts[-1] += _cam_section(result, plan)
+                    image_parts[-1] += _cam_section(inspector, result, plan)
                 bar.advance(f"image {result.image.name}")
     return _page(inspector, entries, image_parts, colormap, full_paths)
 

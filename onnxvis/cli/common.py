@@ -269,6 +269,11 @@ FLAGS = {
     "engine": "--engine local|ray",
     "ray_address": "--ray-address ADDR",
     "port": "--port N",
+    "steps": "--steps N",
+    "samples": "--samples N",
+    "noise": "--noise SD",
+    "baseline": "--baseline zero|black|blur",
+    "method": "--method NAME",
 }
 
 

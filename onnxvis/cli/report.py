@@ -43,9 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="show the full paths of the model and the images (default: file names only, for sharing)")
     p.add_argument(
         "--cam",
-        choices=["score", "ablation", "eigen", "fem", "kpca", "none"],
-        default="ablation",
-        help="the class activation map drawn for each image, at the last spatial conv layer (default ablation; none: no map)",
+        choices=["grad", "gradpp", "xgrad", "layer", "hires", "elementwise", "eigengrad", "fullgrad",
+                 "score", "ablation", "eigen", "fem", "kpca", "none"],
+        default="grad",
+        help="the class activation map drawn for each image, at the last spatial conv layer (default grad: Grad-CAM, "
+        "or AblationCAM where the model cannot be differentiated; none: no map)",
     )
     add_layers(p, "the first conv layer; the feature maps shown")
     p.add_argument(

@@ -51,6 +51,8 @@ from onnxvis.model.weights import kernel_weights
 if TYPE_CHECKING:
     from PIL import Image
 
+    from onnxvis.engine.gradients import GradientGraph
+
     ImageLike = str | os.PathLike | Image.Image
 else:
     ImageLike = Any
@@ -200,6 +202,7 @@ class Inspector:
         self._settled: SettledPreprocess | None = None
         self._multiple: int | None = None
         self._sessions: dict[tuple, Session] = {}
+        self._gradients: dict[tuple, GradientGraph] = {}
         self._unbatchable: set[tuple] = set()
         self._kernels: dict[ConvLayer, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -215,6 +218,7 @@ class Inspector:
     def close(self) -> None:
         """Let go of the onnxruntime sessions and cached weights."""
         self._sessions.clear()
+        self._gradients.clear()
         self._kernels.clear()
 
     @property
@@ -379,6 +383,49 @@ class Inspector:
                 session = Session(self.model, list(key[0]), given, threads=self.threads, many_runs=many_runs)
                 self._sessions[key] = session
         return session
+
+    def gradients(
+        self, places: Sequence[str], output: str | None = None, shape: Sequence[int] | None = None, rows: int | None = None
+    ) -> GradientGraph:
+        """The kept gradient graph (forward and backward in one session) for ``places``, the class
+        scores of ``output`` and inputs of ``shape`` (one input's, without the batch axis; default
+        the model's fixed size). Built once per (places, output, shape, rows).
+
+        Args:
+            places: tensors to differentiate at; the image input's name differentiates at the input.
+            output: the scores output (default: the class output).
+            shape: one input's shape, e.g. ``prepared.array.shape[1:]``.
+            rows: rows per run (default the Inspector's batch size; the model's fixed batch where it
+                has one, 1 where the graph fixes it inside or other inputs are fed).
+
+        Raises:
+            OnnxvisError: the model cannot be differentiated (see :class:`onnxvis.engine.gradients.GradientGraph`).
+        """
+        from onnxvis.engine.gradients import GradientGraph
+
+        spec = self.image_input
+        name = self.class_output(output)
+        if shape is None:
+            if None in spec.shape[1:]:
+                raise OnnxvisError(f"input {spec.name!r} has a dynamic size: the gradient graph needs the input's shape")
+            shape = tuple(int(d) for d in spec.shape[1:] if d is not None)
+        others = self._other_feeds([name])
+        count = spec.batch or (1 if others else max(1, rows or self.batch_size))
+        key = (tuple(dict.fromkeys(places)), name, tuple(int(d) for d in shape), count)
+        with self._lock:
+            graph = self._gradients.get(key)
+            if graph is None:
+                graph = GradientGraph(self.model, spec.name, spec.layout, name, list(key[0]), key[2], count, others, self.threads)
+                self._gradients[key] = graph
+        return graph
+
+    def gradient_notes(self) -> list[str]:
+        """What changes the meaning of the gradients' numbers (the score taken before a final Softmax,
+        a quantized or float16 graph), for every gradient graph built so far, each once."""
+        notes: list[str] = []
+        for graph in list(self._gradients.values()):
+            notes.extend(n for n in graph.notes if n not in notes)
+        return notes
 
     def _other_feeds(self, targets: Sequence[str], given: Iterable[str] = ()) -> dict[str, np.ndarray]:
         spec_name = self.image_input.name if self._has_image_input() else None

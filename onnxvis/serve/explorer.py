@@ -82,8 +82,10 @@ CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.nda
 LABELS_GUESS_HINT = "start onnxvis serve with --labels FILE if these are not ImageNet's classes"
 """What the page says after guessed class names."""
 
-PAGE_CAM_METHOD = "ablation"
-"""The page's CAM method: class-specific, and cheap (only the graph after the layer runs per channel)."""
+PAGE_CAM_METHOD = "grad"
+"""The page's CAM method: Grad-CAM, one forward and one short backward pass; AblationCAM
+(:data:`PAGE_CAM_FALLBACK`) where the model cannot be differentiated (control flow, an op without a rule)."""
+PAGE_CAM_FALLBACK = "ablation"
 
 
 class LRU:
@@ -173,9 +175,16 @@ def photo_id(data: bytes) -> str:
 
 def page_cam(inspector: Inspector, image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
     """The page's class activation map (:data:`CamFunction`): :data:`PAGE_CAM_METHOD` at the default
-    layer (:func:`onnxvis.analysis.cam.runs.default_layer`), drawn over the photo as ``onnxvis cam`` draws it."""
-    places = places_for(inspector, [default_layer(inspector)])
-    result = next(iter(Cam(inspector, places, target, method=PAGE_CAM_METHOD)([image])))
+    layer (:func:`onnxvis.analysis.cam.runs.default_layer`), else :data:`PAGE_CAM_FALLBACK` where the model
+    cannot be differentiated, drawn over the photo as ``onnxvis cam`` draws it."""
+    from onnxvis.analysis.cam.gradcams import gradient_cams
+
+    output = inspector.class_output()
+    places = places_for(inspector, [default_layer(inspector, output)])
+    try:
+        result = next(iter(gradient_cams(inspector, [image], places, PAGE_CAM_METHOD, target, output)))
+    except OnnxvisError:  # AblationCAM says a mistake of the user's (a target out of range) the same way
+        result = next(iter(Cam(inspector, places, target, output, method=PAGE_CAM_FALLBACK)([image])))
     return overlay(result.rgb, result.cam), int(result.target)
 
 

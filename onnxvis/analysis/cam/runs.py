@@ -99,12 +99,16 @@ def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Seque
     return places
 
 
-def default_layer(insp: Inspector) -> ConvLayer:
+def default_layer(insp: Inspector, output: str | None = None) -> ConvLayer:
     """The last conv layer of the main graph whose output is spatial (wider than 1x1), by the shapes
-    onnx infers; a layer whose shape is unknown counts as spatial (the run checks it)."""
+    onnx infers; a layer whose shape is unknown counts as spatial (the run checks it). With ``output``,
+    only the layers that lead to it (a detector's box head does not lead to its scores)."""
     import onnx
 
     main = [layer for layer in insp.layers if layer.in_main_graph]
+    if output is not None:
+        _, read = required_nodes(insp.model.graph, [output])
+        main = [layer for layer in main if layer.output_name in read]
     if not main:
         raise OnnxvisError("the model has no conv layer in its main graph; a class activation map needs a conv layer or a spatial tensor")
     try:
@@ -165,14 +169,19 @@ def target_index(target: int | str | None, scores: np.ndarray, labels: Sequence[
     return index
 
 
-def class_scores(value: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+def class_scores(value: np.ndarray, layout: str = "NCHW", axis: int | None = None) -> np.ndarray:
     """An output (N, classes) -> (N, classes) float32; singleton trailing dims are dropped.
 
     A spatial output -- one score per class at each position, (N, classes, h, w), or (N, h, w,
     classes) for an NHWC model -- gives each class the sum over the positions (grad-cam's
-    SemanticSegmentationTarget with the whole image as the mask).
+    SemanticSegmentationTarget with the whole image as the mask). ``axis``, when known (the axis of
+    the Softmax that ends the model, e.g. a detector's (N, anchors, classes) scores), is the class
+    axis, whatever the layout.
     """
     value = np.asarray(value)
+    if axis is not None and value.ndim >= 2 and axis % value.ndim != 0:
+        moved = np.moveaxis(value, axis % value.ndim, 1)
+        return moved.reshape(moved.shape[0], moved.shape[1], -1).sum(axis=2, dtype=np.float64).astype(np.float32)
     if value.ndim < 2:
         return value.reshape(1, -1).astype(np.float32)
     squeezed = value.reshape(value.shape[:2] + tuple(d for d in value.shape[2:] if d != 1)) if layout == "NCHW" else value
