@@ -26,7 +26,7 @@ import numpy as np
 from onnxvis.draw.colormaps import check_colormap
 from onnxvis.draw.grids import GridOptions, fmap_pixels
 from onnxvis.draw.layers import check_max_tiles, kernel_pixels
-from onnxvis.engine.classes import TOP_K, top_k
+from onnxvis.engine.classes import TOP_K, check_class_scores, top_k
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import channels_first, layer_title, no_conv_layer, require_main_graph
 from onnxvis.model.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
@@ -414,7 +414,7 @@ def build_report(
     output = None
     if labels and images:
         try:
-            output = inspector.class_output()
+            output = inspector.score_output()
         except OnnxvisError as exc:
             log(f"no predictions: {exc}")
     entries: list[_Layer] = []
@@ -438,6 +438,7 @@ def build_report(
                 targets += plan.tensors
             for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
                 if output:
+                    check_class_scores(result.values[output], output)
                     inspector.check_labels(result.values[output])
                 table = _predictions(output, result.values[output], labels or [], inspector.class_names) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))

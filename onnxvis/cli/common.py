@@ -269,6 +269,7 @@ FLAGS = {
     "engine": "--engine local|ray",
     "ray_address": "--ray-address ADDR",
     "port": "--port N",
+    "target_output": "--target-output NAME",
 }
 
 

@@ -40,6 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_preprocess_options(p)
 
 
+def scores_note(output: str, softmax: list[bool]) -> str:
+    """Whether the probabilities shown are a softmax of the output, or its values as they are."""
+    if all(softmax):
+        return f"scores: a softmax of output {output!r}, whose values are not probabilities"
+    if not any(softmax):
+        return f"scores: output {output!r} as it is, no softmax: its values already are probabilities (they sum to 1)"
+    return (f"scores: a softmax of output {output!r} for {sum(softmax)} of {len(softmax)} images; "
+            "for the others its values already were probabilities (they sum to 1)")
+
+
 def run(args: argparse.Namespace) -> None:
     import csv
     import json
@@ -54,8 +64,12 @@ def run(args: argparse.Namespace) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
     if writer is not None:
         writer.writerow(["image", "rank", "class", "label", "score"])
+    softmax: list[bool] = []
+    output = ""
     with Progress(len(images), "predict", unit="image") as bar:
         for prediction in predictions:
+            softmax.append(prediction.softmax)
+            output = prediction.output
             if writer is not None:
                 for rank, (index, label, score) in enumerate(prediction.top, 1):
                     writer.writerow([str(prediction.image), rank, index, "" if label is None else label, f"{score:.6g}"])
@@ -68,6 +82,6 @@ def run(args: argparse.Namespace) -> None:
                     print(printable(f"  {rank}. {index:>5}  {score:8.4f}  {label if label is not None else ''}".rstrip()))
             sys.stdout.flush()
             bar.advance(prediction.image.name)
-    for note in guess_note(inspector) + labels_note(inspector):
+    for note in guess_note(inspector) + labels_note(inspector) + [scores_note(output, softmax)]:
         print(note, file=sys.stderr)
     print(f"preprocessing: {inspector.preprocessing.preprocess.describe()}", file=sys.stderr)

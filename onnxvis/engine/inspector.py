@@ -25,7 +25,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
-from onnxvis.engine.classes import NO_NAMES, ClassNames, check_label_count, class_outputs, guess_class_names, top_k
+from onnxvis.engine.classes import (
+    CLASS_SHAPES,
+    NO_NAMES,
+    ClassNames,
+    are_probabilities,
+    check_class_scores,
+    check_label_count,
+    class_count_of,
+    class_outputs,
+    guess_class_names,
+    is_class_shape,
+    top_k,
+)
 from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
@@ -115,11 +127,16 @@ class FeatureMaps:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The best classes for one image: (class index, label or None, probability), best first."""
+    """The best classes for one image: (class index, label or None, probability), best first.
+
+    ``softmax`` says whether the probabilities are a softmax of the output's values (False when the
+    values already were probabilities, as a model that ends in a softmax gives them).
+    """
 
     image: Path
     output: str
     top: list[tuple[int, str | None, float]] = field(default_factory=list)
+    softmax: bool = True
 
 
 def _is_one_image(images: object) -> bool:
@@ -274,10 +291,7 @@ class Inspector:
             names = class_outputs(self.model)
             if not names and len(self.model.graph.output) == 1:
                 names = [self.model.graph.output[0].name]
-        sizes = set()
-        for name in names:
-            known = [d for d in (_output_shape(self.model, name) or (None, None))[1:] if d != 1]
-            sizes.add(known[0] if len(known) == 1 else None)
+        sizes = {class_count_of(_output_shape(self.model, name) or ()) for name in names}
         return sizes.pop() if len(sizes) == 1 else None
 
     def use_labels(self, names: Sequence[str], origin: str, output: str | None = None, *, setting: str = "labels") -> ClassNames:
@@ -589,8 +603,38 @@ class Inspector:
         if len(outputs) == 1:
             return outputs[0]
         if not found:
-            raise OnnxvisError(f"no output of the model holds one score per class; its outputs are {', '.join(outputs)}")
-        raise OnnxvisError(f"several outputs could hold the class scores ({', '.join(found)}); name the one to use")
+            raise OnnxvisError(
+                f"no output of the model holds one score per class ({CLASS_SHAPES}); its outputs are "
+                f"{self._outputs_text()}; name the one to use",
+                setting="target_output",
+            )
+        raise OnnxvisError(
+            f"several outputs could hold the class scores ({', '.join(found)}); name the one to use", setting="target_output"
+        )
+
+    def _outputs_text(self) -> str:
+        return ", ".join(describe_value(o) for o in self.model.graph.output)
+
+    def score_output(self, name: str | None = None) -> str:
+        """The output whose values are class scores, to show as classes: :meth:`class_output`, refused
+        when its declared shape is not (N, K) or (N, K, 1, 1) (a detector's anchors, a probability map, an
+        embedding's sequence). Class activation maps keep :meth:`class_output`, which takes spatial outputs too.
+
+        Raises:
+            OnnxvisError: no such output, or its declared shape is not one score per class.
+        """
+        chosen = self.class_output(name)
+        shape = _output_shape(self.model, chosen)
+        if shape is not None and not is_class_shape(shape):
+            value = next(o for o in self.model.graph.output if o.name == chosen)
+            others = len(self.model.graph.output) > 1
+            raise OnnxvisError(
+                f"output {describe_value(value)} is not class scores, which are {CLASS_SHAPES}"
+                + (f"; name the output that holds them (the outputs are {self._outputs_text()})" if others
+                   else "; this model's only output holds something else, so there are no classes to show"),
+                setting="target_output",
+            )
+        return chosen
 
     @overload
     def predict(self, images: ImageLike, top: int = 5, output: str | None = None) -> Prediction: ...  # type: ignore[overload-overlap]
@@ -601,11 +645,13 @@ class Inspector:
         """The ``top`` best classes of one image, or of each of many, with their labels when the model has them."""
         if top < 1:
             raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}", setting="top")
-        name = self.class_output(output)
+        name = self.score_output(output)
 
         def best(result: ImageResult) -> Prediction:
-            self.check_labels(result.values[name])
-            return Prediction(result.image, name, top_k(result.values[name], self.labels, top))
+            scores = result.values[name]
+            check_class_scores(scores, name)  # a shape the graph did not declare is checked on the values
+            self.check_labels(scores)
+            return Prediction(result.image, name, top_k(scores, self.labels, top), not are_probabilities(scores))
 
         if _is_one_image(images):
             return best(self.run(images, [name]))
@@ -693,9 +739,17 @@ class Inspector:
             return f"{count}, named: {names.describe()}"
         found = class_outputs(self.model)
         if len(found) == 1:
-            shape = [d for d in (_output_shape(self.model, found[0]) or ())[1:] if d != 1]
-            if shape and shape[0]:
-                return f"{shape[0]} (output {found[0]!r}), without names"
+            value = next(o for o in self.model.graph.output if o.name == found[0])
+            count = class_count_of(_output_shape(self.model, found[0]) or ())
+            if count:
+                return f"{count} (guessed from the output's shape), without names; output {describe_value(value)}"
+            return f"unknown count: output {describe_value(value)} has a dynamic class dimension, without names"
+        if not found and len(self.model.graph.output) == 1:
+            value = self.model.graph.output[0]
+            if input_shape(value) is not None:
+                return f"none: output {describe_value(value)} is not class scores, which are {CLASS_SHAPES}"
+        if len(found) > 1:
+            return f"unknown: several outputs could hold the class scores ({', '.join(found)})"
         return "unknown: no labels in the model"
 
 
