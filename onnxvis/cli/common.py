@@ -92,6 +92,15 @@ def add_layers(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
+def add_target_output(p: argparse.ArgumentParser) -> None:
+    """--target-output NAME: the output with the class scores, the same flag in every command that scores classes."""
+    p.add_argument(
+        "--target-output",
+        metavar="NAME",
+        help="the model output that holds the class scores (default: the one whose shape is one score per class)",
+    )
+
+
 def output_root(args: argparse.Namespace, model_name: str) -> Path:
     """-o, or the model's default folder."""
     from onnxvis.outdir import default_root
@@ -182,7 +191,8 @@ def inspector_config(args: argparse.Namespace, **options):
     from onnxvis.image.inputs import parse_input_values
 
     return InspectorConfig(
-        preset=args.preset, changes=preprocess_changes(args), layout=args.layout, inputs=parse_input_values(args.inputs), **options
+        preset=args.preset, changes=preprocess_changes(args), layout=args.layout, inputs=parse_input_values(args.inputs),
+        target_output=getattr(args, "target_output", None), **options
     )
 
 

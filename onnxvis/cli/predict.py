@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onnxvis.cli.common import add_labels, add_preprocess_options, apply_labels, guess_note, image_paths, labels_note, open_inspector
+from onnxvis.cli.common import (
+    add_labels,
+    add_preprocess_options,
+    add_target_output,
+    apply_labels,
+    guess_note,
+    image_paths,
+    labels_note,
+    open_inspector,
+)
 from onnxvis.errors import printable
 
 
@@ -34,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help='text (default): a block per image; csv: image,rank,class,label,score; jsonl: one line per image, '
         '{"image": PATH, "top": [{"class": INDEX, "label": NAME_OR_NULL, "score": FLOAT}, ...]}',
     )
-    p.add_argument("--output-name", metavar="NAME", help="the model output that holds the class scores (default: found from its shape)")
+    add_target_output(p)
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per run when the model allows batches (default 8)")
     add_labels(p)
     add_preprocess_options(p)
@@ -58,9 +67,9 @@ def run(args: argparse.Namespace) -> None:
 
     inspector = open_inspector(args, batch_size=args.batch_size)
     images = image_paths(args)
-    apply_labels(args, inspector, args.output_name)
+    apply_labels(args, inspector, args.target_output)
     # before any line is printed: the library checks --top, and a model without class scores fails here
-    predictions = inspector.predict(images, top=args.top, output=args.output_name)
+    predictions = inspector.predict(images, top=args.top, output=args.target_output)
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
     if writer is not None:
         writer.writerow(["image", "rank", "class", "label", "score"])

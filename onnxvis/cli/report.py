@@ -13,6 +13,7 @@ from onnxvis.cli.common import (
     add_layers,
     add_output,
     add_preprocess_options,
+    add_target_output,
     apply_labels,
     grid_options,
     guess_note,
@@ -57,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_colormap(p)
     add_labels(p)
+    add_target_output(p)
     add_preprocess_options(p)
     add_grid_options(p)
     add_output(p)

@@ -38,6 +38,8 @@ class InspectorConfig:
             used as it is (see :func:`onnxvis.image.inputs.fill_inputs`).
         batch_size: images per onnxruntime run when the model's batch dimension is free.
         threads: onnxruntime's intra-op threads (None: the machine's cores).
+        target_output: the model output that holds the class scores (None: the one found from the
+            outputs' shapes); every analysis that scores classes (predictions, class activation maps) uses it.
 
     Raises:
         OnnxvisError: the batch size is below 1.
@@ -51,10 +53,11 @@ class InspectorConfig:
     inputs: Mapping[str, "float | np.ndarray"] = field(default_factory=dict)
     batch_size: int = 8
     threads: int | None = None
+    target_output: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise OnnxvisError(f"the batch size must be 1 or more, got {self.batch_size}")
+            raise OnnxvisError(f"the batch size must be 1 or more, got {self.batch_size}", setting="batch_size")
         # Copies of the caller's mappings: a dict changed later does not change a settled Inspector.
         object.__setattr__(self, "changes", dict(self.changes or {}))
         object.__setattr__(self, "inputs", dict(self.inputs or {}))

@@ -285,6 +285,7 @@ class Inspector:
     def class_count(self, output: str | None = None) -> int | None:
         """How many class scores the model gives, as its graph declares them: the size of ``output``, or of
         the outputs that look like class scores when they all agree; None when the graph does not say."""
+        output = output if output is not None else self.config.target_output
         if output is not None:
             names = [output]
         else:
@@ -588,13 +589,18 @@ class Inspector:
         return (result.values for result in self.run(images, chosen))
 
     def class_output(self, name: str | None = None) -> str:
-        """The output that holds one score per class: ``name`` if given, else the only such output.
+        """The output that holds one score per class: ``name`` if given, else the config's ``target_output``,
+        else the only such output.
 
         Raises:
             OnnxvisError: no output, or several, look like class scores and none was named.
         """
+        name = name if name is not None else self.config.target_output
         if name is not None:
-            return self._check_outputs([name])[0]
+            try:
+                return self._check_outputs([name])[0]
+            except OnnxvisError as exc:
+                raise OnnxvisError(str(exc), setting="target_output") from None
         labels = self.labels
         found = class_outputs(self.model, len(labels) if labels else None) or class_outputs(self.model)
         if len(found) == 1:
