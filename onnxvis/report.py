@@ -296,7 +296,7 @@ def _image_section(
              f'<div class=side><figure class="photo">{_photo(prepared.rgb, result.image.name)}'
              f"<figcaption>{_e(shown_name)}</figcaption></figure>"
              f"<div>{predictions}</div></div>",
-             f"<p class=note>preprocessing: {_e(prepared.preprocess.describe())}; {_e(inspector.image_input.describe())}</p>"]
+             f"<p class=note>preprocessing: {_e(prepared.describe_preprocessing())}; {_e(inspector.image_input.describe())}</p>"]
     for layer in layers:
         maps = channels_first(layer, result.values[layer.output_name])
         stats = activation_stats(maps)

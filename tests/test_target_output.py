@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_class_scores import run_cli
 
 from onnxvis.cli import build_parser
-from test_class_scores import run_cli
 
 
 def two_heads(path):

@@ -197,10 +197,38 @@ def inspector_config(args: argparse.Namespace, **options):
 
 
 def open_inspector(args: argparse.Namespace, **options):
-    """The Inspector for a command with the preprocessing flags."""
+    """The Inspector for a command with the preprocessing flags.
+
+    ``--input NAME=FILE.npy`` for the image input itself makes that array the command's image, fed as
+    it is (``args.images`` becomes ``[FILE.npy]``): given with images too, it is refused, never ignored.
+    """
     from onnxvis.engine.inspector import Inspector
 
-    return Inspector(args.model, inspector_config(args, **options))
+    config = inspector_config(args, **options)
+    inspector = Inspector(args.model, config)
+    try:
+        image_name = inspector.image_input.name
+    except OnnxvisError:  # no image input: the command says so where it needs one
+        return inspector
+    if image_name not in config.inputs:
+        return inspector
+    value = next(text for name, _, text in (item.partition("=") for item in args.inputs) if name.strip() == image_name).strip()
+    from onnxvis.image import preprocess as pp
+
+    if not pp.is_array_file(value):
+        raise OnnxvisError(
+            f"input {image_name!r} is the image input: give it a .npy file (--input {image_name}=FILE.npy), fed as it is, "
+            "or give the photo as IMAGE"
+        )
+    if not hasattr(args, "images"):
+        raise OnnxvisError(f"input {image_name!r} is the image input: give {value} where the images go, not with --input")
+    if args.images:
+        raise OnnxvisError(
+            f"input {image_name!r} is the image input, given both an array (--input {image_name}={value}) and IMAGE; give one of them"
+        )
+    args.images = [value]
+    rest = {name: v for name, v in config.inputs.items() if name != image_name}
+    return Inspector(inspector.model, config.replace(inputs=rest))
 
 
 def guess_note(inspector) -> list[str]:

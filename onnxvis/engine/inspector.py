@@ -47,6 +47,7 @@ from onnxvis.image.inputs import (
     SettledPreprocess,
     describe_value,
     fill_inputs,
+    fit_array,
     fit_size,
     image_input,
     input_shape,
@@ -63,7 +64,7 @@ from onnxvis.model.weights import kernel_weights
 if TYPE_CHECKING:
     from PIL import Image
 
-    ImageLike = str | os.PathLike | Image.Image
+    ImageLike = str | os.PathLike | Image.Image | np.ndarray
 else:
     ImageLike = Any
 
@@ -85,16 +86,31 @@ class Prepared:
     """One image, ready to feed.
 
     Attributes:
-        image: the file (``Path("<image>")`` for an in-memory image).
+        image: the file (``Path("<image>")`` for an in-memory image, ``Path("<array>")`` for an array).
         array: what is fed to the image input: batch 1 (or the model's fixed batch), model layout and dtype.
-        preprocess: the preprocessing used, with its final size.
-        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3).
+        preprocess: the preprocessing used, with its final size (for an array fed as it is, the settled
+            one, which was not applied: see ``as_is``).
+        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3); for an array,
+            the array shown as a picture (:func:`~onnxvis.image.preprocess.array_picture`).
+        as_is: the image was an array (a ``.npy`` file), fed as it is, without any preprocessing.
     """
 
     image: Path
     array: np.ndarray
     preprocess: pp.Preprocess
     rgb: np.ndarray
+    as_is: bool = False
+
+    def describe_preprocessing(self) -> str:
+        """The preprocessing this image went through, in one line."""
+        if self.as_is:
+            return as_is_text(self.array)
+        return self.preprocess.describe()
+
+
+def as_is_text(array: np.ndarray) -> str:
+    """How an array fed as it is is described where a preprocessing would be."""
+    return f"none: the array is fed as it is ({'x'.join(map(str, np.shape(array)))} {np.asarray(array).dtype})"
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,7 @@ class FeatureMaps:
         preprocess: the preprocessing used, with its final size.
         input: the array fed to the model.
         maps: one array per layer, (C, H, W), channels first whatever the model's layout.
+        as_is: the image was an array fed as it is (see :attr:`Prepared.as_is`).
     """
 
     image: Path
@@ -123,6 +140,11 @@ class FeatureMaps:
     preprocess: pp.Preprocess
     input: np.ndarray
     maps: dict[ConvLayer, np.ndarray]
+    as_is: bool = False
+
+    def describe_preprocessing(self) -> str:
+        """The preprocessing this image went through, in one line."""
+        return as_is_text(self.input) if self.as_is else self.preprocess.describe()
 
 
 @dataclass(frozen=True)
@@ -142,10 +164,12 @@ class Prediction:
 def _is_one_image(images: object) -> bool:
     from PIL import Image
 
-    return isinstance(images, (str, os.PathLike, Image.Image))
+    return isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
 
 
 def _image_name(image: ImageLike) -> Path:
+    if isinstance(image, np.ndarray):
+        return Path("<array>")
     return Path(image) if isinstance(image, (str, os.PathLike)) else Path("<image>")
 
 
@@ -347,17 +371,20 @@ class Inspector:
     def prepare(self, image: ImageLike) -> Prepared:
         """Decode ``image`` (a path or a PIL image) and turn it into the array the model wants.
 
+        An array (a numpy array, or a ``.npy`` file) is fed as it is: no preprocessing, in the model's
+        layout, its shape checked against the input's (:func:`~onnxvis.image.inputs.fit_array`).
+
         Raises:
             OnnxvisError: a bad image, or a size the model cannot take.
         """
         from PIL import Image
 
         spec = self.image_input
+        if isinstance(image, np.ndarray) or (isinstance(image, (str, os.PathLike)) and pp.is_array_file(image)):
+            return self._prepare_array(image)
         chosen = self.preprocessing.preprocess
         img = image if isinstance(image, Image.Image) else pp.load_image(image)
-        if self._multiple is None:
-            self._multiple = size_multiple(self.model)[0] if spec.dynamic else 1
-        chosen = fit_size(spec, chosen, img.size, self._multiple, self.config.explicit_size)
+        chosen = fit_size(spec, chosen, img.size, self.multiple, self.config.explicit_size)
         shaped = pp.resize_and_crop(img, chosen)
         pixels = np.asarray(shaped, dtype=np.uint8)
         chw = pp.normalize(pixels, chosen)
@@ -368,16 +395,35 @@ class Inspector:
                 f"{height or 'any'}x{width or 'any'}; resize to {height or chw.shape[1]},{width or chw.shape[2]}",
                 setting="resize",
             )
-        array = pp.to_layout(chw, spec.layout, spec.dtype)
-        if spec.batch is not None and spec.batch > 1:
-            if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
-                raise OnnxvisError(
-                    f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
-                    f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
-                )
-            array = np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+        array = self._fill_batch(pp.to_layout(chw, spec.layout, spec.dtype))
         rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
         return Prepared(_image_name(image), array, chosen, np.ascontiguousarray(rgb))
+
+    @property
+    def multiple(self) -> int:
+        """The multiple that the image's height and width must be: what the graph needs when its size is free, else 1."""
+        if self._multiple is None:
+            self._multiple = size_multiple(self.model)[0] if self.image_input.dynamic else 1
+        return self._multiple
+
+    def _fill_batch(self, array: np.ndarray) -> np.ndarray:
+        """One example repeated to the model's fixed batch."""
+        spec = self.image_input
+        if spec.batch is None or spec.batch <= 1:
+            return array
+        if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
+            raise OnnxvisError(
+                f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
+                f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
+            )
+        return np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+
+    def _prepare_array(self, image: "np.ndarray | str | os.PathLike") -> Prepared:
+        spec = self.image_input
+        given = image if isinstance(image, np.ndarray) else pp.load_array(image)
+        what = "the array" if isinstance(image, np.ndarray) else f"the array in {Path(image).name}"
+        array = self._fill_batch(fit_array(spec, given, self.multiple, what))
+        return Prepared(_image_name(image), array, self.preprocessing.preprocess, pp.array_picture(array, spec.layout), as_is=True)
 
     # ------------------------------------------------------------------------------ running
 
@@ -562,7 +608,7 @@ class Inspector:
         def maps(result: ImageResult) -> FeatureMaps:
             found = {layer: channels_first(layer, result.values[layer.output_name]) for layer in layers}
             prepared = result.prepared
-            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found)
+            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found, prepared.as_is)
 
         if _is_one_image(images):
             return maps(self.run(images, targets))
@@ -746,9 +792,9 @@ class Inspector:
         found = class_outputs(self.model)
         if len(found) == 1:
             value = next(o for o in self.model.graph.output if o.name == found[0])
-            count = class_count_of(_output_shape(self.model, found[0]) or ())
-            if count:
-                return f"{count} (guessed from the output's shape), without names; output {describe_value(value)}"
+            size = class_count_of(_output_shape(self.model, found[0]) or ())
+            if size:
+                return f"{size} (guessed from the output's shape), without names; output {describe_value(value)}"
             return f"unknown count: output {describe_value(value)} has a dynamic class dimension, without names"
         if not found and len(self.model.graph.output) == 1:
             value = self.model.graph.output[0]

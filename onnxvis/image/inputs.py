@@ -44,6 +44,7 @@ __all__ = [
     "match_channels",
     "describe_value",
     "fit_size",
+    "fit_array",
     "parse_input_values",
     "fill_inputs",
 ]
@@ -494,6 +495,46 @@ def fit_size(
     return chosen.replace(resize=(height, width), crop=None)
 
 
+def fit_array(spec: InputSpec, array: np.ndarray, multiple: int = 1, what: str = "the array") -> np.ndarray:
+    """An array given for the image input, checked and made ready to feed as it is: no preprocessing.
+
+    It must be in the model's layout, with or without the batch axis (a batch of 1 is added); its fixed
+    dimensions must be the input's, and a free height or width must be a multiple of ``multiple`` (the
+    size the graph needs). The values are cast to the input's dtype.
+
+    Raises:
+        OnnxvisError: a rank, a size or values that do not fit the input, with the shape it wants.
+    """
+    array = np.asarray(array)
+    rank = len(spec.shape)
+    if array.dtype.kind not in "fiub":
+        raise OnnxvisError(f"{what} holds {array.dtype} values; the image input takes numbers")
+    wanted = "x".join("?" if d is None else str(d) for d in spec.shape)
+    if array.ndim == rank - 1:
+        array = array[None]
+    if array.ndim != rank or array.shape[0] != 1:
+        raise OnnxvisError(
+            f"{what} has shape {list(np.shape(array))}, but input {spec.name!r} is [{wanted}] ({spec.layout}); "
+            "give one example in the model's layout, with or without a batch of 1"
+        )
+    for axis, (want, have) in enumerate(zip(spec.shape[1:], array.shape[1:], strict=True), 1):
+        if want is not None and want != have:
+            raise OnnxvisError(
+                f"{what} has shape {list(array.shape)}, but input {spec.name!r} is [{wanted}] ({spec.layout}): "
+                f"dimension {axis} must be {want}"
+            )
+    height, width = spec.size
+    spatial = (1, 2) if spec.layout == "NHWC" else (2, 3)
+    if multiple > 1:
+        for axis, fixed in zip(spatial, (height, width), strict=True):
+            if fixed is None and array.shape[axis] % multiple:
+                raise OnnxvisError(
+                    f"{what} has shape {list(array.shape)}; input {spec.name!r} needs a height and width that are "
+                    f"multiples of {multiple}, as the graph downsamples and upsamples again"
+                )
+    return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+
+
 # ------------------------------------------------------------------------------- other inputs
 
 
@@ -547,6 +588,12 @@ def fill_inputs(
         known = ", ".join(repr(n) for n in inputs) or "none"
         raise OnnxvisError(
             f"a value is given for {unknown[0]!r}, but the model has no run-time input of that name; its inputs are {known}",
+            setting="inputs",
+        )
+    if image_name is not None and image_name in values:
+        raise OnnxvisError(
+            f"a value is given for {image_name!r}, the image input; give the array as the image instead "
+            "(a .npy file where the images go is fed as it is)",
             setting="inputs",
         )
     feeds: dict[str, np.ndarray] = {}

@@ -43,7 +43,11 @@ __all__ = [
     "Preprocess",
     "default_image_path",
     "from_metadata",
+    "array_picture",
+    "is_array_file",
+    "load_array",
     "load_image",
+    "load_source",
     "preprocess",
     "preset",
     "to_layout",
@@ -387,9 +391,66 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 """File suffixes taken as images when a folder is walked (any case)."""
 
+ARRAY_SUFFIX = ".npy"
+"""A numpy array saved with ``np.save``: fed to the image input as it is (spectrograms, audio features, ...)."""
+
+MAX_ARRAY_BYTES = 1 << 30
+"""An array file larger than this is refused before it is read."""
+
+
+def is_array_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a ``.npy`` array (any case), which is fed as it is instead of being decoded as a photo."""
+    return Path(path).suffix.lower() == ARRAY_SUFFIX
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """A numeric array from a ``.npy`` file (no pickles: loading one runs code from the file).
+
+    Raises:
+        OnnxvisError: the file is missing, too large, not a .npy array, or not numeric.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise OnnxvisError(f"array file not found: {path}; check the path")
+    if path.stat().st_size > MAX_ARRAY_BYTES:
+        raise OnnxvisError(f"{path} is larger than {MAX_ARRAY_BYTES >> 30} GiB; give a smaller array")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise OnnxvisError(f"{path} cannot be read as a .npy array ({_one_line(exc)}); save it with numpy.save") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
+        raise OnnxvisError(f"{path} holds {getattr(array, 'dtype', type(array).__name__)} values; give an array of numbers")
+    return array
+
+
+def load_source(path: str | os.PathLike) -> "Image.Image | np.ndarray":
+    """What a file gives the model: a ``.npy`` array as it is (:func:`load_array`), else the decoded photo (:func:`load_image`)."""
+    return load_array(path) if is_array_file(path) else load_image(path)
+
+
+def array_picture(array: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+    """An array fed as it is, shown as a picture: uint8 (H, W, 3).
+
+    The first row of the batch; its first three channels as R, G, B when it has three or more, else its
+    first channel in grey; min-max scaled over the channels shown (a constant array is black).
+    """
+    x = np.asarray(array, dtype=np.float64)
+    while x.ndim > 3:
+        x = x[0]
+    if x.ndim == 2:
+        x = x[None] if layout.upper() == "NCHW" else x[:, :, None]
+    if x.ndim != 3:
+        raise ValueError(f"expected an array of rank 3 or 4, got shape {np.shape(array)}")
+    hwc = x.transpose(1, 2, 0) if layout.upper() == "NCHW" else x
+    shown = hwc[:, :, :3] if hwc.shape[2] >= 3 else np.repeat(hwc[:, :, :1], 3, axis=2)
+    finite = shown[np.isfinite(shown)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return np.ascontiguousarray(_rescale_to_uint8(shown, lo, hi))
+
 
 def image_files(paths: "list[str | Path] | tuple[str | Path, ...]") -> list[Path]:
-    """The images named by ``paths``: a file as it is, a folder walked for image files in sorted order.
+    """The images named by ``paths``: a file as it is, a folder walked for image files (and ``.npy`` arrays,
+    fed as they are) in sorted order.
 
     Hidden files and folders (a leading dot) are skipped in a walk; symbolic links to folders are not followed.
 
@@ -407,11 +468,12 @@ def image_files(paths: "list[str | Path] | tuple[str | Path, ...]") -> list[Path
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(
                     Path(folder) / name for name in sorted(files)
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES | {ARRAY_SUFFIX}
                 )
             if len(found) == before:
                 raise OnnxvisError(
-                    f"folder {path} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}); give another folder or image files"
+                    f"folder {path} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) and no {ARRAY_SUFFIX} array; "
+                    "give another folder or image files"
                 )
         elif path.exists():
             found.append(path)
