@@ -88,7 +88,8 @@ def add_layers(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--layers",
         metavar="SPEC",
-        help=f"which conv layers: comma list of indexes (0 is the first conv) or node names, or 'all' (default: {default})",
+        help=f"which conv layers: comma list of indexes (0 is the first conv, -1 the last), ranges of indexes (0-3: the "
+        f"first four), node names, or 'all' (default: {default})",
     )
 
 
