@@ -25,7 +25,7 @@ import numpy as np
 
 from onnxvis.draw.colormaps import check_colormap
 from onnxvis.draw.grids import GridOptions, fmap_pixels
-from onnxvis.draw.layers import check_max_tiles, kernel_pixels
+from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels
 from onnxvis.engine.classes import TOP_K, check_class_scores, top_k
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import channels_first, layer_title, no_conv_layer, require_main_graph
@@ -381,6 +381,7 @@ def build_report(
     progress: bool = False,
     log: Log = _stderr,
     cam_method: str | None = "ablation",
+    rgb_from_bgr: Sequence["ConvLayer"] = (),
 ) -> str:
     """The report's HTML text.
 
@@ -398,6 +399,8 @@ def build_report(
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
         cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths`), None for none.
+        rgb_from_bgr: layers whose kernels are drawn with their 3 input channels reversed, B, G, R to R, G, B
+            (the convs that read a BGR image: see :meth:`Inspector.bgr_layers`).
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
@@ -428,7 +431,8 @@ def build_report(
                 say(f"layer {layer.index} ({layer.name}): no kernels: {exc}")
                 entries.append(_Layer(layer, None, f'<p id="k{layer.index}" class=warn>{layer.index} {_e(layer.name)}: {_e(exc)}</p>'))
             else:
-                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, weight, grid, max_tiles, colormap)))
+                drawn = in_rgb_order(weight) if layer in rgb_from_bgr else weight
+                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, drawn, grid, max_tiles, colormap)))
             bar.advance(f"kernels {layer.name}")
         if images:
             # One pass per image gives the feature maps, the scores and what the CAM starts from.

@@ -80,6 +80,32 @@ def add_colormap(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_channel_order(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--channel-order",
+        choices=["rgb", "stored"],
+        default="rgb",
+        help="rgb (default): the kernels of a conv that reads a BGR image (a Caffe model's first conv) are drawn with "
+        "their input channels in R, G, B order, so that the colours are the ones they respond to; stored: as stored",
+    )
+
+
+def rgb_layers(inspector, layers, channel_order: str) -> list:
+    """The layers among ``layers`` to draw in RGB order (``--channel-order rgb``), each said on stderr."""
+    import sys
+
+    if channel_order != "rgb":
+        return []
+    flipped = [layer for layer in inspector.bgr_layers() if layer in layers]
+    for layer in flipped:
+        print(
+            f"layer {layer.index} ({printable(layer.name)}) reads the image in BGR order ({inspector.preprocessing.origin}): "
+            "its kernels are drawn with their input channels reversed, in RGB order; --channel-order stored draws them as stored",
+            file=sys.stderr,
+        )
+    return flipped
+
+
 def add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default onnxvis-out/<model name>/)")
 

@@ -54,6 +54,7 @@ from onnxvis.image.inputs import (
     runtime_inputs,
     settle_preprocess,
     size_multiple,
+    tensors_fed_by,
 )
 from onnxvis.model.file import Model
 from onnxvis.model.graph import required_nodes
@@ -358,6 +359,21 @@ class Inspector:
                 return self.layers[-1:]
             default = "first"
         return select_layers(self.layers, None if spec is None else str(spec), default=default)
+
+    def bgr_layers(self) -> list[ConvLayer]:
+        """The conv layers that read the image itself (through elementwise ops, Transpose, Pad, ...) in BGR
+        order: those with 3 input channels when the settled preprocessing feeds BGR (a Caffe model). Their
+        weight's input channel 0 is blue. Empty when the model has no image input or its preprocessing
+        cannot be settled: then nothing is known of the order.
+        """
+        try:
+            spec, settled = self.image_input, self.preprocessing
+        except OnnxvisError:
+            return []
+        if settled.preprocess.color != "BGR":
+            return []
+        fed = tensors_fed_by(self.model, spec.name)
+        return [layer for layer in self.layers if layer.input_name in fed and (layer.weight_shape or (0, 0))[1:2] == (3,)]
 
     def kernels(self, layer: ConvLayer) -> np.ndarray:
         """The layer's kernels as float32 (O, I, ...), read once."""

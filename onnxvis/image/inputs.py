@@ -37,6 +37,7 @@ __all__ = [
     "input_dtype",
     "image_input",
     "other_inputs",
+    "tensors_fed_by",
     "size_multiple",
     "choose_preprocess",
     "explain_preprocess",
@@ -298,6 +299,26 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
             + ("" if layout == "NHWC" or reason == "set by the user" else ", or try the NHWC layout")
         )
     return spec
+
+
+# Ops that keep the image's channels where they are (a Transpose to NCHW moves the axis, not the order).
+_KEEP_CHANNELS = _ELEMENTWISE | {"Transpose", "Pad", "Reshape", "Resize", "Upsample", "Unsqueeze", "Squeeze"}
+
+
+def tensors_fed_by(model: "Model", name: str) -> set[str]:
+    """The tensors computed from ``name`` by ops that keep its channels in order (elementwise ops, Transpose,
+    Pad, ...), ``name`` included: the inputs of a conv that reads the image itself."""
+    readers = consumers(model.graph)
+    reached, frontier = {name}, [name]
+    while frontier:
+        following = []
+        for tensor in frontier:
+            for node in readers.get(tensor, []):
+                if node.op_type in _KEEP_CHANNELS and node.input and node.input[0] == tensor:
+                    following.extend(out for out in node.output[:1] if out and out not in reached)
+        reached.update(following)
+        frontier = following
+    return reached
 
 
 def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfoProto"]:

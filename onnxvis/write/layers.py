@@ -17,7 +17,7 @@ import numpy as np
 
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
-from onnxvis.draw.layers import check_max_tiles, kernel_pixels, split_pixels
+from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels, split_pixels
 from onnxvis.engine.inspector import FeatureMaps
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import layer_stem
@@ -110,6 +110,7 @@ def draw_kernels(
     formats: str | Sequence[str] = ("png",),
     colormap: str = "grey",
     progress: bool = False,
+    rgb_from_bgr: Sequence["ConvLayer"] = (),
 ) -> list[Path]:
     """Write a kernel grid per layer, and with ``split`` the per-output-channel grids.
 
@@ -122,6 +123,8 @@ def draw_kernels(
         formats: "png", "tensorboard" or both.
         colormap: "grey" or "diverging" (see :func:`kernel_pixels`).
         progress: show a progress bar on stderr when it is a terminal.
+        rgb_from_bgr: layers whose 3 input channels are B, G, R (they read a BGR image): drawn in R, G, B
+            order, so that an RGB tile shows the colours the kernel responds to (see :func:`in_rgb_order`).
     """
     check_max_tiles(max_tiles)
     sinks = Sinks(out, formats, "kernels")
@@ -146,6 +149,8 @@ def draw_kernels(
             for note in pending or ():
                 say(note)
             pending = None
+            if layer in rgb_from_bgr:
+                weight = in_rgb_order(weight)
             pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
             if picture.truncated:
                 say(
