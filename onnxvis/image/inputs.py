@@ -311,7 +311,7 @@ def tensors_fed_by(model: "Model", name: str) -> set[str]:
     readers = consumers(model.graph)
     reached, frontier = {name}, [name]
     while frontier:
-        following = []
+        following: list[str] = []
         for tensor in frontier:
             for node in readers.get(tensor, []):
                 if node.op_type in _KEEP_CHANNELS and node.input and node.input[0] == tensor:
