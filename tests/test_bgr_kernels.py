@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_class_scores import run_cli
 
 from conftest import asset
 from onnxvis.engine.inspector import Inspector
-from test_class_scores import run_cli
 
 
 def blue_model(path, bgr: bool):

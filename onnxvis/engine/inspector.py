@@ -769,8 +769,8 @@ class Inspector:
                 rows.append(("size", f"fixed {height}x{width}"))
             else:
                 multiple, why = size_multiple(model)
-                rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
-                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"))
+                rounding = f"height and width rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
+                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): as the preprocessing below says; {rounding}"))
             if spec.channels == 1:
                 rows.append(("channels", "1: colour photos are converted to grey (luma)"))
             elif spec.channels == 3:

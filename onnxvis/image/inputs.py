@@ -50,6 +50,9 @@ __all__ = [
     "fill_inputs",
 ]
 
+DEFAULT_MAX_SIDE = 640
+"""The longer side, in pixels, that a whole image is scaled down to for a model whose height and width are free."""
+
 GUESS_HINT = (
     "change it with a preset (imagenet, caffe, tf, unit, raw, cifar10), or with the settings resize, crop, mean, std, color, scale"
 )
@@ -61,8 +64,6 @@ _ELEMENTWISE = {
     "DequantizeLinear", "DynamicQuantizeLinear", "CastLike",
 }
 _DOWNSAMPLING = CONV_OPS | {"MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"}
-# Ops after which a size that is not a multiple of the downsampling breaks the model.
-_NEEDS_MULTIPLE = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace", "SpaceToDepth", "Col2Im"}
 
 
 @dataclass(frozen=True)
@@ -329,26 +330,78 @@ def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfo
 # ---------------------------------------------------------------------------------- geometry
 
 
+def _static_values(model: "Model", name: str) -> np.ndarray | None:
+    """The values of ``name`` when the file stores them (an initializer or a Constant node), else None."""
+    if not name:
+        return None
+    try:
+        if model.has_initializer(name):
+            return np.asarray(model.tensor(name))
+        for node in model.graph.node:
+            if node.op_type == "Constant" and name in node.output:
+                value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+                return None if value is None else np.asarray(model.decode(value))
+    except (OnnxvisError, ValueError, TypeError):  # damaged or odd data: nothing known
+        return None
+    return None
+
+
+def _upsampling(model: "Model", node: "onnx.NodeProto") -> int | None:
+    """How much a Resize, Upsample, ConvTranspose or DepthToSpace enlarges its input: an integer factor
+    when the file fixes it (scales, strides, blocksize); 0 when its output size is taken from another
+    tensor (Resize with ``sizes``), which fits any input size; None when it is not an upsampling."""
+    from onnx import helper
+
+    def attribute(name: str):
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+    if node.op_type in ("Resize", "Upsample"):
+        given = attribute("scales")  # Upsample before opset 9
+        if given is None:
+            names = list(node.input)
+            where = 2 if node.op_type == "Resize" and len(names) > 2 else 1
+            given = _static_values(model, names[where]) if len(names) > where else None
+            if (given is None or np.size(given) == 0) and node.op_type == "Resize":
+                return 0  # sizes: the output follows another tensor's size (or is unknown)
+        scales = np.asarray(given if given is not None else [], dtype=np.float64).reshape(-1)
+        if scales.size == 0 or not np.all(np.isfinite(scales)):
+            return 0
+        return max(1, int(round(float(scales.max()))))
+    if node.op_type == "ConvTranspose":
+        strides = attribute("strides")
+        ok = isinstance(strides, list) and strides and all(isinstance(v, int) for v in strides)
+        return max(1, max(strides)) if ok else 1
+    if node.op_type == "DepthToSpace":
+        blocksize = attribute("blocksize")
+        return max(1, blocksize) if isinstance(blocksize, int) else 1
+    return None
+
+
 def size_multiple(model: "Model") -> tuple[int, str]:
     """The multiple that the input's height and width must be, and why.
 
-    A model that downsamples and later upsamples (Resize, Upsample, ConvTranspose, ...) and joins
-    the paths (an FPN, a U-Net) needs a size divisible by its total downsampling, or the joins
-    fail. That total is the largest product of strides on any path from an input. A model that
-    only downsamples takes any size, so the multiple is 1.
+    A model that downsamples, upsamples by a factor fixed in the file (Resize or Upsample with scales,
+    ConvTranspose, DepthToSpace) and joins the paths (an FPN, a U-Net) needs the map it upsamples to
+    have been divided exactly: the size must be a multiple of how much that map was downsampled. That
+    is the multiple: the largest downsampling of any map that is upsampled by a fixed factor (an
+    upsampling divides the downsampling it carries; more downsampling after the last upsampling, as a
+    detector's extra levels, needs nothing). A model that only downsamples, or resizes to sizes taken
+    from other tensors, takes any size: the multiple is 1.
     """
     from onnx import helper
 
     factor: dict[str, int] = {i.name: 1 for i in runtime_inputs(model)}
-    largest = 1
-    upsamples = None
+    needed, where = 1, ""
     for node in model.graph.node:
         f = max((factor.get(n, 0) for n in node.input if n), default=0)
         if f == 0:
             continue
-        if node.op_type in _NEEDS_MULTIPLE and upsamples is None:
-            upsamples = node.op_type
-        if node.op_type in _DOWNSAMPLING and node.op_type != "ConvTranspose":
+        enlarges = _upsampling(model, node)
+        if enlarges is not None:
+            if enlarges > 1 and f > needed:
+                needed, where = f, f"{node.op_type} {node.name}".rstrip()
+            f = max(1, f // enlarges) if enlarges else 1
+        elif node.op_type in _DOWNSAMPLING:
             strides = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "strides"), None)
             if isinstance(strides, list) and strides and all(isinstance(s, int) for s in strides):  # a damaged file can hold anything
                 f *= max(1, max(strides))
@@ -358,10 +411,9 @@ def size_multiple(model: "Model") -> tuple[int, str]:
         for out in node.output:
             if out:
                 factor[out] = f
-        largest = max(largest, f)
-    if upsamples is None or largest == 1:
-        return 1, "the model only downsamples, so any size works"
-    return largest, f"it downsamples by {largest} and upsamples again ({upsamples})"
+    if needed == 1:
+        return 1, "the model does not upsample a downsampled map by a fixed factor, so any size works"
+    return needed, f"it upsamples ({where}) a map downsampled by {needed} and joins it with others"
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -415,7 +467,24 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
     height, width = spec.size
     if height and width and _final_size(chosen) != (height, width):
         chosen = chosen.replace(resize=(height, width), crop=None)
+    elif height is None and width is None:
+        chosen = free_size(model, chosen, whole=source == "guess")
     return SettledPreprocess(chosen, origin, source)
+
+
+def free_size(model: "Model", chosen: "Preprocess", whole: bool = False) -> "Preprocess":
+    """The size settled for an input whose height and width are both free.
+
+    ``whole`` (a guessed preprocessing), or no size in ``chosen`` (a preset or metadata without one):
+    keep the whole image, its longer side at most :data:`DEFAULT_MAX_SIDE` pixels, rather than
+    centre-crop away the sides of a page or a wide photo. A size the preset or the metadata gives is
+    kept. Either way height and width are rounded to the multiple the graph needs
+    (:func:`size_multiple`), so that every command feeds, and prints, the same preprocessing.
+    """
+    multiple = size_multiple(model)[0]
+    if whole or (chosen.resize is None and chosen.crop is None and chosen.max_side is None):
+        return chosen.replace(resize=None, crop=None, max_side=chosen.max_side or DEFAULT_MAX_SIDE, multiple=multiple)
+    return chosen.replace(multiple=multiple) if multiple > 1 else chosen
 
 
 def settle_preprocess(
@@ -443,7 +512,8 @@ def settle_preprocess(
     choice = explain_preprocess(model, spec, preset)
     if not changes:
         return choice
-    chosen = choice.preprocess.replace(**changes, name=f"{choice.preprocess.name} + flags")
+    sized = {"max_side": None, "multiple": 1} if "resize" in changes or "crop" in changes else {}  # the user's size, exactly
+    chosen = choice.preprocess.replace(**{**sized, **changes}, name=f"{choice.preprocess.name} + flags")
     origin = f"{choice.origin}, with some settings changed by the user"
     return SettledPreprocess(match_channels(chosen, spec), origin, "flags")
 
@@ -499,6 +569,8 @@ def fit_size(
         if explicit or _final_size(chosen) == (fixed_h, fixed_w):
             return chosen
         return chosen.replace(resize=(fixed_h, fixed_w), crop=None)
+    if not fixed_h and not fixed_w and (chosen.max_side is not None or chosen.multiple > 1):
+        return chosen  # settled for a free size: the preprocessing itself keeps the whole image and rounds it
     final = _final_size(chosen)
     if final is None:
         width, height = image_size if chosen.resize is None else pp.resized_size(*image_size, chosen.resize)

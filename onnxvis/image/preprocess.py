@@ -134,6 +134,11 @@ class Preprocess:
         scale: the value of white before normalising: 1 gives 0..1 like ``ToTensor``, 255 keeps
             0..255; other positive values give 0..scale.
         name: a preset name or where the settings came from, e.g. ``"metadata"``.
+        max_side: ``None``, or keep the whole image, scaled down (never up) so that its longer side is
+            at most this many pixels, keeping the aspect ratio: the default for a model whose input
+            height and width are free. Only without ``resize`` and ``crop``.
+        multiple: round the final height and width to a multiple of this (the size the graph needs;
+            see :func:`onnxvis.image.inputs.size_multiple`), resizing once more; 1: no rounding.
     """
 
     resize: tuple[int, ...] | None = None
@@ -143,6 +148,8 @@ class Preprocess:
     color: str = "RGB"
     scale: float = 1.0
     name: str = "custom"
+    max_side: int | None = None
+    multiple: int = 1
 
     def __post_init__(self) -> None:
         resize = None if self.resize is None else _int_tuple(self.resize, "resize", (1, 2))
@@ -170,8 +177,12 @@ class Preprocess:
             raise OnnxvisError(f"scale must be a positive number (1 for 0..1, 255 for 0..255), got {self.scale!r}")
         if not isinstance(self.name, str):
             raise OnnxvisError(f"name must be a string, got {self.name!r}")
+        max_side = None if self.max_side is None else _positive_int(self.max_side, "max_side")
+        if max_side is not None and (resize is not None or crop is not None):
+            raise OnnxvisError("max_side (keep the whole image, longer side at most N) goes without resize and crop; give one or the other")
+        multiple = _positive_int(self.multiple, "multiple")
         for field, value in (("resize", resize), ("crop", crop), ("color", color), ("mean", mean),
-                             ("std", std), ("scale", scale)):
+                             ("std", std), ("scale", scale), ("max_side", max_side), ("multiple", multiple)):
             object.__setattr__(self, field, value)
 
     @property
@@ -182,7 +193,9 @@ class Preprocess:
     def describe(self) -> str:
         """One human-readable line, e.g. ``imagenet: resize 256, crop 224x224, RGB, 0..1, mean [...], std [...]``."""
         parts = []
-        if self.resize is None:
+        if self.max_side is not None:
+            parts.append(f"the whole image, longer side at most {self.max_side}")
+        elif self.resize is None:
             parts.append("no resize")
         elif len(self.resize) == 1:
             parts.append(f"resize {self.resize[0]}")
@@ -190,6 +203,8 @@ class Preprocess:
             parts.append(f"resize {self.resize[0]}x{self.resize[1]}")
         if self.crop is not None:
             parts.append(f"crop {self.crop[0]}x{self.crop[1]}")
+        if self.multiple > 1:
+            parts.append(f"height and width rounded to a multiple of {self.multiple}")
         parts.append(self.color)
         parts.append(f"0..{_fmt(self.scale)}")
         parts.append("mean [" + ", ".join(_fmt(m) for m in self.mean) + "]")
@@ -199,7 +214,7 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict of the ``onnxvis.preprocess`` schema, plus ``name``."""
         scale: float | int = int(self.scale) if self.scale.is_integer() else self.scale
-        return {
+        data: dict[str, Any] = {
             "resize": None if self.resize is None else list(self.resize),
             "crop": None if self.crop is None else list(self.crop),
             "mean": list(self.mean),
@@ -208,6 +223,11 @@ class Preprocess:
             "scale": scale,
             "name": self.name,
         }
+        if self.max_side is not None:  # only when set: the schema that onnxvis export writes stays as it was
+            data["max_side"] = self.max_side
+        if self.multiple > 1:
+            data["multiple"] = self.multiple
+        return data
 
     def to_json(self) -> str:
         """JSON text of :meth:`to_dict`; :meth:`from_json` reads it back to an equal object."""
@@ -632,7 +652,24 @@ def resize_and_crop(image: Image.Image, pp: Preprocess) -> Image.Image:
     if pp.crop is not None:
         _check_size((pp.crop[1], pp.crop[0]), "cropping")
         img = center_crop(img, pp.crop)
+    if pp.max_side is not None or pp.multiple > 1:
+        size = whole_image_size(img.width, img.height, pp.max_side, pp.multiple)
+        _check_size(size, "resizing")
+        if size != img.size:
+            img = img.resize(size, _BILINEAR)
     return img
+
+
+def whole_image_size(width: int, height: int, max_side: int | None, multiple: int = 1) -> tuple[int, int]:
+    """The ``(width, height)`` that keeps a whole image: scaled down (never up) so that its longer side is at
+    most ``max_side`` (None: as it is), then each side rounded to the nearest multiple of ``multiple`` (at least one)."""
+    if max_side is not None and max(width, height) > max_side:
+        ratio = max_side / max(width, height)
+        width, height = max(1, int(round(width * ratio))), max(1, int(round(height * ratio)))
+    if multiple > 1:
+        width = max(multiple, int(round(width / multiple)) * multiple)
+        height = max(multiple, int(round(height / multiple)) * multiple)
+    return width, height
 
 
 def normalize(pixels: np.ndarray, pp: Preprocess) -> np.ndarray:
