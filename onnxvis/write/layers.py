@@ -78,11 +78,14 @@ class Sinks:
             self.events = EventFile()
         self.written: list[Path] = []
 
-    def add(self, pixels: np.ndarray, stem: str, tag: str, step: int = 0, subdir: str | None = None) -> None:
-        """One picture: ``stem`` (and ``subdir``) name its PNG, ``tag`` and ``step`` place it in TensorBoard."""
+    def add(
+        self, pixels: np.ndarray, stem: str, tag: str, step: int = 0, subdir: str | None = None, made_from: str | None = None
+    ) -> None:
+        """One picture: ``stem`` (and ``subdir``) name its PNG, ``tag`` and ``step`` place it in TensorBoard;
+        ``made_from`` (an image's path) keeps a PNG of another image from being replaced by it (see :class:`OutputDir`)."""
         data = encode_png(pixels)
         if self.png:
-            self.written.append(self.out.write_bytes(self.out.path_for(stem, ".png", subdir), data))
+            self.written.append(self.out.write_bytes(self.out.path_for(stem, ".png", subdir), data, made_from))
         if self.events is not None:
             channels = 1 if pixels.ndim == 2 else pixels.shape[2]
             self.events.add_png(tag, data, pixels.shape[0], pixels.shape[1], channels, step)
@@ -170,6 +173,16 @@ def draw_kernels(
     return written
 
 
+def made_from(image: Path) -> str | None:
+    """What a picture of ``image`` records as made from: the file's resolved path (None for an in-memory image)."""
+    if str(image).startswith("<"):
+        return None
+    try:
+        return str(Path(image).resolve())
+    except (OSError, RuntimeError):
+        return str(image)
+
+
 def image_folders(images: Sequence[Path]) -> list[str]:
     """A distinct folder name per image, from its file name without suffix (``cat``, ``cat_2``, ...)."""
     used: set[str] = set()
@@ -199,6 +212,10 @@ def draw_fmaps(
     Several (an iterable, consumed as it comes): each image's pictures in its own folder,
     ``<folder>/<prefix>_<idx>_<layer>.png`` (``folders``, one per image, default from the file names),
     and in TensorBoard one step per image under the same tags.
+
+    Each PNG records the image it was drawn from, so that a later run with another image (a second
+    photo drawn into the same folder, or another ``cat.jpg`` whose folder is also ``cat/``) is refused
+    instead of silently replacing the first image's pictures; the same image's pictures are replaced.
     """
     single = isinstance(results, FeatureMaps)
     items: Iterable[FeatureMaps] = [results] if isinstance(results, FeatureMaps) else results
@@ -207,7 +224,9 @@ def draw_fmaps(
     with Progress(total or 0, prefix, enabled=None if progress and total else False) as bar:
         for step, result in enumerate(items):
             subdir = None if single else (folders[step] if folders is not None else image_folders([result.image])[0])
+            source = made_from(result.image)
             for layer, maps in result.maps.items():
-                sinks.add(grids.fmap_pixels(maps, grid), f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix), step, subdir)
+                pixels = grids.fmap_pixels(maps, grid)
+                sinks.add(pixels, f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix), step, subdir, source)
             bar.advance(result.image.name)
     return sinks.close()
