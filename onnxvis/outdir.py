@@ -10,8 +10,9 @@ per line, ``[path relative to the folder, size, mtime_ns]`` of a file onnxvis wr
 item, what the file was made from (an image's path), when the writer says it. A file is replaced only
 if it still has that size and modification time, so a picture the user edited or put there under the
 same name is kept; and a file made from something is replaced only by one made from the same thing,
-so that a second run with another photo does not silently replace the first photo's pictures. A line is added right after its file is renamed into place:
-writing N files costs O(N), and an interrupted run can at worst leave a finished file unlisted
+so that a second run with another photo does not silently replace the first photo's pictures. A
+line is added right after its file is renamed into place: writing N files costs O(N), and an
+interrupted run can at worst leave a finished file unlisted
 (which the next run then refuses to replace: the safe side).
 """
 
