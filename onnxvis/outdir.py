@@ -6,10 +6,13 @@ so an interrupted run leaves no half-written file. A file that already exists is
 onnxvis wrote it (it is listed in the folder's manifest), and never if it is one of the inputs.
 
 The manifest, ``.onnxvis-manifest.jsonl`` in the output folder, is append-only: one JSON array
-per line, ``[path relative to the folder, size, mtime_ns]`` of a file onnxvis wrote. A file is
-replaced only if it still has that size and modification time, so a picture the user edited or put
-there under the same name is kept. A line is added right after its file is renamed into place:
-writing N files costs O(N), and an interrupted run can at worst leave a finished file unlisted
+per line, ``[path relative to the folder, size, mtime_ns]`` of a file onnxvis wrote, with a fourth
+item, what the file was made from (an image's path), when the writer says it. A file is replaced only
+if it still has that size and modification time, so a picture the user edited or put there under the
+same name is kept; and a file made from something is replaced only by one made from the same thing,
+so that a second run with another photo does not silently replace the first photo's pictures. A
+line is added right after its file is renamed into place: writing N files costs O(N), and an
+interrupted run can at worst leave a finished file unlisted
 (which the next run then refuses to replace: the safe side).
 """
 
@@ -132,6 +135,7 @@ class OutputDir:
             self._real_root = self.root.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
             raise OnnxvisError(f"cannot use output folder {self.root}: {exc}; choose another", setting="output") from None
+        self._sources: dict[str, str] = {}  # path -> what the file was made from, when its writer said
         self._owned = self._read_manifest()
 
     # ------------------------------------------------------------------------------ the manifest
@@ -157,32 +161,43 @@ class OutputDir:
         lines = data.decode("utf-8", "replace").splitlines()
         for line in lines:
             try:
-                rel, size, mtime = json.loads(line)
+                rel, size, mtime, *source = json.loads(line)
             except (ValueError, TypeError):
                 continue
             if isinstance(rel, str) and isinstance(size, int) and isinstance(mtime, int):
                 owned[rel] = (size, mtime)  # the last line of a name wins
+                if source and isinstance(source[0], str):
+                    self._sources[rel] = source[0]
+                else:
+                    self._sources.pop(rel, None)
         if len(lines) > 2 * len(owned) + 64:
-            text = "".join(json.dumps([rel, *entry]) + "\n" for rel, entry in owned.items())
+            text = "".join(
+                json.dumps([rel, *entry, *([self._sources[rel]] if rel in self._sources else [])]) + "\n" for rel, entry in owned.items()
+            )
             try:
                 atomic_write(path, text.encode())
             except OSError:
                 pass  # compaction is an optimisation only
         return owned
 
-    def _append_manifest(self, rel: str, st: os.stat_result) -> None:
+    def _append_manifest(self, rel: str, st: os.stat_result, made_from: str | None = None) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
             fd = os.open(self.root / MANIFEST, flags, 0o666)
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise OSError(errno.EINVAL, "not a regular file")
-                os.write(fd, (json.dumps([rel, st.st_size, st.st_mtime_ns]) + "\n").encode())
+                entry = [rel, st.st_size, st.st_mtime_ns, *([made_from] if made_from is not None else [])]
+                os.write(fd, (json.dumps(entry) + "\n").encode())
             finally:
                 os.close(fd)
         except OSError as exc:
             raise _os_error(f"cannot record {rel} in {self.root / MANIFEST}", exc) from None
         self._owned[rel] = (st.st_size, st.st_mtime_ns)
+        if made_from is not None:
+            self._sources[rel] = made_from
+        else:
+            self._sources.pop(rel, None)
 
     def _is_ours(self, rel: str, path: Path) -> bool:
         """Whether ``path`` is a file onnxvis wrote and nobody changed since (same size and mtime)."""
@@ -212,7 +227,7 @@ class OutputDir:
         self._used.add((candidate + suffix).lower())
         return self.root / (candidate + suffix)
 
-    def _check_target(self, path: Path) -> str:
+    def _check_target(self, path: Path, made_from: str | None = None) -> str:
         """The path of ``path`` relative to the folder, once it is known safe to (over)write."""
         try:
             real = path.resolve()
@@ -240,17 +255,28 @@ class OutputDir:
                     "remove it or choose another output folder",
                     setting="output",
                 )
+            before = self._sources.get(rel)
+            if made_from is not None and before is not None and before != made_from:
+                raise OnnxvisError(
+                    f"{path} holds what onnxvis drew from {before}, not from {made_from}; choose another output folder "
+                    "for this one, give both in one run (each then gets its own folder), or remove the file",
+                    setting="output",
+                )
         return rel
 
-    def write_bytes(self, path: Path, data: bytes) -> Path:
+    def write_bytes(self, path: Path, data: bytes, made_from: str | None = None) -> Path:
         """Write ``data`` to ``path`` (made by :meth:`path_for`) atomically, and list it in the manifest.
+
+        Args:
+            made_from: what the file shows, e.g. the resolved path of the image whose feature maps it
+                holds; recorded, and an existing file made from something else is not replaced.
 
         Raises:
             OnnxvisError: ``path`` escapes the folder, is an input, exists without onnxvis having
-                written it, or cannot be written (no space, no permission, ...).
+                written it or was made from something else, or cannot be written (no space, no permission, ...).
         """
         path = Path(path)
-        rel = self._check_target(path)
+        rel = self._check_target(path, made_from)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, data)
@@ -260,8 +286,8 @@ class OutputDir:
             st = path.stat()
         except OSError as exc:
             raise _os_error(f"cannot check {path} after writing it", exc) from None
-        if self._owned.get(rel) != (st.st_size, st.st_mtime_ns):
-            self._append_manifest(rel, st)
+        if self._owned.get(rel) != (st.st_size, st.st_mtime_ns) or self._sources.get(rel) != made_from:
+            self._append_manifest(rel, st, made_from)
         self.written.append(path)
         return path
 

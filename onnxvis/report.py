@@ -25,8 +25,8 @@ import numpy as np
 
 from onnxvis.draw.colormaps import check_colormap
 from onnxvis.draw.grids import GridOptions, fmap_pixels
-from onnxvis.draw.layers import check_max_tiles, kernel_pixels
-from onnxvis.engine.classes import TOP_K, top_k
+from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels
+from onnxvis.engine.classes import TOP_K, check_class_scores, top_k
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import channels_first, layer_title, no_conv_layer, require_main_graph
 from onnxvis.model.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
@@ -297,7 +297,7 @@ def _image_section(
              f'<div class=side><figure class="photo">{_photo(prepared.rgb, result.image.name)}'
              f"<figcaption>{_e(shown_name)}</figcaption></figure>"
              f"<div>{predictions}</div></div>",
-             f"<p class=note>preprocessing: {_e(prepared.preprocess.describe())}; {_e(inspector.image_input.describe())}</p>"]
+             f"<p class=note>preprocessing: {_e(prepared.describe_preprocessing())}; {_e(inspector.image_input.describe())}</p>"]
     for layer in layers:
         maps = channels_first(layer, result.values[layer.output_name])
         stats = activation_stats(maps)
@@ -402,6 +402,7 @@ def build_report(
     progress: bool = False,
     log: Log = _stderr,
     cam_method: str | None = "ablation",
+    rgb_from_bgr: Sequence["ConvLayer"] = (),
 ) -> str:
     """The report's HTML text.
 
@@ -419,6 +420,8 @@ def build_report(
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
         cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths`), None for none.
+        rgb_from_bgr: layers whose kernels are drawn with their 3 input channels reversed, B, G, R to R, G, B
+            (the convs that read a BGR image: see :meth:`Inspector.bgr_layers`).
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
@@ -435,7 +438,7 @@ def build_report(
     output = None
     if labels and images:
         try:
-            output = inspector.class_output()
+            output = inspector.score_output()
         except OnnxvisError as exc:
             log(f"no predictions: {exc}")
     entries: list[_Layer] = []
@@ -449,7 +452,8 @@ def build_report(
                 say(f"layer {layer.index} ({layer.name}): no kernels: {exc}")
                 entries.append(_Layer(layer, None, f'<p id="k{layer.index}" class=warn>{layer.index} {_e(layer.name)}: {_e(exc)}</p>'))
             else:
-                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, weight, grid, max_tiles, colormap)))
+                drawn = in_rgb_order(weight) if layer in rgb_from_bgr else weight
+                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, drawn, grid, max_tiles, colormap)))
             bar.advance(f"kernels {layer.name}")
         if images:
             # One pass per image gives the feature maps, the scores and what the CAM starts from.
@@ -459,6 +463,7 @@ def build_report(
                 targets += plan.cams.tensors
             for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
                 if output:
+                    check_class_scores(result.values[output], output)
                     inspector.check_labels(result.values[output])
                 table = _predictions(output, result.values[output], labels or [], inspector.class_names) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))

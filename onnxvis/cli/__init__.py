@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     examples.add_parser(sub)
     compare.add_parser(sub)
+    for command in sub.choices.values():
+        # Also after the command, where the error text's advice ("run it again with --debug") puts it;
+        # SUPPRESS keeps the value given before the command when it is not given again.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show a traceback on errors")
     return parser
 
 

@@ -80,6 +80,32 @@ def add_colormap(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_channel_order(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--channel-order",
+        choices=["rgb", "stored"],
+        default="rgb",
+        help="rgb (default): the kernels of a conv that reads a BGR image (a Caffe model's first conv) are drawn with "
+        "their input channels in R, G, B order, so that the colours are the ones they respond to; stored: as stored",
+    )
+
+
+def rgb_layers(inspector, layers, channel_order: str) -> list:
+    """The layers among ``layers`` to draw in RGB order (``--channel-order rgb``), each said on stderr."""
+    import sys
+
+    if channel_order != "rgb":
+        return []
+    flipped = [layer for layer in inspector.bgr_layers() if layer in layers]
+    for layer in flipped:
+        print(
+            f"layer {layer.index} ({printable(layer.name)}) reads the image in BGR order ({inspector.preprocessing.origin}): "
+            "its kernels are drawn with their input channels reversed, in RGB order; --channel-order stored draws them as stored",
+            file=sys.stderr,
+        )
+    return flipped
+
+
 def add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default onnxvis-out/<model name>/)")
 
@@ -88,7 +114,17 @@ def add_layers(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--layers",
         metavar="SPEC",
-        help=f"which conv layers: comma list of indexes (0 is the first conv) or node names, or 'all' (default: {default})",
+        help=f"which conv layers: comma list of indexes (0 is the first conv, -1 the last), ranges of indexes (0-3: the "
+        f"first four), node names, or 'all' (default: {default})",
+    )
+
+
+def add_target_output(p: argparse.ArgumentParser) -> None:
+    """--target-output NAME: the output with the class scores, the same flag in every command that scores classes."""
+    p.add_argument(
+        "--target-output",
+        metavar="NAME",
+        help="the model output that holds the class scores (default: the one whose shape is one score per class)",
     )
 
 
@@ -182,15 +218,44 @@ def inspector_config(args: argparse.Namespace, **options):
     from onnxvis.image.inputs import parse_input_values
 
     return InspectorConfig(
-        preset=args.preset, changes=preprocess_changes(args), layout=args.layout, inputs=parse_input_values(args.inputs), **options
+        preset=args.preset, changes=preprocess_changes(args), layout=args.layout, inputs=parse_input_values(args.inputs),
+        target_output=getattr(args, "target_output", None), **options
     )
 
 
 def open_inspector(args: argparse.Namespace, **options):
-    """The Inspector for a command with the preprocessing flags."""
+    """The Inspector for a command with the preprocessing flags.
+
+    ``--input NAME=FILE.npy`` for the image input itself makes that array the command's image, fed as
+    it is (``args.images`` becomes ``[FILE.npy]``): given with images too, it is refused, never ignored.
+    """
     from onnxvis.engine.inspector import Inspector
 
-    return Inspector(args.model, inspector_config(args, **options))
+    config = inspector_config(args, **options)
+    inspector = Inspector(args.model, config)
+    try:
+        image_name = inspector.image_input.name
+    except OnnxvisError:  # no image input: the command says so where it needs one
+        return inspector
+    if image_name not in config.inputs:
+        return inspector
+    value = next(text for name, _, text in (item.partition("=") for item in args.inputs) if name.strip() == image_name).strip()
+    from onnxvis.image import preprocess as pp
+
+    if not pp.is_array_file(value):
+        raise OnnxvisError(
+            f"input {image_name!r} is the image input: give it a .npy file (--input {image_name}=FILE.npy), fed as it is, "
+            "or give the photo as IMAGE"
+        )
+    if not hasattr(args, "images"):
+        raise OnnxvisError(f"input {image_name!r} is the image input: give {value} where the images go, not with --input")
+    if args.images:
+        raise OnnxvisError(
+            f"input {image_name!r} is the image input, given both an array (--input {image_name}={value}) and IMAGE; give one of them"
+        )
+    args.images = [value]
+    rest = {name: v for name, v in config.inputs.items() if name != image_name}
+    return Inspector(inspector.model, config.replace(inputs=rest))
 
 
 def guess_note(inspector) -> list[str]:
@@ -274,6 +339,7 @@ FLAGS = {
     "noise": "--noise SD",
     "baseline": "--baseline zero|black|blur",
     "method": "--method NAME",
+    "target_output": "--target-output NAME",
 }
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onnxvis.cli.common import add_labels, add_preprocess_options, apply_labels, guess_note, image_paths, labels_note, open_inspector
+from onnxvis.cli.common import (
+    add_labels,
+    add_preprocess_options,
+    add_target_output,
+    apply_labels,
+    guess_note,
+    image_paths,
+    labels_note,
+    open_inspector,
+)
 from onnxvis.errors import printable
 
 
@@ -34,10 +43,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help='text (default): a block per image; csv: image,rank,class,label,score; jsonl: one line per image, '
         '{"image": PATH, "top": [{"class": INDEX, "label": NAME_OR_NULL, "score": FLOAT}, ...]}',
     )
-    p.add_argument("--output-name", metavar="NAME", help="the model output that holds the class scores (default: found from its shape)")
+    add_target_output(p)
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per run when the model allows batches (default 8)")
     add_labels(p)
     add_preprocess_options(p)
+
+
+def scores_note(output: str, softmax: list[bool]) -> str:
+    """Whether the probabilities shown are a softmax of the output, or its values as they are."""
+    if all(softmax):
+        return f"scores: a softmax of output {output!r}, whose values are not probabilities"
+    if not any(softmax):
+        return f"scores: output {output!r} as it is, no softmax: its values already are probabilities (they sum to 1)"
+    return (f"scores: a softmax of output {output!r} for {sum(softmax)} of {len(softmax)} images; "
+            "for the others its values already were probabilities (they sum to 1)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -48,14 +67,18 @@ def run(args: argparse.Namespace) -> None:
 
     inspector = open_inspector(args, batch_size=args.batch_size)
     images = image_paths(args)
-    apply_labels(args, inspector, args.output_name)
+    apply_labels(args, inspector, args.target_output)
     # before any line is printed: the library checks --top, and a model without class scores fails here
-    predictions = inspector.predict(images, top=args.top, output=args.output_name)
+    predictions = inspector.predict(images, top=args.top, output=args.target_output)
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.formats == "csv" else None
     if writer is not None:
         writer.writerow(["image", "rank", "class", "label", "score"])
+    softmax: list[bool] = []
+    output = ""
     with Progress(len(images), "predict", unit="image") as bar:
         for prediction in predictions:
+            softmax.append(prediction.softmax)
+            output = prediction.output
             if writer is not None:
                 for rank, (index, label, score) in enumerate(prediction.top, 1):
                     writer.writerow([str(prediction.image), rank, index, "" if label is None else label, f"{score:.6g}"])
@@ -68,6 +91,6 @@ def run(args: argparse.Namespace) -> None:
                     print(printable(f"  {rank}. {index:>5}  {score:8.4f}  {label if label is not None else ''}".rstrip()))
             sys.stdout.flush()
             bar.advance(prediction.image.name)
-    for note in guess_note(inspector) + labels_note(inspector):
+    for note in guess_note(inspector) + labels_note(inspector) + [scores_note(output, softmax)]:
         print(note, file=sys.stderr)
     print(f"preprocessing: {inspector.preprocessing.preprocess.describe()}", file=sys.stderr)

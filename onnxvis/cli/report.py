@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 from onnxvis.cli.common import (
+    add_channel_order,
     add_colormap,
     add_grid_options,
     add_labels,
     add_layers,
     add_output,
     add_preprocess_options,
+    add_target_output,
     apply_labels,
     grid_options,
     guess_note,
@@ -20,6 +22,7 @@ from onnxvis.cli.common import (
     open_inspector,
     output_dir,
     print_paths,
+    rgb_layers,
 )
 
 
@@ -58,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="kernel tiles per layer in the report, cutting to the first output channels (default 8192; 0 = no cap)",
     )
     add_colormap(p)
+    add_channel_order(p)
     add_labels(p)
+    add_target_output(p)
     add_preprocess_options(p)
     add_grid_options(p)
     add_output(p)
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> None:
         full_paths=args.full_paths,
         progress=True,
         cam_method=None if args.cam == "none" else args.cam,
+        rgb_from_bgr=rgb_layers(inspector, inspector.layers, args.channel_order),
     )
     written = write_report(out, text)
     if images:

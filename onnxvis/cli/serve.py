@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from onnxvis.cli.common import add_labels, add_preprocess_options, apply_labels, open_inspector
+from onnxvis.cli.common import add_labels, add_preprocess_options, add_target_output, apply_labels, open_inspector
 from onnxvis.errors import OnnxvisError
 
 
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     add_labels(p)
+    add_target_output(p)
     add_preprocess_options(p)
 
 

@@ -56,3 +56,12 @@ def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap
         return
     for o, tiles in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
         yield o, grids.to_uint8(tiles)
+
+
+def in_rgb_order(weight: np.ndarray) -> np.ndarray:
+    """The kernels of a layer that reads a BGR image, with their input channels reversed to R, G, B.
+
+    A Caffe model's first conv sees blue in its weight's input channel 0; drawn as stored, an RGB
+    tile would show blue as red. Weights of another input-channel count are returned as they are.
+    """
+    return np.ascontiguousarray(weight[:, ::-1]) if weight.ndim >= 2 and weight.shape[1] == 3 else weight

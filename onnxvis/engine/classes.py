@@ -89,10 +89,16 @@ def guess_class_names(count: int | None) -> ClassNames | None:
     return None
 
 
-def probabilities(scores: np.ndarray) -> np.ndarray:
-    """``scores`` as probabilities: kept when they already are (in [0, 1], summing to 1), else a softmax."""
+def are_probabilities(scores: np.ndarray) -> bool:
+    """Whether ``scores`` already are probabilities: in [0, 1] and summing to 1 (a model that ends in a softmax)."""
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if values.size and values.min() >= 0 and values.max() <= 1 and abs(values.sum() - 1) < 1e-3:
+    return bool(values.size and values.min() >= 0 and values.max() <= 1 and abs(values.sum() - 1) < 1e-3)
+
+
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as probabilities: kept when they already are (see :func:`are_probabilities`), else a softmax."""
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if are_probabilities(values):
         return values
     shifted = np.exp(values - values.max())
     return shifted / shifted.sum()
@@ -110,24 +116,62 @@ def top_k(scores: np.ndarray, labels: Sequence[str] | None, k: int = TOP_K) -> l
     return [(int(i), names[i] if i < len(names) else None, float(probs[i])) for i in order]
 
 
+CLASS_SHAPES = "(N, K) or (N, K, 1, 1)"
+"""The shapes of class scores, in words: a batch of K scores, or of K scores on a 1x1 map (a conv classifier)."""
+
+
+def is_class_shape(shape: Sequence[int | None]) -> bool:
+    """Whether a declared output shape (batch first; None where dynamic) is class scores: (N, K) or (N, K, 1, 1), K > 1.
+
+    A detector's (N, anchors, 1), a probability map (N, 1, H, W) or a (N, T, D) sequence is not: their values
+    are not one score per class, and a softmax over them means nothing.
+    """
+    shape = tuple(shape)
+    if len(shape) == 2:
+        count = shape[1]
+    elif len(shape) == 4 and shape[2:] == (1, 1):
+        count = shape[1]
+    else:
+        return False
+    return count is None or count > 1
+
+
+def class_count_of(shape: Sequence[int | None]) -> int | None:
+    """K of a class-score shape (see :func:`is_class_shape`); None when it is dynamic or the shape is not one."""
+    return shape[1] if is_class_shape(shape) else None
+
+
+def check_class_scores(scores: np.ndarray, output: str) -> None:
+    """Refuse one image's values of ``output`` (batch removed) that are not one score per class: (K,) or (K, 1, 1).
+
+    Raises:
+        OnnxvisError: another shape, with the shape and how to choose another output.
+    """
+    shape = tuple(np.shape(scores))
+    if len(shape) == 1 or (len(shape) == 3 and shape[1:] == (1, 1)):
+        return
+    dims = "x".join(str(d) for d in ("N", *shape))
+    raise OnnxvisError(
+        f"output {output!r} gives values of shape [{dims}], not class scores, which are {CLASS_SHAPES}; "
+        "name the output that holds the class scores",
+        setting="target_output",
+    )
+
+
 def class_outputs(model: "Model", classes: int | None = None) -> list[str]:
-    """The graph outputs that look like one score per class: (N, C) or (N, C, 1, 1), C > 1.
+    """The graph outputs whose declared shape is class scores: (N, K) or (N, K, 1, 1), K > 1 (see :func:`is_class_shape`).
 
     With ``classes`` (the number of labels), only outputs of exactly that many scores.
     """
     found = []
     for output in model.graph.output:
         shape = input_shape(output)
-        if not shape:
+        if not shape or not is_class_shape(shape):
             continue
-        known = [d for d in shape[1:] if d != 1]
-        if len(known) != 1:
-            continue
-        size = known[0]
+        size = shape[1]
         if classes is not None and size != classes:
             continue
-        if size is None or size > 1:
-            found.append(output.name)
+        found.append(output.name)
     return found
 
 

@@ -38,6 +38,8 @@ class InspectorConfig:
             used as it is (see :func:`onnxvis.image.inputs.fill_inputs`).
         batch_size: images per onnxruntime run when the model's batch dimension is free.
         threads: onnxruntime's intra-op threads (None: the machine's cores).
+        target_output: the model output that holds the class scores (None: the one found from the
+            outputs' shapes); every analysis that scores classes (predictions, class activation maps) uses it.
 
     Raises:
         OnnxvisError: the batch size is below 1.
@@ -51,6 +53,7 @@ class InspectorConfig:
     inputs: Mapping[str, "float | np.ndarray"] = field(default_factory=dict)
     batch_size: int = 8
     threads: int | None = None
+    target_output: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

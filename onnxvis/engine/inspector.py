@@ -25,7 +25,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
-from onnxvis.engine.classes import NO_NAMES, ClassNames, check_label_count, class_outputs, guess_class_names, top_k
+from onnxvis.engine.classes import (
+    CLASS_SHAPES,
+    NO_NAMES,
+    ClassNames,
+    are_probabilities,
+    check_class_scores,
+    check_label_count,
+    class_count_of,
+    class_outputs,
+    guess_class_names,
+    is_class_shape,
+    top_k,
+)
 from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
@@ -35,12 +47,14 @@ from onnxvis.image.inputs import (
     SettledPreprocess,
     describe_value,
     fill_inputs,
+    fit_array,
     fit_size,
     image_input,
     input_shape,
     runtime_inputs,
     settle_preprocess,
     size_multiple,
+    tensors_fed_by,
 )
 from onnxvis.model.file import Model
 from onnxvis.model.graph import required_nodes
@@ -53,7 +67,7 @@ if TYPE_CHECKING:
 
     from onnxvis.engine.gradients import GradientGraph
 
-    ImageLike = str | os.PathLike | Image.Image
+    ImageLike = str | os.PathLike | Image.Image | np.ndarray
 else:
     ImageLike = Any
 
@@ -75,16 +89,31 @@ class Prepared:
     """One image, ready to feed.
 
     Attributes:
-        image: the file (``Path("<image>")`` for an in-memory image).
+        image: the file (``Path("<image>")`` for an in-memory image, ``Path("<array>")`` for an array).
         array: what is fed to the image input: batch 1 (or the model's fixed batch), model layout and dtype.
-        preprocess: the preprocessing used, with its final size.
-        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3).
+        preprocess: the preprocessing used, with its final size (for an array fed as it is, the settled
+            one, which was not applied: see ``as_is``).
+        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3); for an array,
+            the array shown as a picture (:func:`~onnxvis.image.preprocess.array_picture`).
+        as_is: the image was an array (a ``.npy`` file), fed as it is, without any preprocessing.
     """
 
     image: Path
     array: np.ndarray
     preprocess: pp.Preprocess
     rgb: np.ndarray
+    as_is: bool = False
+
+    def describe_preprocessing(self) -> str:
+        """The preprocessing this image went through, in one line."""
+        if self.as_is:
+            return as_is_text(self.array)
+        return self.preprocess.describe()
+
+
+def as_is_text(array: np.ndarray) -> str:
+    """How an array fed as it is is described where a preprocessing would be."""
+    return f"none: the array is fed as it is ({'x'.join(map(str, np.shape(array)))} {np.asarray(array).dtype})"
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,7 @@ class FeatureMaps:
         preprocess: the preprocessing used, with its final size.
         input: the array fed to the model.
         maps: one array per layer, (C, H, W), channels first whatever the model's layout.
+        as_is: the image was an array fed as it is (see :attr:`Prepared.as_is`).
     """
 
     image: Path
@@ -113,24 +143,36 @@ class FeatureMaps:
     preprocess: pp.Preprocess
     input: np.ndarray
     maps: dict[ConvLayer, np.ndarray]
+    as_is: bool = False
+
+    def describe_preprocessing(self) -> str:
+        """The preprocessing this image went through, in one line."""
+        return as_is_text(self.input) if self.as_is else self.preprocess.describe()
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The best classes for one image: (class index, label or None, probability), best first."""
+    """The best classes for one image: (class index, label or None, probability), best first.
+
+    ``softmax`` says whether the probabilities are a softmax of the output's values (False when the
+    values already were probabilities, as a model that ends in a softmax gives them).
+    """
 
     image: Path
     output: str
     top: list[tuple[int, str | None, float]] = field(default_factory=list)
+    softmax: bool = True
 
 
 def _is_one_image(images: object) -> bool:
     from PIL import Image
 
-    return isinstance(images, (str, os.PathLike, Image.Image))
+    return isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
 
 
 def _image_name(image: ImageLike) -> Path:
+    if isinstance(image, np.ndarray):
+        return Path("<array>")
     return Path(image) if isinstance(image, (str, os.PathLike)) else Path("<image>")
 
 
@@ -272,16 +314,14 @@ class Inspector:
     def class_count(self, output: str | None = None) -> int | None:
         """How many class scores the model gives, as its graph declares them: the size of ``output``, or of
         the outputs that look like class scores when they all agree; None when the graph does not say."""
+        output = output if output is not None else self.config.target_output
         if output is not None:
             names = [output]
         else:
             names = class_outputs(self.model)
             if not names and len(self.model.graph.output) == 1:
                 names = [self.model.graph.output[0].name]
-        sizes = set()
-        for name in names:
-            known = [d for d in (_output_shape(self.model, name) or (None, None))[1:] if d != 1]
-            sizes.add(known[0] if len(known) == 1 else None)
+        sizes = {class_count_of(_output_shape(self.model, name) or ()) for name in names}
         return sizes.pop() if len(sizes) == 1 else None
 
     def use_labels(self, names: Sequence[str], origin: str, output: str | None = None, *, setting: str = "labels") -> ClassNames:
@@ -324,6 +364,21 @@ class Inspector:
             default = "first"
         return select_layers(self.layers, None if spec is None else str(spec), default=default)
 
+    def bgr_layers(self) -> list[ConvLayer]:
+        """The conv layers that read the image itself (through elementwise ops, Transpose, Pad, ...) in BGR
+        order: those with 3 input channels when the settled preprocessing feeds BGR (a Caffe model). Their
+        weight's input channel 0 is blue. Empty when the model has no image input or its preprocessing
+        cannot be settled: then nothing is known of the order.
+        """
+        try:
+            spec, settled = self.image_input, self.preprocessing
+        except OnnxvisError:
+            return []
+        if settled.preprocess.color != "BGR":
+            return []
+        fed = tensors_fed_by(self.model, spec.name)
+        return [layer for layer in self.layers if layer.input_name in fed and (layer.weight_shape or (0, 0))[1:2] == (3,)]
+
     def kernels(self, layer: ConvLayer) -> np.ndarray:
         """The layer's kernels as float32 (O, I, ...), read once."""
         weight = self._kernels.get(layer)
@@ -336,17 +391,20 @@ class Inspector:
     def prepare(self, image: ImageLike) -> Prepared:
         """Decode ``image`` (a path or a PIL image) and turn it into the array the model wants.
 
+        An array (a numpy array, or a ``.npy`` file) is fed as it is: no preprocessing, in the model's
+        layout, its shape checked against the input's (:func:`~onnxvis.image.inputs.fit_array`).
+
         Raises:
             OnnxvisError: a bad image, or a size the model cannot take.
         """
         from PIL import Image
 
         spec = self.image_input
+        if isinstance(image, np.ndarray) or (isinstance(image, (str, os.PathLike)) and pp.is_array_file(image)):
+            return self._prepare_array(image)
         chosen = self.preprocessing.preprocess
         img = image if isinstance(image, Image.Image) else pp.load_image(image)
-        if self._multiple is None:
-            self._multiple = size_multiple(self.model)[0] if spec.dynamic else 1
-        chosen = fit_size(spec, chosen, img.size, self._multiple, self.config.explicit_size)
+        chosen = fit_size(spec, chosen, img.size, self.multiple, self.config.explicit_size)
         shaped = pp.resize_and_crop(img, chosen)
         pixels = np.asarray(shaped, dtype=np.uint8)
         chw = pp.normalize(pixels, chosen)
@@ -357,16 +415,35 @@ class Inspector:
                 f"{height or 'any'}x{width or 'any'}; resize to {height or chw.shape[1]},{width or chw.shape[2]}",
                 setting="resize",
             )
-        array = pp.to_layout(chw, spec.layout, spec.dtype)
-        if spec.batch is not None and spec.batch > 1:
-            if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
-                raise OnnxvisError(
-                    f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
-                    f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
-                )
-            array = np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+        array = self._fill_batch(pp.to_layout(chw, spec.layout, spec.dtype))
         rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
         return Prepared(_image_name(image), array, chosen, np.ascontiguousarray(rgb))
+
+    @property
+    def multiple(self) -> int:
+        """The multiple that the image's height and width must be: what the graph needs when its size is free, else 1."""
+        if self._multiple is None:
+            self._multiple = size_multiple(self.model)[0] if self.image_input.dynamic else 1
+        return self._multiple
+
+    def _fill_batch(self, array: np.ndarray) -> np.ndarray:
+        """One example repeated to the model's fixed batch."""
+        spec = self.image_input
+        if spec.batch is None or spec.batch <= 1:
+            return array
+        if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
+            raise OnnxvisError(
+                f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
+                f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
+            )
+        return np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+
+    def _prepare_array(self, image: "np.ndarray | str | os.PathLike") -> Prepared:
+        spec = self.image_input
+        given = image if isinstance(image, np.ndarray) else pp.load_array(image)
+        what = "the array" if isinstance(image, np.ndarray) else f"the array in {Path(image).name}"
+        array = self._fill_batch(fit_array(spec, given, self.multiple, what))
+        return Prepared(_image_name(image), array, self.preprocessing.preprocess, pp.array_picture(array, spec.layout), as_is=True)
 
     # ------------------------------------------------------------------------------ running
 
@@ -595,7 +672,7 @@ class Inspector:
         def maps(result: ImageResult) -> FeatureMaps:
             found = {layer: channels_first(layer, result.values[layer.output_name]) for layer in layers}
             prepared = result.prepared
-            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found)
+            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found, prepared.as_is)
 
         if _is_one_image(images):
             return maps(self.run(images, targets))
@@ -622,13 +699,18 @@ class Inspector:
         return (result.values for result in self.run(images, chosen))
 
     def class_output(self, name: str | None = None) -> str:
-        """The output that holds one score per class: ``name`` if given, else the only such output.
+        """The output that holds one score per class: ``name`` if given, else the config's ``target_output``,
+        else the only such output.
 
         Raises:
             OnnxvisError: no output, or several, look like class scores and none was named.
         """
+        name = name if name is not None else self.config.target_output
         if name is not None:
-            return self._check_outputs([name])[0]
+            try:
+                return self._check_outputs([name])[0]
+            except OnnxvisError as exc:
+                raise OnnxvisError(str(exc), setting="target_output") from None
         labels = self.labels
         found = class_outputs(self.model, len(labels) if labels else None) or class_outputs(self.model)
         if len(found) == 1:
@@ -637,8 +719,38 @@ class Inspector:
         if len(outputs) == 1:
             return outputs[0]
         if not found:
-            raise OnnxvisError(f"no output of the model holds one score per class; its outputs are {', '.join(outputs)}")
-        raise OnnxvisError(f"several outputs could hold the class scores ({', '.join(found)}); name the one to use")
+            raise OnnxvisError(
+                f"no output of the model holds one score per class ({CLASS_SHAPES}); its outputs are "
+                f"{self._outputs_text()}; name the one to use",
+                setting="target_output",
+            )
+        raise OnnxvisError(
+            f"several outputs could hold the class scores ({', '.join(found)}); name the one to use", setting="target_output"
+        )
+
+    def _outputs_text(self) -> str:
+        return ", ".join(describe_value(o) for o in self.model.graph.output)
+
+    def score_output(self, name: str | None = None) -> str:
+        """The output whose values are class scores, to show as classes: :meth:`class_output`, refused
+        when its declared shape is not (N, K) or (N, K, 1, 1) (a detector's anchors, a probability map, an
+        embedding's sequence). Class activation maps keep :meth:`class_output`, which takes spatial outputs too.
+
+        Raises:
+            OnnxvisError: no such output, or its declared shape is not one score per class.
+        """
+        chosen = self.class_output(name)
+        shape = _output_shape(self.model, chosen)
+        if shape is not None and not is_class_shape(shape):
+            value = next(o for o in self.model.graph.output if o.name == chosen)
+            others = len(self.model.graph.output) > 1
+            raise OnnxvisError(
+                f"output {describe_value(value)} is not class scores, which are {CLASS_SHAPES}"
+                + (f"; name the output that holds them (the outputs are {self._outputs_text()})" if others
+                   else "; this model's only output holds something else, so there are no classes to show"),
+                setting="target_output",
+            )
+        return chosen
 
     @overload
     def predict(self, images: ImageLike, top: int = 5, output: str | None = None) -> Prediction: ...  # type: ignore[overload-overlap]
@@ -649,11 +761,13 @@ class Inspector:
         """The ``top`` best classes of one image, or of each of many, with their labels when the model has them."""
         if top < 1:
             raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}", setting="top")
-        name = self.class_output(output)
+        name = self.score_output(output)
 
         def best(result: ImageResult) -> Prediction:
-            self.check_labels(result.values[name])
-            return Prediction(result.image, name, top_k(result.values[name], self.labels, top))
+            scores = result.values[name]
+            check_class_scores(scores, name)  # a shape the graph did not declare is checked on the values
+            self.check_labels(scores)
+            return Prediction(result.image, name, top_k(scores, self.labels, top), not are_probabilities(scores))
 
         if _is_one_image(images):
             return best(self.run(images, [name]))
@@ -703,8 +817,8 @@ class Inspector:
                 rows.append(("size", f"fixed {height}x{width}"))
             else:
                 multiple, why = size_multiple(model)
-                rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
-                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"))
+                rounding = f"height and width rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
+                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): as the preprocessing below says; {rounding}"))
             batch = spec.batch
             rows.append(("batch", f"fixed {batch}" if batch else f"free: up to {self.config.batch_size} images a run"))
             if spec.channels == 1:
@@ -743,9 +857,17 @@ class Inspector:
             return f"{count}, named: {names.describe()}"
         found = class_outputs(self.model)
         if len(found) == 1:
-            shape = [d for d in (_output_shape(self.model, found[0]) or ())[1:] if d != 1]
-            if shape and shape[0]:
-                return f"{shape[0]} (output {found[0]!r}), without names"
+            value = next(o for o in self.model.graph.output if o.name == found[0])
+            size = class_count_of(_output_shape(self.model, found[0]) or ())
+            if size:
+                return f"{size} (guessed from the output's shape), without names; output {describe_value(value)}"
+            return f"unknown count: output {describe_value(value)} has a dynamic class dimension, without names"
+        if not found and len(self.model.graph.output) == 1:
+            value = self.model.graph.output[0]
+            if input_shape(value) is not None:
+                return f"none: output {describe_value(value)} is not class scores, which are {CLASS_SHAPES}"
+        if len(found) > 1:
+            return f"unknown: several outputs could hold the class scores ({', '.join(found)})"
         return "unknown: no labels in the model"
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "input_dtype",
     "image_input",
     "other_inputs",
+    "tensors_fed_by",
     "size_multiple",
     "choose_preprocess",
     "explain_preprocess",
@@ -44,9 +45,13 @@ __all__ = [
     "match_channels",
     "describe_value",
     "fit_size",
+    "fit_array",
     "parse_input_values",
     "fill_inputs",
 ]
+
+DEFAULT_MAX_SIDE = 640
+"""The longer side, in pixels, that a whole image is scaled down to for a model whose height and width are free."""
 
 GUESS_HINT = (
     "change it with a preset (imagenet, caffe, tf, unit, raw, cifar10), or with the settings resize, crop, mean, std, color, scale"
@@ -59,8 +64,6 @@ _ELEMENTWISE = {
     "DequantizeLinear", "DynamicQuantizeLinear", "CastLike",
 }
 _DOWNSAMPLING = CONV_OPS | {"MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"}
-# Ops after which a size that is not a multiple of the downsampling breaks the model.
-_NEEDS_MULTIPLE = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace", "SpaceToDepth", "Col2Im"}
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,26 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
     return spec
 
 
+# Ops that keep the image's channels where they are (a Transpose to NCHW moves the axis, not the order).
+_KEEP_CHANNELS = _ELEMENTWISE | {"Transpose", "Pad", "Reshape", "Resize", "Upsample", "Unsqueeze", "Squeeze"}
+
+
+def tensors_fed_by(model: "Model", name: str) -> set[str]:
+    """The tensors computed from ``name`` by ops that keep its channels in order (elementwise ops, Transpose,
+    Pad, ...), ``name`` included: the inputs of a conv that reads the image itself."""
+    readers = consumers(model.graph)
+    reached, frontier = {name}, [name]
+    while frontier:
+        following: list[str] = []
+        for tensor in frontier:
+            for node in readers.get(tensor, []):
+                if node.op_type in _KEEP_CHANNELS and node.input and node.input[0] == tensor:
+                    following.extend(out for out in node.output[:1] if out and out not in reached)
+        reached.update(following)
+        frontier = following
+    return reached
+
+
 def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfoProto"]:
     """Runtime inputs besides the image input."""
     return [i for i in runtime_inputs(model) if spec is None or i.name != spec.name]
@@ -307,26 +330,78 @@ def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfo
 # ---------------------------------------------------------------------------------- geometry
 
 
+def _static_values(model: "Model", name: str) -> np.ndarray | None:
+    """The values of ``name`` when the file stores them (an initializer or a Constant node), else None."""
+    if not name:
+        return None
+    try:
+        if model.has_initializer(name):
+            return np.asarray(model.tensor(name))
+        for node in model.graph.node:
+            if node.op_type == "Constant" and name in node.output:
+                value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+                return None if value is None else np.asarray(model.decode(value))
+    except (OnnxvisError, ValueError, TypeError):  # damaged or odd data: nothing known
+        return None
+    return None
+
+
+def _upsampling(model: "Model", node: "onnx.NodeProto") -> int | None:
+    """How much a Resize, Upsample, ConvTranspose or DepthToSpace enlarges its input: an integer factor
+    when the file fixes it (scales, strides, blocksize); 0 when its output size is taken from another
+    tensor (Resize with ``sizes``), which fits any input size; None when it is not an upsampling."""
+    from onnx import helper
+
+    def attribute(name: str):
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+    if node.op_type in ("Resize", "Upsample"):
+        given = attribute("scales")  # Upsample before opset 9
+        if given is None:
+            names = list(node.input)
+            where = 2 if node.op_type == "Resize" and len(names) > 2 else 1
+            given = _static_values(model, names[where]) if len(names) > where else None
+            if (given is None or np.size(given) == 0) and node.op_type == "Resize":
+                return 0  # sizes: the output follows another tensor's size (or is unknown)
+        scales = np.asarray(given if given is not None else [], dtype=np.float64).reshape(-1)
+        if scales.size == 0 or not np.all(np.isfinite(scales)):
+            return 0
+        return max(1, int(round(float(scales.max()))))
+    if node.op_type == "ConvTranspose":
+        strides = attribute("strides")
+        ok = isinstance(strides, list) and strides and all(isinstance(v, int) for v in strides)
+        return max(1, max(strides)) if ok else 1
+    if node.op_type == "DepthToSpace":
+        blocksize = attribute("blocksize")
+        return max(1, blocksize) if isinstance(blocksize, int) else 1
+    return None
+
+
 def size_multiple(model: "Model") -> tuple[int, str]:
     """The multiple that the input's height and width must be, and why.
 
-    A model that downsamples and later upsamples (Resize, Upsample, ConvTranspose, ...) and joins
-    the paths (an FPN, a U-Net) needs a size divisible by its total downsampling, or the joins
-    fail. That total is the largest product of strides on any path from an input. A model that
-    only downsamples takes any size, so the multiple is 1.
+    A model that downsamples, upsamples by a factor fixed in the file (Resize or Upsample with scales,
+    ConvTranspose, DepthToSpace) and joins the paths (an FPN, a U-Net) needs the map it upsamples to
+    have been divided exactly: the size must be a multiple of how much that map was downsampled. That
+    is the multiple: the largest downsampling of any map that is upsampled by a fixed factor (an
+    upsampling divides the downsampling it carries; more downsampling after the last upsampling, as a
+    detector's extra levels, needs nothing). A model that only downsamples, or resizes to sizes taken
+    from other tensors, takes any size: the multiple is 1.
     """
     from onnx import helper
 
     factor: dict[str, int] = {i.name: 1 for i in runtime_inputs(model)}
-    largest = 1
-    upsamples = None
+    needed, where = 1, ""
     for node in model.graph.node:
         f = max((factor.get(n, 0) for n in node.input if n), default=0)
         if f == 0:
             continue
-        if node.op_type in _NEEDS_MULTIPLE and upsamples is None:
-            upsamples = node.op_type
-        if node.op_type in _DOWNSAMPLING and node.op_type != "ConvTranspose":
+        enlarges = _upsampling(model, node)
+        if enlarges is not None:
+            if enlarges > 1 and f > needed:
+                needed, where = f, f"{node.op_type} {node.name}".rstrip()
+            f = max(1, f // enlarges) if enlarges else 1
+        elif node.op_type in _DOWNSAMPLING:
             strides = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "strides"), None)
             if isinstance(strides, list) and strides and all(isinstance(s, int) for s in strides):  # a damaged file can hold anything
                 f *= max(1, max(strides))
@@ -336,10 +411,9 @@ def size_multiple(model: "Model") -> tuple[int, str]:
         for out in node.output:
             if out:
                 factor[out] = f
-        largest = max(largest, f)
-    if upsamples is None or largest == 1:
-        return 1, "the model only downsamples, so any size works"
-    return largest, f"it downsamples by {largest} and upsamples again ({upsamples})"
+    if needed == 1:
+        return 1, "the model does not upsample a downsampled map by a fixed factor, so any size works"
+    return needed, f"it upsamples ({where}) a map downsampled by {needed} and joins it with others"
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -393,7 +467,24 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
     height, width = spec.size
     if height and width and _final_size(chosen) != (height, width):
         chosen = chosen.replace(resize=(height, width), crop=None)
+    elif height is None and width is None:
+        chosen = free_size(model, chosen, whole=source == "guess")
     return SettledPreprocess(chosen, origin, source)
+
+
+def free_size(model: "Model", chosen: "Preprocess", whole: bool = False) -> "Preprocess":
+    """The size settled for an input whose height and width are both free.
+
+    ``whole`` (a guessed preprocessing), or no size in ``chosen`` (a preset or metadata without one):
+    keep the whole image, its longer side at most :data:`DEFAULT_MAX_SIDE` pixels, rather than
+    centre-crop away the sides of a page or a wide photo. A size the preset or the metadata gives is
+    kept. Either way height and width are rounded to the multiple the graph needs
+    (:func:`size_multiple`), so that every command feeds, and prints, the same preprocessing.
+    """
+    multiple = size_multiple(model)[0]
+    if whole or (chosen.resize is None and chosen.crop is None and chosen.max_side is None):
+        return chosen.replace(resize=None, crop=None, max_side=chosen.max_side or DEFAULT_MAX_SIDE, multiple=multiple)
+    return chosen.replace(multiple=multiple) if multiple > 1 else chosen
 
 
 def settle_preprocess(
@@ -421,7 +512,8 @@ def settle_preprocess(
     choice = explain_preprocess(model, spec, preset)
     if not changes:
         return choice
-    chosen = choice.preprocess.replace(**changes, name=f"{choice.preprocess.name} + flags")
+    sized = {"max_side": None, "multiple": 1} if "resize" in changes or "crop" in changes else {}  # the user's size, exactly
+    chosen = choice.preprocess.replace(**{**sized, **changes}, name=f"{choice.preprocess.name} + flags")
     origin = f"{choice.origin}, with some settings changed by the user"
     return SettledPreprocess(match_channels(chosen, spec), origin, "flags")
 
@@ -477,6 +569,8 @@ def fit_size(
         if explicit or _final_size(chosen) == (fixed_h, fixed_w):
             return chosen
         return chosen.replace(resize=(fixed_h, fixed_w), crop=None)
+    if not fixed_h and not fixed_w and (chosen.max_side is not None or chosen.multiple > 1):
+        return chosen  # settled for a free size: the preprocessing itself keeps the whole image and rounds it
     final = _final_size(chosen)
     if final is None:
         width, height = image_size if chosen.resize is None else pp.resized_size(*image_size, chosen.resize)
@@ -492,6 +586,46 @@ def fit_size(
     if (height, width) == _final_size(chosen):
         return chosen
     return chosen.replace(resize=(height, width), crop=None)
+
+
+def fit_array(spec: InputSpec, array: np.ndarray, multiple: int = 1, what: str = "the array") -> np.ndarray:
+    """An array given for the image input, checked and made ready to feed as it is: no preprocessing.
+
+    It must be in the model's layout, with or without the batch axis (a batch of 1 is added); its fixed
+    dimensions must be the input's, and a free height or width must be a multiple of ``multiple`` (the
+    size the graph needs). The values are cast to the input's dtype.
+
+    Raises:
+        OnnxvisError: a rank, a size or values that do not fit the input, with the shape it wants.
+    """
+    array = np.asarray(array)
+    rank = len(spec.shape)
+    if array.dtype.kind not in "fiub":
+        raise OnnxvisError(f"{what} holds {array.dtype} values; the image input takes numbers")
+    wanted = "x".join("?" if d is None else str(d) for d in spec.shape)
+    if array.ndim == rank - 1:
+        array = array[None]
+    if array.ndim != rank or array.shape[0] != 1:
+        raise OnnxvisError(
+            f"{what} has shape {list(np.shape(array))}, but input {spec.name!r} is [{wanted}] ({spec.layout}); "
+            "give one example in the model's layout, with or without a batch of 1"
+        )
+    for axis, (want, have) in enumerate(zip(spec.shape[1:], array.shape[1:], strict=True), 1):
+        if want is not None and want != have:
+            raise OnnxvisError(
+                f"{what} has shape {list(array.shape)}, but input {spec.name!r} is [{wanted}] ({spec.layout}): "
+                f"dimension {axis} must be {want}"
+            )
+    height, width = spec.size
+    spatial = (1, 2) if spec.layout == "NHWC" else (2, 3)
+    if multiple > 1:
+        for axis, fixed in zip(spatial, (height, width), strict=True):
+            if fixed is None and array.shape[axis] % multiple:
+                raise OnnxvisError(
+                    f"{what} has shape {list(array.shape)}; input {spec.name!r} needs a height and width that are "
+                    f"multiples of {multiple}, as the graph downsamples and upsamples again"
+                )
+    return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
 
 
 # ------------------------------------------------------------------------------- other inputs
@@ -547,6 +681,12 @@ def fill_inputs(
         known = ", ".join(repr(n) for n in inputs) or "none"
         raise OnnxvisError(
             f"a value is given for {unknown[0]!r}, but the model has no run-time input of that name; its inputs are {known}",
+            setting="inputs",
+        )
+    if image_name is not None and image_name in values:
+        raise OnnxvisError(
+            f"a value is given for {image_name!r}, the image input; give the array as the image instead "
+            "(a .npy file where the images go is fed as it is)",
             setting="inputs",
         )
     feeds: dict[str, np.ndarray] = {}

@@ -8,6 +8,7 @@ its weight comes from, so that ``layers``, ``info`` and the report show it witho
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -251,11 +252,15 @@ def channels_first(layer: MapSource, value: np.ndarray, dtype: "DTypeLike | None
 
 
 def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all") -> list[ConvLayer]:
-    """Select layers by a comma list of indexes, node names, or ``all``.
+    """Select layers by a comma list of indexes, ranges of indexes, node names, or ``all``.
+
+    An index counts from 0; a negative one from the end (-1 is the last conv layer). A range ``A-B``
+    takes A to B, both included (``0-3``: the first four; ``-3--1``: the last three). A node name wins
+    over an index or a range that reads the same.
 
     Args:
         layers: the model's conv layers.
-        spec: e.g. "0,1", "conv1,features.3", "all"; None means ``default``.
+        spec: e.g. "0,1", "0-3,7", "conv1,features.3", "-1", "all"; None means ``default``.
         default: used when ``spec`` is None: "all" or "first".
 
     Raises:
@@ -271,26 +276,43 @@ def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all
     by_name: dict[str, ConvLayer] = {}
     for layer in layers:
         by_name.setdefault(layer.name, layer)
+
+    def at(i: int) -> int:
+        """``i`` as a position in ``layers`` (a negative index counts from the end)."""
+        if not -len(layers) <= i < len(layers):
+            raise OnnxvisError(
+                f"layer index {i} is out of range: the model has {len(layers)} conv layers (0 to {len(layers) - 1}, or -1 "
+                f"for the last); run 'onnxvis layers MODEL' to list them",
+                setting="layers",
+            )
+        return i % len(layers)
+
     chosen: list[ConvLayer] = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
+        span = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", item)
         if item in by_name:
-            layer = by_name[item]
+            picked = [by_name[item]]
         elif item.lstrip("-").isdigit():
-            i = int(item)
-            if not -len(layers) <= i < len(layers):
+            picked = [layers[at(int(item))]]
+        elif span:
+            first, last = at(int(span.group(1))), at(int(span.group(2)))
+            if first > last:
                 raise OnnxvisError(
-                    f"layer index {i} is out of range: the model has {len(layers)} conv layers (0 to {len(layers) - 1}); "
-                    "run 'onnxvis layers MODEL' to list them"
+                    f"the layer range {item!r} runs backwards (from layer {first} to layer {last}); give it as "
+                    f"{last}-{first}", setting="layers",
                 )
-            layer = layers[i]
+            picked = layers[first : last + 1]
         else:
-            raise OnnxvisError(f"no conv layer is named {item!r}; run 'onnxvis layers MODEL' to list names and indexes")
-        if layer not in chosen:
-            chosen.append(layer)
+            raise OnnxvisError(
+                f"no conv layer is named {item!r}; run 'onnxvis layers MODEL' to list names and indexes, and give indexes "
+                "(0, or -1 for the last), ranges (0-3) or names",
+                setting="layers",
+            )
+        chosen.extend(layer for layer in picked if layer not in chosen)
     if not chosen:
-        raise OnnxvisError(f"the layer selection {spec!r} selects no layer; give indexes, names or 'all'", setting="layers")
+        raise OnnxvisError(f"the layer selection {spec!r} selects no layer; give indexes, ranges, names or 'all'", setting="layers")
     return chosen
 
 

@@ -34,7 +34,7 @@ from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
-from onnxvis.engine.classes import top_k
+from onnxvis.engine.classes import check_class_scores, top_k
 from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector, Prepared
 from onnxvis.errors import OnnxvisError
@@ -254,7 +254,7 @@ class Explorer:
                 except OnnxvisError as exc:  # e.g. a 1-D conv model: its kernels still show
                     preprocessing, no_photos = "", str(exc)
                 try:
-                    self.inspector.class_output()
+                    self.inspector.score_output()
                     no_classes = no_photos
                 except OnnxvisError as exc:  # a detector, an embedding: the page shows no top-5
                     no_classes = str(exc)
@@ -463,8 +463,9 @@ class Explorer:
         photo = self.photo(ident)
 
         def compute() -> dict[str, Any]:
-            name = self.inspector.class_output()
+            name = self.inspector.score_output()
             scores = self._run(self.prepared(photo.id, preset), [name])[name]
+            check_class_scores(scores, name)
             self.inspector.check_labels(scores)
             top = top_k(scores, self.inspector.labels, TOP)
             return {

@@ -90,7 +90,12 @@ def layout(channels: int, k: int, tile: int) -> Layout:
     return Layout(channels, k, tile, max(1, math.ceil(math.sqrt(channels / max(k, 1)))))
 
 
-def _photo(path: str, preprocess: "Preprocess") -> "Image.Image":
+def _photo(path: str, preprocess: "Preprocess", layout: str = "NCHW") -> "Image.Image":
+    """The image as the model saw it: the photo resized and cropped, or a .npy array shown as a picture."""
+    from PIL import Image
+
+    if pp.is_array_file(path):
+        return Image.fromarray(pp.array_picture(pp.load_array(path), layout), "RGB")
     return pp.resize_and_crop(pp.load_image(path), preprocess).convert("RGB")
 
 
@@ -147,13 +152,15 @@ def tile_masked(photo: "Image.Image", mask: np.ndarray, tile: int) -> np.ndarray
     return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
 
 
-def _prefetched(paths: list[tuple[int, str]], preprocess: "Preprocess", threads: int) -> Iterator[tuple[int, "Image.Image"]]:
+def _prefetched(
+    paths: list[tuple[int, str]], preprocess: "Preprocess", threads: int, layout: str = "NCHW"
+) -> Iterator[tuple[int, "Image.Image"]]:
     """Decode photos in a few threads (PIL releases the GIL), in order, a bounded window ahead."""
     window = 4 * threads
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending = []
         for item in paths:
-            pending.append((item[0], pool.submit(_photo, item[1], preprocess)))
+            pending.append((item[0], pool.submit(_photo, item[1], preprocess, layout)))
             if len(pending) >= window:
                 image_id, future = pending.pop(0)
                 yield image_id, future.result()
@@ -192,7 +199,7 @@ def draw_grids(
                 wanted.setdefault(int(images[c, r]), []).append((layer, int(c), int(r), int(ys[c, r]), int(xs[c, r])))
         order = [(i, state.catalog[i]) for i in sorted(wanted)]
         with Progress(len(order), "pictures", enabled=None if progress else False) as bar:
-            for image_id, photo in _prefetched(order, preprocess, min(4, os.cpu_count() or 1)):
+            for image_id, photo in _prefetched(order, preprocess, min(4, os.cpu_count() or 1), state.layout):
                 shrunk: dict[str, np.ndarray] = {}
                 for layer, c, r, y, x in wanted[image_id]:
                     field = fields.get(layer.output)

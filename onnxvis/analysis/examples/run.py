@@ -172,10 +172,10 @@ def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, s
     fed: deque[int] = deque()
     bad: list[tuple[int, str]] = []
 
-    def photos() -> Iterator[Image.Image]:
+    def photos() -> Iterator["Image.Image | np.ndarray"]:
         for image_id, path in todo:
             try:
-                image = pp.load_image(path)
+                image = pp.load_source(path)  # a .npy array is fed as it is
             except OnnxvisError as exc:
                 bad.append((image_id, str(exc)))
                 continue
@@ -246,6 +246,11 @@ class ExamplesState:
     @property
     def preprocess(self) -> "Preprocess":
         return Preprocess.from_json(self.meta["preprocess"])
+
+    @property
+    def layout(self) -> str:
+        """The image input's layout (a state saved before it was recorded: NCHW)."""
+        return str(self.meta.get("layout", "NCHW"))
 
     def extend(self, images: Sequence[str]) -> None:
         """Add images not yet known; ids are renumbered so that the catalog stays sorted by path."""
@@ -333,7 +338,7 @@ def make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Seq
     first = None
     for path in images:
         try:
-            first = pp.load_image(Path(path))
+            first = pp.load_source(Path(path))
             break
         except OnnxvisError:
             continue
@@ -360,6 +365,7 @@ def make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Seq
         "model_sha256": _model_digest(inspector.model.path),
         "preprocess": inspector.preprocessing.preprocess.to_json(),
         "input_size": [int(size[0]), int(size[1])],
+        "layout": spec.layout,  # how a .npy array among the images is shown as a picture
         "keep": keep,
         "layers": [
             {"index": i.index, "name": i.name, "output": i.output, "channels_last": i.channels_last,
