@@ -12,6 +12,7 @@ from onnxvis.errors import OnnxvisError
 SIZES = [(7, 7, 224, 224), (13, 13, 224, 224), (5, 9, 37, 61), (10, 10, 3, 4), (7, 7, 7, 7), (1, 5, 9, 9)]
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("h,w,H,W", SIZES)
 def test_resize_equals_opencv(h, w, H, W):
     cv2 = pytest.importorskip("cv2")
@@ -19,6 +20,7 @@ def test_resize_equals_opencv(h, w, H, W):
     np.testing.assert_allclose(cam.resize_bilinear(a, (H, W)), cv2.resize(a, (W, H)), atol=1e-5)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("h,w,H,W", SIZES)
 def test_upsample_equals_torch_align_corners(h, w, H, W):
     torch = pytest.importorskip("torch")
@@ -35,6 +37,7 @@ def test_resize_keeps_corners_and_constants():
     assert np.all(cam.resize_bilinear(np.full((3, 5), 2.5, np.float32), (11, 7)) == 2.5)
 
 
+@pytest.mark.full
 def test_jet_table_and_overlay_match_opencv_and_grad_cam():
     pytest.importorskip("cv2")
     pytest.importorskip("torch")

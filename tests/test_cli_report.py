@@ -324,6 +324,7 @@ def test_labels_and_top_k_helpers():
     assert (best, name) == (1, "b") and p == pytest.approx(np.exp(2) / (1 + np.exp(1) + np.exp(2)))
 
 
+@pytest.mark.full
 def test_report_of_an_exported_torchvision_model_has_top5(cli, tmp_path):
     torch = pytest.importorskip("torch", reason="exporting needs torch (the full environment)")
     torchvision = pytest.importorskip("torchvision", reason="exporting needs torchvision")

@@ -177,6 +177,7 @@ def test_default_photo_and_default_folder(cli, tmp_path, weights):
     assert sorted(read_run(tmp_path / "onnxvis-out/small/tutorial")["0_Convlayer_split_in_channel"]) == list(range(8))
 
 
+@pytest.mark.full  # torch importable, so that its absence from the run means something
 def test_needs_neither_torch_nor_tensorflow(tmp_path, weights):
     model = two_conv_model(tmp_path / "small.onnx", *weights)
     code = (
