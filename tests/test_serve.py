@@ -12,20 +12,16 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_cli_report import LABELS, classifier, photo
 
-from conftest import ROOT, asset, run_onnxvis
+from conftest import COFFEE, ESPRESSO, LABELS, ROOT, SQUEEZENET, ServerProcess, asset, classifier, photo, run_onnxvis
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")
@@ -38,9 +34,6 @@ from onnxvis.engine.inspector import Inspector  # noqa: E402
 from onnxvis.serve.app import create_app  # noqa: E402
 from onnxvis.serve.explorer import _LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
 
-SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
-COFFEE = "images/skimage_coffee.png"
-ESPRESSO = 967
 IDS = ("layers", "kernels", "image", "fmaps", "cam", "predictions", "error")
 
 
@@ -437,56 +430,6 @@ def test_the_lru_is_bounded_and_computes_once_for_many_waiters():
 # ------------------------------------------------------------------------------------------------
 # A real server process
 # ------------------------------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``python -m onnxvis serve MODEL --port 0 ...`` with its own TMPDIR; ``url`` once it listens."""
-
-    def __init__(self, model: Path, tmp: Path, *args: str):
-        self.tmp = tmp / "tmpdir"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TMPDIR=str(self.tmp))
-        self.stderr_path = tmp / "server.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onnxvis", "serve", str(model), "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("http://"):
-            self.stop()
-            pytest.fail(f"the server did not start: {line!r} {self.stderr()}")
-        self.url = line.strip()
-        parts = urlsplit(self.url)
-        self.address = (parts.hostname, parts.port)
-
-    def stderr(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text()
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=120)  # not a speed check: only so a hung server cannot hang the suite
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
-        return self.proc.returncode
-
-    def raw(self, request: bytes) -> bytes:
-        """Send bytes as they are (no client tidies the path) and return the whole answer."""
-        with socket.create_connection(self.address) as sock:
-            sock.sendall(request)
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-        return b"".join(chunks)
 
 
 @pytest.fixture(scope="module")
