@@ -943,8 +943,10 @@ def test_an_interrupted_run_leaves_no_half_written_png(box):
     model = box.inputs / "wide.onnx"
     conv_model(weight, path=model)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # preexec_fn: Ctrl-C reaches the child even when this suite runs in the background, SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "onnxvis", "kernels", str(model), "--split", "-o", str(box.out)],
-                            cwd=box.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=box.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     split = box.out / "kernels_00_conv0_split"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
