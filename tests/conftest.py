@@ -1,16 +1,34 @@
-"""Shared fixtures: the real assets in ../shared, small models built with onnx.helper, and the CLI."""
+"""Shared fixtures and builders: the real assets in ../shared, small models built with onnx.helper, the
+CLI (in this process, or in a real one), a real ``onnxvis serve`` process, and the two shares of the
+suite (``--suite core|full``, the ``full`` marker).
+
+Test modules import from here, never from each other.
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import skips
 from browser import STARTED, chromium, in_ci
-from skips import not_allowed, reason_of
+from PIL import Image
+from skips import FULL_ONLY, not_allowed, reason_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
@@ -85,7 +103,10 @@ def make_conv_model(tmp_path):
 
 
 def run_onnxvis(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would, in a subprocess; returns the completed process (text)."""
+    """Run the CLI as a user would, in a subprocess; returns the completed process (text).
+
+    For what only a real process shows: its exit status, signals, another user, the modules it
+    imports at start-up, a terminal. Everything else calls :func:`call_onnxvis`, a second faster."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     if env:
@@ -100,15 +121,227 @@ def run_onnxvis(*args: str, cwd: Path | None = None, env: dict | None = None, ti
     )
 
 
+def default_sigint() -> None:
+    """In a child, before it runs: Ctrl-C (SIGINT) back to its default. A suite started in the background
+    (``nohup``, ``&``) ignores SIGINT, and a child that inherits that would never see a Ctrl-C.
+    Pass it as ``preexec_fn`` to every child a test interrupts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def call_onnxvis(*args, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in this process, ``onnxvis.cli.main(args)``, and return what :func:`run_onnxvis` would:
+    the exit code, stdout and stderr (text). Both streams are caught at the file descriptors too, where
+    native libraries such as onnxruntime write; Python's warnings show on stderr as in a fresh Python;
+    ``cwd`` and ``env`` hold for the call only. An exception that escapes main() prints its traceback
+    and exits 1, as it would in a process."""
+    from onnxvis.cli import main
+
+    if env and {"PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH"} & set(env):
+        raise ValueError("PYTHONPATH and the like act when a Python starts: test what a process imports with run_onnxvis")
+    argv = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with _working_folder(cwd), _environment(env), _streams_into(out, err), _warnings_as_a_fresh_python():
+            code = _exit_code(main, argv)
+        return subprocess.CompletedProcess(["onnxvis", *argv], code, _read_text(out), _read_text(err))
+
+
+def _exit_code(main, argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse (--help, --version, a usage mistake), as the interpreter ends
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except Exception:  # escaped main(): --debug, or a bug in main itself
+        traceback.print_exc()
+        return 1
+
+
+@contextmanager
+def _working_folder(cwd: Path | None) -> Iterator[None]:
+    before = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextmanager
+def _environment(env: dict | None) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _streams_into(out, err) -> Iterator[None]:
+    """stdout and stderr into two files: file descriptors 1 and 2 and Python's sys.stdout and sys.stderr,
+    one stream each, so that Python's lines and a native library's land in the order written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    streams = sys.stdout, sys.stderr
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        # line-buffered, as Python's own are when the output is a file read by the test at the end
+        sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = streams
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _read_text(file) -> str:
+    file.seek(0)
+    return file.read().decode("utf-8", "surrogateescape")
+
+
+@contextmanager
+def _warnings_as_a_fresh_python() -> Iterator[None]:
+    """Warnings printed on stderr, filtered as a fresh Python filters them (pytest would record them)."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show
+        yield
+
+
 @pytest.fixture
 def cli(tmp_path):
-    """Run the CLI in a fresh working folder: cli('kernels', model) -> CompletedProcess."""
+    """Run the CLI in this process, in a fresh working folder: cli('kernels', model) -> CompletedProcess."""
 
     def run(*args, **kwargs):
         kwargs.setdefault("cwd", tmp_path)
-        return run_onnxvis(*args, **kwargs)
+        return call_onnxvis(*args, **kwargs)
 
     return run
+
+
+# --------------------------------------------------------------------- small models and photos
+
+LABELS = ["tabby cat", "dog <&>", "espresso", "teapot", "guitar", "kite", "boat"]
+
+
+def classifier(path: Path, labels=LABELS, preprocess: dict | None = None, seed: int = 0) -> Path:
+    """Conv(4x3x3x3) -> Relu -> Conv(6x4x3x3) -> GlobalAveragePool -> Flatten -> MatMul -> scores [1, 7].
+
+    Filter 2 of the first conv is all zero (near-dead); the model carries onnxvis metadata.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w0 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w0[2] = 0
+    w1 = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    fc = rng.standard_normal((6, len(labels))).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "w0"], ["c0"], name="stem/conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], name="block/conv"),
+        helper.make_node("GlobalAveragePool", ["c1"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 24, 24])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, len(labels)])],
+        [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(fc, "fc")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tiny-maker", producer_version="3.1")
+    model.ir_version = 8
+    pre = preprocess or {"resize": [24, 24], "crop": None, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "color": "RGB", "scale": 1}
+    helper.set_model_props(model, {"onnxvis.source": "a test", "onnxvis.preprocess": json.dumps(pre), "onnxvis.labels": json.dumps(labels)})
+    onnx.save(model, str(path))
+    return path
+
+
+def photo(path: Path, seed: int) -> Path:
+    """A 50x40 RGB photo of random pixels."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# ------------------------------------------------------------------------ a real server process
+
+SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
+COFFEE = "images/skimage_coffee.png"
+ESPRESSO = 967  # SqueezeNet's class for skimage's coffee
+
+
+class ServerProcess:
+    """``python -m onnxvis serve MODEL --port 0 ...`` with its own TMPDIR; ``url`` once it listens."""
+
+    def __init__(self, model: Path, tmp: Path, *args: str):
+        self.tmp = tmp / "tmpdir"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TMPDIR=str(self.tmp))
+        self.stderr_path = tmp / "server.stderr"
+        self._stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onnxvis", "serve", str(model), "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env, preexec_fn=default_sigint,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("http://"):
+            self.stop()
+            pytest.fail(f"the server did not start: {line!r} {self.stderr()}")
+        self.url = line.strip()
+        parts = urlsplit(self.url)
+        self.address = (parts.hostname, parts.port)
+
+    def stderr(self) -> str:
+        if not self._stderr.closed:
+            self._stderr.flush()
+        return self.stderr_path.read_text()
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=120)  # not a speed check: only so a hung server cannot hang the suite
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return self.proc.returncode
+
+    def raw(self, request: bytes) -> bytes:
+        """Send bytes as they are (no client tidies the path) and return the whole answer."""
+        with socket.create_connection(self.address) as sock:
+            sock.sendall(request)
+            chunks = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        return b"".join(chunks)
 
 
 # ------------------------------------------------------------------- browser tests and CI skips
@@ -168,11 +401,26 @@ def pytest_terminal_summary(terminalreporter):
         write(f"CI=true: {len(refused)} skip(s) not allowed by tests/skips.py; each hides a test CI must run:", red=True)
         for nodeid, reason in refused:
             write(f"  {nodeid}: {reason}", red=True)
+        if skips.SUITE == "core" and any(skips.wants_the_full_environment(reason) for _, reason in refused):
+            write("  a test that needs torch or another extra of the full environment: mark it @pytest.mark.full, "
+                  "so that the full share runs it (tests/conftest.py)", red=True)
     elif in_ci():
         write(f"CI=true: {len(_SKIPS)} skip(s), all allowed by tests/skips.py")
 
 
-# ------------------------------------------------------------------------ reverse order
+# ------------------------------------------------------------------ the two shares of the suite
+#
+# scripts/test.sh runs the suite in two environments. The core one (.venv-core, no torch) runs every
+# test but those marked ``full``; the full one (.venv, torch and the extras only it has) runs those
+# alone. A test module that imports such a module at its top level is marked as a whole (the core
+# share does not even import it); a test that needs one inside carries ``@pytest.mark.full``. A test
+# the core share skips for want of torch is one that lacks its mark: CI fails it (tests/skips.py).
+
+FULL_MARKER = (
+    "full: needs the full environment (.venv): torch or an extra only it has (" + ", ".join(FULL_ONLY) + "), "
+    "or torch importable, to show that onnxvis does not import it; `scripts/test.sh` runs these there only "
+    "(--suite full), and the rest in .venv-core (--suite core); a module importing one at its top level is marked whole"
+)
 
 
 def pytest_addoption(parser):
@@ -180,9 +428,70 @@ def pytest_addoption(parser):
         "--reverse", action="store_true", default=False,
         help="run the collected tests in reverse order (files and the tests in them), to find tests that depend on order",
     )
+    parser.addoption(
+        "--suite", choices=("core", "full"), default=None,
+        help="run one share of the suite, as scripts/test.sh does: 'core' every test but those marked full "
+             "(in .venv-core, without torch), 'full' only those (in .venv); by default every test",
+    )
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", FULL_MARKER)
+    skips.SUITE = config.getoption("--suite")
+
+
+@functools.cache
+def imports_a_full_only_module(module: Path) -> bool:
+    """Whether importing this test module imports a module of FULL_ONLY: an ``import`` or a
+    ``pytest.importorskip(...)`` outside any function."""
+    try:
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False  # pytest reports the error when it collects the module
+    names = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue  # runs when a test does, not at import
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+        elif isinstance(node, ast.Call) and _is_importorskip(node.func) and node.args and isinstance(node.args[0], ast.Constant):
+            names.add(str(node.args[0].value))
+        pending.extend(ast.iter_child_nodes(node))
+    return any(name.split(".")[0] in FULL_ONLY for name in names)
+
+
+def _is_importorskip(func: ast.expr) -> bool:
+    return (isinstance(func, ast.Attribute) and func.attr == "importorskip") or (isinstance(func, ast.Name) and func.id == "importorskip")
+
+
+def _test_module(path: Path) -> bool:
+    return path.suffix == ".py" and path.name.startswith("test_")
+
+
+def pytest_ignore_collect(collection_path, config):
+    # The core share does not import a module that needs the full environment: it would only skip.
+    if config.getoption("--suite") == "core" and _test_module(collection_path) and imports_a_full_only_module(collection_path):
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects: a module's mark is then on its tests
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _test_module(item.path) and imports_a_full_only_module(item.path):
+            item.add_marker(pytest.mark.full)
+    suite = config.getoption("--suite")
+    if suite is not None:
+        wanted = suite == "full"
+        keep = [item for item in items if (item.get_closest_marker("full") is not None) == wanted]
+        deselected = [item for item in items if (item.get_closest_marker("full") is not None) != wanted]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = keep
     if config.getoption("--reverse"):
         items.reverse()
 

@@ -5,6 +5,11 @@ With ``CI=true``, tests/conftest.py collects every skip of the run and matches i
 holds in this environment. The run fails, and lists them, when any skip is not allowed. Outside CI
 nothing changes: skips are listed by ``-rs`` and the run passes.
 
+scripts/test.sh runs the suite in two shares (``--suite core`` in .venv-core, ``--suite full`` in
+.venv; tests/conftest.py): the core share leaves out every test marked ``full``. So there a skip for
+want of torch, or of another module of ``FULL_ONLY``, is a test that lacks its mark, one that neither
+share would run: it is allowed only when the whole suite runs without torch (pytest alone in .venv-core).
+
 Keep the list short. To add an entry: a pattern that matches only the skip you mean (anchor it), the
 condition under which that skip is by design, and why the case is still covered.
 """
@@ -17,9 +22,23 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+# The reference tools that come only with torch, in the full environment: torch, torchvision, the
+# exporter's onnxscript, pytorch-grad-cam and the OpenCV it brings, Captum; and Ray, the ray extra.
+_TORCH_ONLY = ("torch", "torchvision", "onnxscript", "pytorch_grad_cam", "cv2", "captum")
+FULL_ONLY = (*_TORCH_ONLY, "ray")
+
+# The share of the suite this run is: "core", "full", or None for all of it (tests/conftest.py sets it from --suite).
+SUITE: str | None = None
+
 
 def _no_torch() -> bool:
     return importlib.util.find_spec("torch") is None
+
+
+def _whole_suite_without_torch() -> bool:
+    """No torch, and no share chosen: in the core share (--suite core) the tests that need torch are left
+    out, so one that still skips for want of it lacks its ``full`` mark and would run nowhere."""
+    return _no_torch() and SUITE is None
 
 
 def _root() -> bool:
@@ -53,19 +72,22 @@ class AllowedSkip:
         return re.match(self.pattern, reason) is not None and self.when()
 
 
-# The reference tools that come only with torch, in the full environment: torch, torchvision, the
-# exporter's onnxscript, pytorch-grad-cam and the OpenCV it brings, and Captum.
-_TORCH_ONLY = r"(torch|torchvision|onnxscript|pytorch_grad_cam|cv2|captum)"
+def _missing(names: tuple[str, ...]) -> str:
+    """The start of pytest.importorskip's reason for one of these modules (or a submodule) not installed."""
+    group = "(" + "|".join(names) + r")(\.[\w.]+)?"
+    return rf"could not import '{group}': No module named '{group}'"
+
 
 ALLOWED = [
     AllowedSkip(
-        rf"could not import '{_TORCH_ONLY}(\.[\w.]+)?': No module named '{_TORCH_ONLY}(\.[\w.]+)?'",
-        _no_torch,
-        "the core environment (.venv-core) has no torch by design; the full environment runs these tests",
+        _missing(_TORCH_ONLY),
+        _whole_suite_without_torch,
+        "the core environment (.venv-core) has no torch by design; the full environment runs these tests "
+        "(in scripts/test.sh's core share they are left out, so no such skip is allowed there)",
     ),
     AllowedSkip(
         r"exporting needs torch \(the full environment\)",
-        _no_torch,
+        _whole_suite_without_torch,
         "the same: a torch-only test with its own reason",
     ),
     AllowedSkip(
@@ -75,9 +97,10 @@ ALLOWED = [
         "(tests/test_classes.py; a shim hides torch for the same case in the full environment)",
     ),
     AllowedSkip(
-        r"could not import 'ray': No module named 'ray'",
-        lambda: importlib.util.find_spec("ray") is None,
-        "Ray is the ray extra, installed in the full environment only; tests/test_examples_ray.py runs there",
+        _missing(("ray",)),
+        lambda: importlib.util.find_spec("ray") is None and SUITE is None,
+        "Ray is the ray extra, installed in the full environment only; tests/test_examples_ray.py runs there "
+        "(scripts/test.sh's core share leaves it out)",
     ),
     AllowedSkip(
         r"the user nobody cannot run onnxvis here",
@@ -96,6 +119,11 @@ ALLOWED = [
         "not as root, the unwritable-folder case runs directly (tests/test_output.py)",
     ),
 ]
+
+
+def wants_the_full_environment(reason: str) -> bool:
+    """Whether a skip's reason is a module only the full environment has (a test that lacks its ``full`` mark)."""
+    return re.match(_missing(FULL_ONLY), reason) is not None or reason.startswith("exporting needs torch")
 
 
 def reason_of(longrepr: object) -> str:

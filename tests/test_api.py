@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import onnxvis
@@ -45,12 +46,14 @@ def _modules_after(code: str) -> set[str]:
     return set(out.stdout.split())
 
 
+@pytest.mark.full  # torch importable, so that its absence from the run means something
 def test_import_onnxvis_is_light():
     loaded = _modules_after("import onnxvis, onnxvis.cli")
     for heavy in ("torch", "torchvision", "onnx", "onnxruntime", "matplotlib", "numpy", "PIL"):
         assert heavy not in loaded, f"import onnxvis loads {heavy}"
 
 
+@pytest.mark.full  # torch importable, so that its absence from the run means something
 def test_kernels_and_fmaps_runs_never_import_torch(tmp_path):
     model = asset("models/cifar10_tutorial_pytorch.onnx")
     code = (

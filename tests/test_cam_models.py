@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ASSETS, asset, run_onnxvis
+from conftest import ASSETS, asset, call_onnxvis
 from onnxvis.analysis.cam import runs as cammodel
 from onnxvis.errors import OnnxvisError
 
@@ -56,8 +56,8 @@ def photo(tmp_path):
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_writes_png_and_npy(tmp_path, photo, method):
     model = _small_classifier(tmp_path / "small.onnx", residual=True)
-    done = run_onnxvis("cam", model, photo, "--method", method, "--tensor", "block", "--layers", "0", "--format", "png,npy",
-                       "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
+    done = call_onnxvis("cam", model, photo, "--method", method, "--tensor", "block", "--layers", "0", "--format", "png,npy",
+                        "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     paths = done.stdout.split()
     assert [p.rsplit("/", 1)[-1] for p in paths] == [
@@ -181,7 +181,7 @@ def onnx_init(path, name):
 )
 def test_mistakes_are_one_clear_line(tmp_path, photo, args, message):
     model = _small_classifier(tmp_path / "small.onnx")
-    done = run_onnxvis("cam", model, photo, "--preset", "unit", "--resize", "16,16", *args, "-o", tmp_path / "out")
+    done = call_onnxvis("cam", model, photo, "--preset", "unit", "--resize", "16,16", *args, "-o", tmp_path / "out")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnxvis: error: ") and message in lines[0], done.stderr
@@ -201,7 +201,7 @@ def test_model_without_conv_layer_is_one_line(tmp_path, photo):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "mlp.onnx"))
-    done = run_onnxvis("cam", tmp_path / "mlp.onnx", photo, "--preset", "unit", "-o", tmp_path / "out")
+    done = call_onnxvis("cam", tmp_path / "mlp.onnx", photo, "--preset", "unit", "-o", tmp_path / "out")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no conv layer" in done.stderr, done.stderr
 
 
@@ -239,7 +239,7 @@ def test_spatial_outputs_are_summed_per_class():
 @pytest.mark.parametrize("method", ["ablation", "eigen"])
 def test_real_models_nhwc_fp16_quantized(tmp_path, model, image, extra, method):
     model_path, image_path = asset(f"models/{model}"), asset(f"images/{image}")
-    done = run_onnxvis("cam", model_path, image_path, "--method", method, *extra, "--format", "png,npy", "-o", tmp_path)
+    done = call_onnxvis("cam", model_path, image_path, "--method", method, *extra, "--format", "png,npy", "-o", tmp_path)
     assert done.returncode == 0, done.stderr
     png, npy = done.stdout.split()
     cam = np.load(npy)
@@ -302,7 +302,7 @@ def test_report_and_notebook_show_a_cam_with_the_method_named(tmp_path, photo):
 def test_tensorboard_format(tmp_path, photo):
     pytest.importorskip("tensorboard")
     model = _small_classifier(tmp_path / "small.onnx")
-    done = run_onnxvis(
+    done = call_onnxvis(
         "cam", model, photo, photo, "--preset", "unit", "--resize", "16,16", "--format", "tensorboard", "-o", tmp_path / "out"
     )
     assert done.returncode == 0, done.stderr
@@ -314,7 +314,7 @@ def test_kpca_runs_or_says_what_to_install(tmp_path, photo):
     import importlib.util
 
     model = _small_classifier(tmp_path / "small.onnx")
-    done = run_onnxvis(
+    done = call_onnxvis(
         "cam", model, photo, "--method", "kpca", "--preset", "unit", "--resize", "16,16", "--format", "npy", "-o", tmp_path / "out"
     )
     if importlib.util.find_spec("sklearn") is None:  # the message comes before any run

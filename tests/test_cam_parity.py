@@ -12,12 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import asset, run_onnxvis
+from conftest import asset, call_onnxvis
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("sklearn")
+
+pytestmark = pytest.mark.slow  # grad-cam on ResNet-18, five methods: minutes
 
 METHODS = ("score", "ablation", "eigen", "fem", "kpca")
 CONV = "layer4.1.conv2"
@@ -56,7 +58,7 @@ def setup(tmp_path_factory):
     model = _seeded_resnet18()
     weights = folder / "resnet18_seeded.pth"
     torch.save(model.state_dict(), weights)
-    done = run_onnxvis("export", "resnet18", "--weights", weights, "-o", folder)
+    done = call_onnxvis("export", "resnet18", "--weights", weights, "-o", folder)
     assert done.returncode == 0, done.stderr
     onnx_path = folder / "resnet18.onnx"
     image = asset("images/skimage_chelsea.png")
@@ -83,7 +85,7 @@ def setup(tmp_path_factory):
 def test_cam_equals_grad_cam(setup, method):
     onnx_path, image, target, block, oracle, folder = setup
     out = folder / f"out_{method}"
-    done = run_onnxvis(
+    done = call_onnxvis(
         "cam", onnx_path, image, "--method", method, "--layers", CONV, "--tensor", block,
         "--target", str(target), "--format", "png,npy", "-o", out,
     )
@@ -110,7 +112,7 @@ def test_default_target_is_the_predicted_class_and_overlay_is_grad_cams(setup):
 
     onnx_path, image, _, block, oracle, folder = setup
     out = folder / "out_default"
-    done = run_onnxvis("cam", onnx_path, image, "--method", "eigen", "--tensor", block, "-o", out)
+    done = call_onnxvis("cam", onnx_path, image, "--method", "eigen", "--tensor", block, "-o", out)
     assert done.returncode == 0, done.stderr
     (png,) = done.stdout.split()
     assert png.endswith(f"cam_eigen_skimage_chelsea_{block}.png")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, run_onnxvis
+from conftest import ROOT, call_onnxvis
 from onnxvis.engine.classes import read_labels
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.metadata import labels_origin, preprocess_origin
@@ -97,17 +97,17 @@ def test_info_shows_the_class_count_and_where_the_names_came_from(tmp_path):
         "onnxvis.labels_origin": "file pets.txt, given at export",
         "onnxvis.preprocess": json.dumps(stored),
     })
-    done = run_onnxvis("info", named)
+    done = call_onnxvis("info", named)
     assert done.returncode == 0, done.stderr
     assert "classes   3, named; labels from file pets.txt, given at export" in done.stdout
     assert "          set at export from the user's settings: resize 16,16" in done.stdout
 
     no_origin = _classifier(tmp_path / "older.onnx", {"onnxvis.labels": '["cat", "dog", "bird"]'})
-    done = run_onnxvis("info", no_origin)
+    done = call_onnxvis("info", no_origin)
     assert "classes   3, named in the model's onnxvis.labels metadata" in done.stdout
 
     unnamed = _classifier(tmp_path / "unnamed.onnx", {}, classes=37)
-    done = run_onnxvis("info", unnamed)
+    done = call_onnxvis("info", unnamed)
     assert done.returncode == 0, done.stderr
     assert "classes   37 (guessed from the output's shape), without names; output 'logits' [1x37] float32" in done.stdout
     assert "set at export" not in done.stdout  # a guessed preprocessing has no export origin
@@ -137,7 +137,7 @@ def test_export_in_this_environment_without_torch(tmp_path):
         pytest.skip("torch is installed here; the shim test above covers this case")
     except ImportError:
         pass
-    done = run_onnxvis("export", "alexnet", cwd=tmp_path)
+    done = call_onnxvis("export", "alexnet", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         (

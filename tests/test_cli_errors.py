@@ -4,9 +4,10 @@ Every bad input must exit with code 2 and print exactly one line, ``onnxvis: err
 what is wrong and what to do, with no traceback. Every valid-but-odd input must exit 0 and give the
 right pictures. No case may write outside its output folder, or touch the user's files.
 
-Each case runs ``python -m onnxvis`` in a subprocess, in a fresh working folder, and the whole
-sandbox (inputs, working folder, output folder) is snapshotted before and after: only the output
-folder may change.
+Each case runs the CLI (``onnxvis.cli.main``, in this process: conftest.call_onnxvis) in a fresh
+working folder, and the whole sandbox (inputs, working folder, output folder) is snapshotted before
+and after: only the output folder may change. What only a real process shows runs ``python -m
+onnxvis`` in a subprocess: its peak memory, Ctrl-C and SIGKILL, the user nobody, bytes in argv.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import ROOT, asset, conv_model, run_onnxvis
+from conftest import ROOT, asset, call_onnxvis, conv_model, default_sigint
 
 PHOTO = "images/matplotlib_grace_hopper.jpg"
 MODEL_COMMANDS = ("layers", "info", "kernels", "fmaps")
@@ -72,7 +73,7 @@ class Sandbox:
         """Run onnxvis (with ``-o out`` unless ``out=False``); fail if anything outside ``out/`` changed."""
         before = _snapshot(self.root, self.out)
         argv = [*map(str, args), *(["-o", str(self.out)] if out else [])]
-        done = run_onnxvis(*argv, cwd=self.cwd, env=env, **kwargs)
+        done = call_onnxvis(*argv, cwd=self.cwd, env=env, **kwargs)
         after = _snapshot(self.root, self.out)
         changed = sorted(set(before.items()) ^ set(after.items()))
         assert not changed, f"onnxvis {' '.join(argv)} changed files outside its output folder: {changed[:5]}"
@@ -685,7 +686,7 @@ def test_bad_image_in_a_report(box, kind):
 
 def _fmaps_pixels(box: Sandbox, image: Path, model: Path, *extra: str) -> np.ndarray:
     out = box.root / f"out-{image.stem}-{len(list(box.root.glob('out-*')))}"
-    done = run_onnxvis("fmaps", model, image, *extra, "-o", out, cwd=box.cwd)
+    done = call_onnxvis("fmaps", model, image, *extra, "-o", out, cwd=box.cwd)
     (png,) = assert_ok(done)
     return _png(png)
 
@@ -824,7 +825,7 @@ def test_output_is_an_existing_file(box, command):
     target.write_text("mine")
     args = _commands(command, model, _photo(box))
     before = _snapshot(box.root)
-    done = run_onnxvis(*args, "-o", target, cwd=box.cwd)
+    done = call_onnxvis(*args, "-o", target, cwd=box.cwd)
     assert_user_error(done, r"exists and is not a folder; give a folder \(set with -o DIR\)")
     assert _snapshot(box.root) == before
 
@@ -917,12 +918,12 @@ def test_inputs_are_never_overwritten(box):
     (fmap,) = assert_ok(box.run("fmaps", model, _photo(box)))
     # the previous output becomes the input image, with the same output folder
     before = fmap.read_bytes()
-    done = run_onnxvis("fmaps", model, fmap, "-o", box.out, cwd=box.cwd)
+    done = call_onnxvis("fmaps", model, fmap, "-o", box.out, cwd=box.cwd)
     assert_user_error(done, r"is one of the inputs; choose another output folder \(set with -o DIR\)")
     assert fmap.read_bytes() == before
     # the model's own folder as the output folder: the model and its neighbours are untouched
     snap = _snapshot(box.inputs)
-    done = run_onnxvis("kernels", model, "-o", box.inputs, cwd=box.cwd)
+    done = call_onnxvis("kernels", model, "-o", box.inputs, cwd=box.cwd)
     written = assert_ok(done)
     assert {k: v for k, v in _snapshot(box.inputs).items() if k in snap} == snap
     assert all(p.name.startswith("kernels_") or p.name.startswith(".onnxvis") for p in written)
@@ -944,8 +945,10 @@ def test_an_interrupted_run_leaves_no_half_written_png(box):
     model = box.inputs / "wide.onnx"
     conv_model(weight, path=model)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # preexec_fn: Ctrl-C reaches the child even when this suite runs in the background, SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "onnxvis", "kernels", str(model), "--split", "-o", str(box.out)],
-                            cwd=box.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=box.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     split = box.out / "kernels_00_conv0_split"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -968,7 +971,7 @@ def test_an_interrupted_run_leaves_no_half_written_png(box):
     listed = {json.loads(line)[0] for line in lines if line.endswith("]")}  # every file but maybe the last one
     assert {p.relative_to(box.out).as_posix() for p in pngs} - listed <= {max(p.relative_to(box.out).as_posix() for p in pngs)}
     # and the next run picks up where it stopped, replacing its own files
-    assert_ok(run_onnxvis("kernels", model, "--layers", "0", "-o", box.out, cwd=box.cwd))
+    assert_ok(call_onnxvis("kernels", model, "--layers", "0", "-o", box.out, cwd=box.cwd))
 
 
 def test_a_killed_run_leaves_no_half_written_png(box):
@@ -1026,24 +1029,20 @@ def test_non_utf8_output_path_is_printed_as_given(tmp_path):
     assert os.path.isfile(line)
 
 
-def test_an_unexpected_exception_is_one_line_without_traceback(box):
+def test_an_unexpected_exception_is_one_line_without_traceback(tmp_path, monkeypatch):
     """A bug (not a user error) still prints one line, and asks for a --debug report; exit code 1."""
-    code = (
-        "import sys\n"
-        "import onnxvis.cli as cli\n"
-        "def broken(args):\n"
-        "    raise ZeroDivisionError('boom\\nsecond line \\x1b[31m')\n"
-        "cli.COMMANDS['layers'] = broken\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", code, "layers", "x.onnx"], capture_output=True, text=True, env=env, timeout=600)
+    import onnxvis.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("boom\nsecond line \x1b[31m")
+
+    monkeypatch.setitem(cli.COMMANDS, "layers", broken)
+    done = call_onnxvis("layers", "x.onnx", cwd=tmp_path)
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert line.startswith("onnxvis: error: internal error (ZeroDivisionError: boom second line \\x1b[31m)")
     assert "--debug" in line and "Traceback" not in done.stderr
-    debug = subprocess.run([sys.executable, "-c", code, "--debug", "layers", "x.onnx"],
-        capture_output=True, text=True, env=env, timeout=600)
+    debug = call_onnxvis("--debug", "layers", "x.onnx", cwd=tmp_path)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "ZeroDivisionError" in debug.stderr
 
 

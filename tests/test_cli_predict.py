@@ -57,7 +57,7 @@ def test_csv_and_text_hold_the_same_classes(cli):
 
 
 def test_labels_from_the_model_are_printed(cli, tmp_path):
-    from test_cli_report import classifier, photo
+    from conftest import classifier, photo
 
     model = classifier(tmp_path / "tiny.onnx")  # carries labels in its metadata
     done = cli("predict", model, photo(tmp_path / "a.png", 1), "--format", "jsonl", "--top", "2")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,52 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import asset
+from conftest import LABELS, asset, classifier, photo
 from onnxvis.draw import grids
-
-LABELS = ["tabby cat", "dog <&>", "espresso", "teapot", "guitar", "kite", "boat"]
-
-
-def classifier(path: Path, labels=LABELS, preprocess: dict | None = None, seed: int = 0) -> Path:
-    """Conv(4x3x3x3) -> Relu -> Conv(6x4x3x3) -> GlobalAveragePool -> Flatten -> MatMul -> scores [1, 7].
-
-    Filter 2 of the first conv is all zero (near-dead); the model carries onnxvis metadata.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w0 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    w0[2] = 0
-    w1 = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
-    fc = rng.standard_normal((6, len(labels))).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["image", "w0"], ["c0"], name="stem/conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c0"], ["r0"]),
-        helper.make_node("Conv", ["r0", "w1"], ["c1"], name="block/conv"),
-        helper.make_node("GlobalAveragePool", ["c1"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("MatMul", ["f", "fc"], ["scores"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 24, 24])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, len(labels)])],
-        [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(fc, "fc")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tiny-maker", producer_version="3.1")
-    model.ir_version = 8
-    pre = preprocess or {"resize": [24, 24], "crop": None, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "color": "RGB", "scale": 1}
-    helper.set_model_props(model, {"onnxvis.source": "a test", "onnxvis.preprocess": json.dumps(pre), "onnxvis.labels": json.dumps(labels)})
-    onnx.save(model, str(path))
-    return path
-
-
-def photo(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 class _Page(HTMLParser):
@@ -328,6 +283,7 @@ def test_labels_and_top_k_helpers():
     assert (best, name) == (1, "b") and p == pytest.approx(np.exp(2) / (1 + np.exp(1) + np.exp(2)))
 
 
+@pytest.mark.full
 def test_report_of_an_exported_torchvision_model_has_top5(cli, tmp_path):
     torch = pytest.importorskip("torch", reason="exporting needs torch (the full environment)")
     torchvision = pytest.importorskip("torchvision", reason="exporting needs torchvision")

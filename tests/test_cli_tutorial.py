@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, asset
+from conftest import ROOT, asset, run_onnxvis
 
 pytest.importorskip("tensorboard")
 
@@ -183,6 +183,7 @@ def test_default_photo_and_default_folder(cli, tmp_path, weights):
     assert sorted(read_run(tmp_path / "onnxvis-out/small/tutorial")["0_Convlayer_split_in_channel"]) == list(range(8))
 
 
+@pytest.mark.full  # torch importable, so that its absence from the run means something
 def test_needs_neither_torch_nor_tensorflow(tmp_path, weights):
     model = two_conv_model(tmp_path / "small.onnx", *weights)
     code = (
@@ -197,12 +198,12 @@ def test_needs_neither_torch_nor_tensorflow(tmp_path, weights):
     assert "imported: []" in done.stderr
 
 
-def test_without_the_tensorboard_package_one_line_with_the_install_command(cli, tmp_path, weights):
+def test_without_the_tensorboard_package_one_line_with_the_install_command(tmp_path, weights):
     blocker = tmp_path / "blocker" / "tensorboard"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('tensorboard is not installed here')\n")
     model = two_conv_model(tmp_path / "small.onnx", *weights)
-    done = cli("tutorial", model, "-o", tmp_path / "run", env={"PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"})
+    done = run_onnxvis("tutorial", model, "-o", tmp_path / "run", env={"PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("onnxvis: error: onnxvis tutorial writes a TensorBoard run")
     assert "pip install 'onnxvis[tensorboard]'" in done.stderr and len(done.stderr.splitlines()) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import asset
+from conftest import asset, run_onnxvis
 
 ray = pytest.importorskip("ray")
 
@@ -53,8 +53,8 @@ def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray
     assert found.state.top.entries(found.layers[0].output_name)[1].shape == (64, 4)
 
 
-def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path, cli):
-    """The command line, with Ray started by onnxvis itself in the child process."""
+def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path):
+    """The command line in a process of its own, where onnxvis starts Ray itself (not the session's)."""
     import shutil
 
     photos = tmp_path / "photos"
@@ -62,9 +62,10 @@ def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path, cli):
     for p in sorted(asset("images/imagenet-sample").glob("*.JPEG"))[:24]:
         shutil.copy(p, photos / p.name)
     model = asset("models/squeezenet1.0_caffe2_fp16.onnx")
-    local = cli("examples", model, photos, "--layers", "5", "--top", "4", "-o", tmp_path / "local")
+    local = run_onnxvis("examples", model, photos, "--layers", "5", "--top", "4", "-o", tmp_path / "local", cwd=tmp_path)
     assert local.returncode == 0, local.stderr
-    remote = cli("examples", model, photos, "--layers", "5", "--top", "4", "-o", tmp_path / "ray", "--engine", "ray", "--workers", "2")
+    remote = run_onnxvis("examples", model, photos, "--layers", "5", "--top", "4", "-o", tmp_path / "ray",
+                         "--engine", "ray", "--workers", "2", cwd=tmp_path)
     assert remote.returncode == 0, remote.stderr
     name = "examples_05_Conv_5.jsonl"
     assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()

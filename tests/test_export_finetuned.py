@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import asset, run_onnxvis
+from conftest import asset, call_onnxvis
 from exporters.torchvision_export import _read_state_dict, export_model  # imports torch only when it runs
 from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
@@ -78,7 +78,7 @@ def exported(request, tmp_path_factory) -> SimpleNamespace:
     labels_file = work / f"classes.{case.labels}"
     labels_file.write_text(json.dumps(labels) if case.labels == "json" else "\n".join(labels) + "\n", encoding="utf-8")
 
-    done = run_onnxvis("export", case.arch, "--weights", weights, "--labels", labels_file, "-o", case.output, *case.flags, cwd=work)
+    done = call_onnxvis("export", case.arch, "--weights", weights, "--labels", labels_file, "-o", case.output, *case.flags, cwd=work)
     assert done.returncode == 0, done.stderr
     written = [Path(line) for line in done.stdout.splitlines()]
     assert len(written) == 1
@@ -156,7 +156,7 @@ def test_o_with_onnx_suffix_writes_that_file(exported):
 
 
 def test_info_shows_the_classes_and_where_things_came_from(exported):
-    done = run_onnxvis("info", exported.path)
+    done = call_onnxvis("info", exported.path)
     assert done.returncode == 0, done.stderr
     assert f"classes   {exported.case.classes}, named; labels from file {exported.labels_file.name}, given at export" in done.stdout
     assert f"output    'logits' [?x{exported.case.classes}] float32" in done.stdout
@@ -183,7 +183,7 @@ def _top5(report: Path) -> list[tuple[str, int]]:
 
 def test_the_report_top5_names_the_users_classes(exported, tmp_path):
     image = asset("images/skimage_chelsea.png")
-    done = run_onnxvis("report", exported.path, image, "-o", tmp_path / "report")
+    done = call_onnxvis("report", exported.path, image, "-o", tmp_path / "report")
     assert done.returncode == 0, done.stderr
     top = _top5(tmp_path / "report" / "report.html")
     expected, _ = _torch_scores(exported, image)
@@ -193,7 +193,7 @@ def test_the_report_top5_names_the_users_classes(exported, tmp_path):
 
 def test_predict_names_the_users_classes(exported):
     image = asset("images/skimage_chelsea.png")
-    done = run_onnxvis("predict", exported.path, image, "--format", "jsonl")
+    done = call_onnxvis("predict", exported.path, image, "--format", "jsonl")
     assert done.returncode == 0, done.stderr
     (line,) = done.stdout.splitlines()
     top = json.loads(line)["top"]
@@ -221,7 +221,7 @@ def test_a_pickle_is_refused_without_being_loaded(tmp_path):
     weights = tmp_path / "evil.pth"
     torch.save({"model": _CreatesAFile(marker), "epoch": 1}, weights)
 
-    done = run_onnxvis("export", "alexnet", "--weights", weights, "-o", tmp_path / "out", cwd=tmp_path)
+    done = call_onnxvis("export", "alexnet", "--weights", weights, "-o", tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 2
     assert not marker.exists()
     lines = done.stderr.strip().splitlines()
@@ -312,7 +312,7 @@ def test_labels_of_the_wrong_length_stop_the_export(tmp_path):
     torch.save(torchvision.models.alexnet(weights=None, num_classes=10).state_dict(), weights)
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\nbird\n", encoding="utf-8")
-    done = run_onnxvis("export", "alexnet", "--weights", weights, "--labels", labels, "-o", "out", cwd=tmp_path)
+    done = call_onnxvis("export", "alexnet", "--weights", weights, "--labels", labels, "-o", "out", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         f"onnxvis: error: the labels file {labels} names 3 classes but the model has 10; "
@@ -322,7 +322,7 @@ def test_labels_of_the_wrong_length_stop_the_export(tmp_path):
 
 
 def test_resize_n_without_crop_is_refused_before_any_work(tmp_path):
-    done = run_onnxvis("export", "alexnet", "--weights", "random", "--resize", "256", "-o", "out", cwd=tmp_path)
+    done = call_onnxvis("export", "alexnet", "--weights", "random", "--resize", "256", "-o", "out", cwd=tmp_path)
     assert done.returncode == 2
     assert "--resize N (shorter side) needs --crop H,W" in done.stderr
     assert not (tmp_path / "out").exists()

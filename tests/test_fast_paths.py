@@ -104,6 +104,7 @@ def test_split_grids_all_channels_and_errors():
         grids.split_grids(weight, nrow=0)
 
 
+@pytest.mark.full
 def test_split_grids_match_torchvision():
     torch = pytest.importorskip("torch")
     vutils = pytest.importorskip("torchvision.utils")

@@ -20,6 +20,7 @@ The long run, 10,000 cases and more in worker processes with a memory cap, is
 from __future__ import annotations
 
 import faulthandler
+import functools
 import importlib.util
 import os
 import random
@@ -40,11 +41,18 @@ fuzz = importlib.util.module_from_spec(_spec)
 sys.modules["onnxvis_fuzz"] = fuzz
 _spec.loader.exec_module(fuzz)
 
-MODELS = {p.name: p.read_bytes() for p in fuzz.available_models()}
+# Only the names at import: collecting the tests reads and runs no model.
+MODEL_NAMES = sorted(p.name for p in fuzz.available_models())
 PHOTO = ASSETS / "images" / "skimage_chelsea.png"
 HANG_GUARD_SECONDS = 300
 
-pytestmark = pytest.mark.skipif(not MODELS, reason=f"real models not found in {ASSETS / 'models'}")
+pytestmark = pytest.mark.skipif(not MODEL_NAMES, reason=f"real models not found in {ASSETS / 'models'}")
+
+
+@functools.cache
+def models() -> dict[str, bytes]:
+    """name -> bytes of every real model, read once, by the first test that needs them."""
+    return {p.name: p.read_bytes() for p in fuzz.available_models()}
 
 FUZZ = dict(
     deadline=None,
@@ -76,15 +84,15 @@ def _run(model: bytes | None, image: bytes | None, commands: list[list[str]]):
             return fuzz.run_case(workdir, model, image, commands, watch=base)
 
 
-model_names = st.sampled_from(sorted(MODELS) or ["none"])
+model_names = st.sampled_from(MODEL_NAMES or ["none"])
 
 
 @pytest.mark.slow
 @settings(max_examples=500, **FUZZ)
 @given(name=model_names, rng=st.randoms(use_true_random=False))
 def test_mutated_models_through_the_cli(name, rng):
-    donors = [MODELS[n] for n in rng.sample(sorted(MODELS), min(2, len(MODELS)))]
-    data = fuzz.mutate_model(MODELS[name], rng, donors)
+    donors = [models()[n] for n in rng.sample(MODEL_NAMES, min(2, len(MODEL_NAMES)))]
+    data = fuzz.mutate_model(models()[name], rng, donors)
     # --split is left out here: on a mutated layer with a million output channels it writes a
     # million files (see the report of issue 6); scripts/fuzz.py keeps it.
     commands = fuzz.model_commands(rng, PHOTO if PHOTO.is_file() else None, split=False)
@@ -103,7 +111,7 @@ def test_byte_mutated_models_through_the_library(name, rng):
     from onnxvis.model.layers import find_conv_layers
     from onnxvis.model.weights import kernel_weights
 
-    data = fuzz.mutate_bytes(MODELS[name], rng, [MODELS[n] for n in sorted(MODELS)[:2]])
+    data = fuzz.mutate_bytes(models()[name], rng, [models()[n] for n in MODEL_NAMES[:2]])
     with tempfile.TemporaryDirectory(prefix="onnxvis-fuzz-") as tmp, hang_guard():
         path = Path(tmp) / "model.onnx"
         path.write_bytes(data)
@@ -128,7 +136,7 @@ def test_byte_mutated_models_through_the_library(name, rng):
 @settings(max_examples=300, **FUZZ)
 @given(rng=st.randoms(use_true_random=False), which=st.sampled_from(fuzz.IMAGE_MODELS))
 def test_random_images_through_fmaps(rng, which):
-    if which not in MODELS:
+    if which not in MODEL_NAMES:
         pytest.skip(f"{which} is missing")
     image = fuzz.random_image(rng)
     model = ASSETS / "models" / which
@@ -140,7 +148,7 @@ def test_the_harness_catches_what_it_should(tmp_path, monkeypatch):
     import onnxvis.cli as cli
     from onnxvis.errors import OnnxvisError
 
-    model = next(iter(MODELS.values()))
+    model = models()[MODEL_NAMES[0]]
 
     def broken(args):
         raise ZeroDivisionError("a bug")
@@ -170,10 +178,10 @@ def test_the_harness_catches_what_it_should(tmp_path, monkeypatch):
 
 
 def test_mutators_are_deterministic_and_do_mutate():
-    name = sorted(MODELS)[0]
-    a = fuzz.mutate_model(MODELS[name], random.Random(7))
-    b = fuzz.mutate_model(MODELS[name], random.Random(7))
+    original = models()[MODEL_NAMES[0]]
+    a = fuzz.mutate_model(original, random.Random(7))
+    b = fuzz.mutate_model(original, random.Random(7))
     assert a == b
-    changed = sum(fuzz.mutate_model(MODELS[name], random.Random(i)) != MODELS[name] for i in range(50))
+    changed = sum(fuzz.mutate_model(original, random.Random(i)) != original for i in range(50))
     assert changed >= 45
     assert fuzz.random_image(random.Random(3)) == fuzz.random_image(random.Random(3))

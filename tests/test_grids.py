@@ -39,6 +39,7 @@ CASES = [
 ]
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("shape,kwargs", CASES)
 def test_make_grid_matches_torchvision(shape, kwargs):
     rng = np.random.default_rng(abs(hash(shape)) % 2**32)
@@ -48,6 +49,7 @@ def test_make_grid_matches_torchvision(shape, kwargs):
     _assert_pixels_match(ours, theirs)
 
 
+@pytest.mark.full
 def test_make_grid_two_channel_floats_match_torchvision():
     torch = pytest.importorskip("torch")
     tv_utils = pytest.importorskip("torchvision.utils")
@@ -58,6 +60,7 @@ def test_make_grid_two_channel_floats_match_torchvision():
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("shape", [(6, 6), (1, 6, 6), (3, 6, 6)])
 def test_make_grid_single_image_shapes_match_torchvision(shape):
     tensor = np.random.default_rng(1).random(shape, dtype=np.float32)
@@ -117,6 +120,7 @@ def test_bad_inputs_raise_clear_errors():
 # The tutorial's views of AlexNet-shaped weights, against torchvision on the same numbers.
 
 
+@pytest.mark.full
 def test_kernel_grid_rgb_is_the_tutorials_conv1_view():
     weight = np.random.default_rng(3).standard_normal((64, 3, 11, 11)).astype(np.float32)
     picture = grids.kernel_grid(weight)
@@ -124,6 +128,7 @@ def test_kernel_grid_rgb_is_the_tutorials_conv1_view():
     _assert_pixels_match(grids.to_uint8(picture.grid), _torch_pixels(weight, normalize=True, scale_each=True, nrow=8))
 
 
+@pytest.mark.full
 def test_split_view_matches_the_tutorial_for_conv1_and_conv2():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
@@ -144,6 +149,7 @@ def test_grey_and_mosaic_layouts():
     assert mosaic.layout == "mosaic" and mosaic.grid.shape == (1, 2 + 6 * 5, 2 + 4 * 5)
 
 
+@pytest.mark.full
 def test_mosaic_matches_torchvision_on_slices():
     weight = np.random.default_rng(6).standard_normal((5, 4, 3, 3)).astype(np.float32)
     theirs = _torch_pixels(weight.reshape(20, 1, 3, 3), nrow=4, normalize=True, scale_each=True)
@@ -175,6 +181,7 @@ def test_cap_keeps_the_first_output_channels():
     assert np.array_equal(capped.grid, full.grid[:, : capped.grid.shape[1]])
 
 
+@pytest.mark.full
 def test_fmap_grid_matches_torchvision_feature_map_view():
     torch = pytest.importorskip("torch")
     maps = np.random.default_rng(10).standard_normal((64, 55, 55)).astype(np.float32)

@@ -262,7 +262,7 @@ def test_the_report_runs_each_image_once_and_traces_layers_once(tmp_path, monkey
     monkeypatch.setattr(Session, "run", counting_run)
     monkeypatch.setattr(inspector_module, "find_conv_layers", counting_find)
     monkeypatch.setattr(preprocess_module, "load_image", counting_load)
-    from test_cli_report import classifier, photo
+    from conftest import classifier, photo
 
     model = classifier(tmp_path / "tiny.onnx")
     images = [photo(tmp_path / "a.png", 1), photo(tmp_path / "b.png", 2)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import asset, run_onnxvis
+from conftest import asset, call_onnxvis
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -36,7 +36,7 @@ def tutorial(tmp_path_factory):
     model = torchvision.models.alexnet().eval()
     weights = root / "alexnet-owt-test.pth"
     torch.save(model.state_dict(), weights)
-    done = run_onnxvis("export", "alexnet", "--weights", weights, "-o", root / "models", cwd=root)
+    done = call_onnxvis("export", "alexnet", "--weights", weights, "-o", root / "models", cwd=root)
     assert done.returncode == 0, done.stderr
     onnx_path = root / "models" / "alexnet.onnx"
     assert onnx_path.is_file()
@@ -65,7 +65,7 @@ def _compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, float]:
 def test_conv1_rgb_kernel_grid_is_pixel_identical(tutorial):
     root, model, onnx_path = tutorial
     out = root / "kernels"
-    done = run_onnxvis("kernels", onnx_path, "--layers", "0,1", "--split", "-o", out, cwd=root)
+    done = call_onnxvis("kernels", onnx_path, "--layers", "0,1", "--split", "-o", out, cwd=root)
     assert done.returncode == 0, done.stderr
     (conv1_png,) = sorted(out.glob("kernels_00_*.png"))
     reference = _reference_png(model.features[0].weight.detach(), root / "ref_conv1.png", normalize=True, scale_each=True, nrow=8)
@@ -75,7 +75,7 @@ def test_conv1_rgb_kernel_grid_is_pixel_identical(tutorial):
 def test_split_views_of_conv1_and_conv2_are_pixel_identical(tutorial):
     root, model, onnx_path = tutorial
     out = root / "split"
-    done = run_onnxvis("kernels", onnx_path, "--layers", "0,1", "--split", "-o", out, cwd=root)
+    done = call_onnxvis("kernels", onnx_path, "--layers", "0,1", "--split", "-o", out, cwd=root)
     assert done.returncode == 0, done.stderr
     for index, conv in ((0, model.features[0]), (1, model.features[3])):
         (folder,) = sorted(p for p in out.glob(f"kernels_{index:02d}_*_split") if p.is_dir())
@@ -90,7 +90,7 @@ def test_conv1_feature_maps_of_a_real_photo_are_pixel_identical(tutorial):
     root, model, onnx_path = tutorial
     photo = asset("images/skimage_chelsea.png")
     out = root / "fmaps"
-    done = run_onnxvis(
+    done = call_onnxvis(
         "fmaps", onnx_path, photo, "--resize", "224,224",
         "--mean", ",".join(map(str, CIFAR_MEAN)), "--std", ",".join(map(str, CIFAR_STD)),
         "-o", out, cwd=root,

@@ -77,6 +77,7 @@ def save(img: Image.Image, path: Path, **kwargs) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", PHOTOS)
 def test_cifar10_matches_torchvision_bit_for_bit(name):
     T = transforms()
@@ -89,6 +90,7 @@ def test_cifar10_matches_torchvision_bit_for_bit(name):
     assert np.array_equal(ours, ref.numpy())  # measured: identical
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", PHOTOS)
 def test_imagenet_matches_torchvision_bit_for_bit(name):
     T = transforms()
@@ -116,6 +118,7 @@ def test_imagenet_matches_torchvision_bit_for_bit(name):
         ((17, 9), 8, 7),
     ],
 )
+@pytest.mark.full
 def test_resize_and_centre_crop_match_torchvision(size, resize, crop):
     T = transforms()
     img = noise(*size, seed=sum(size))
@@ -126,6 +129,7 @@ def test_resize_and_centre_crop_match_torchvision(size, resize, crop):
     assert np.array_equal(ours, ref)
 
 
+@pytest.mark.full
 def test_grey_model_matches_torchvision_grayscale():
     T = transforms()
     img = load_image(photo("skimage_coffee.png"))
@@ -135,6 +139,7 @@ def test_grey_model_matches_torchvision_grayscale():
     assert np.array_equal(ours, ref.numpy())
 
 
+@pytest.mark.full
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 5000), st.integers(1, 5000), st.integers(1, 1000))
 def test_resized_size_matches_torchvision(width, height, n):
@@ -519,6 +524,7 @@ def test_default_image_loads():
     assert img.mode == "RGB" and img.width > 100 and img.height > 100
 
 
+@pytest.mark.full  # torch importable, so that its absence from the run means something
 def test_importing_preprocess_imports_neither_matplotlib_nor_torch():
     code = (
         "import sys, onnxvis.image.preprocess as p; p.default_image_path(); "

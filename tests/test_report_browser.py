@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from test_cli_report import classifier, photo
 
-from conftest import ASSETS
+from conftest import ASSETS, classifier, photo
 
 
 def _open(browser, report: Path) -> list[dict]:

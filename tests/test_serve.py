@@ -12,20 +12,16 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_cli_report import LABELS, classifier, photo
 
-from conftest import ROOT, asset, run_onnxvis
+from conftest import COFFEE, ESPRESSO, LABELS, ROOT, SQUEEZENET, ServerProcess, asset, classifier, photo, run_onnxvis
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")
@@ -38,9 +34,6 @@ from onnxvis.engine.inspector import Inspector  # noqa: E402
 from onnxvis.serve.app import create_app  # noqa: E402
 from onnxvis.serve.explorer import LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
 
-SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
-COFFEE = "images/skimage_coffee.png"
-ESPRESSO = 967
 IDS = ("layers", "kernels", "image", "fmaps", "cam", "predictions", "error")
 
 
@@ -313,7 +306,13 @@ def test_non_finite_weights_are_null_in_json(make_conv_model):
         answer = c.get("/api/layers")
         assert answer.status_code == 200  # JSON has no NaN: Starlette would refuse to send it
         assert answer.json()[0]["stats"]["min"] is None
-        assert c.get("/api/kernels/0.png").status_code in (200, 400)
+        # the kernels are drawn as the kernels command draws them, the NaN included
+        from onnxvis.draw.layers import kernel_pixels
+
+        picture = c.get("/api/kernels/0.png")
+        assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+        expected, _ = kernel_pixels(ex.inspector.kernels(ex.inspector.layers[0]), ex.grid, None, "grey")
+        np.testing.assert_array_equal(decode(picture.content), expected)
 
 
 @pytest.mark.parametrize("colormap", ["grey", "diverging"])
@@ -378,7 +377,7 @@ def test_a_page_built_without_cam_answers_501(client):
 
 def test_the_page_has_onnxvis_cam_by_default(tiny, tmp_path):
     """serve imports onnxvis's CAM: the summary offers it, and its map is the one `onnxvis cam` draws
-    (AblationCAM at the default layer, the predicted class). A move or a rename of the CAM modules
+    (Grad-CAM at the default layer, the predicted class). A move or a rename of the CAM modules
     fails here instead of dropping CAM from the page."""
     from onnxvis import cli
     from onnxvis.image.preprocess import default_image_path
@@ -392,9 +391,21 @@ def test_the_page_has_onnxvis_cam_by_default(tiny, tmp_path):
     with Inspector(tiny) as insp:
         (prediction,) = insp.predict([default_image_path()], top=1)
     assert answer.headers["x-onnxvis-class"] == str(prediction.top[0][0])
-    assert cli.main(["cam", str(tiny), str(default_image_path()), "-o", str(tmp_path / "out")]) == 0
+    assert cli.main(["cam", str(tiny), str(default_image_path()), "--method", "grad", "-o", str(tmp_path / "out")]) == 0
     (png,) = (tmp_path / "out").glob("*.png")
     np.testing.assert_array_equal(decode(answer.content), decode(png.read_bytes()))
+
+
+def test_the_explorer_finds_onnxvis_own_cam_by_default(tiny):
+    """As `onnxvis serve` makes it (the cam extra is installed in both test environments): the page has CAM."""
+    with Explorer(Inspector(tiny)) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/summary").json()["cam"] is True
+        c.post("/api/photos/sample")
+        cam = c.get("/api/cam/sample.png")
+        assert cam.status_code == 200, cam.text
+        assert 0 <= int(cam.headers["x-onnxvis-class"]) < len(LABELS)
+        assert decode(cam.content).shape == (24, 24, 3)  # drawn over the prepared photo
+        assert c.get("/api/cam/sample.png?target=5").headers["x-onnxvis-class"] == "5"
 
 
 def test_a_cam_function_plugs_in(tiny):
@@ -458,56 +469,6 @@ def test_the_lru_is_bounded_and_computes_once_for_many_waiters():
 # ------------------------------------------------------------------------------------------------
 # A real server process
 # ------------------------------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``python -m onnxvis serve MODEL --port 0 ...`` with its own TMPDIR; ``url`` once it listens."""
-
-    def __init__(self, model: Path, tmp: Path, *args: str):
-        self.tmp = tmp / "tmpdir"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TMPDIR=str(self.tmp))
-        self.stderr_path = tmp / "server.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onnxvis", "serve", str(model), "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("http://"):
-            self.stop()
-            pytest.fail(f"the server did not start: {line!r} {self.stderr()}")
-        self.url = line.strip()
-        parts = urlsplit(self.url)
-        self.address = (parts.hostname, parts.port)
-
-    def stderr(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text()
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=120)  # not a speed check: only so a hung server cannot hang the suite
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
-        return self.proc.returncode
-
-    def raw(self, request: bytes) -> bytes:
-        """Send bytes as they are (no client tidies the path) and return the whole answer."""
-        with socket.create_connection(self.address) as sock:
-            sock.sendall(request)
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-        return b"".join(chunks)
 
 
 @pytest.fixture(scope="module")
@@ -598,14 +559,12 @@ def test_squeezenet_coffee_is_espresso_and_its_pictures_are_real(server):
         assert kernels.shape[2] == 3 and kernels.std() > 10  # 64 RGB 3x3 kernels, not a flat picture
         fmaps = decode(c.get(f"/api/fmaps/{ident}/0.png").content)
         assert fmaps.ndim == 2 and fmaps.shape[0] > 400 and fmaps.std() > 10
+        assert c.get("/api/summary").json()["cam"] is True  # onnxvis has CAM, and serve finds it
         cam = c.get(f"/api/cam/{ident}.png")
-        if c.get("/api/summary").json()["cam"]:
-            assert cam.status_code == 200 and cam.headers["x-onnxvis-class"] == str(ESPRESSO)
-            assert decode(cam.content).shape == (224, 224, 3)
-            picked = c.get(f"/api/cam/{ident}.png?target={top[1]['index']}")
-            assert picked.headers["x-onnxvis-class"] == str(top[1]["index"]) and picked.content != cam.content
-        else:
-            assert cam.status_code == 501 and "not available" in cam.json()["error"]
+        assert cam.status_code == 200 and cam.headers["x-onnxvis-class"] == str(ESPRESSO)
+        assert decode(cam.content).shape == (224, 224, 3)
+        picked = c.get(f"/api/cam/{ident}.png?target={top[1]['index']}")
+        assert picked.headers["x-onnxvis-class"] == str(top[1]["index"]) and picked.content != cam.content
 
 
 def test_ctrl_c_stops_cleanly_and_removes_the_temporary_folder(tmp_path, tiny):

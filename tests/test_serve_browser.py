@@ -9,9 +9,8 @@ Chromium: a local run without it skips, a CI run (CI=true) fails.
 from __future__ import annotations
 
 import pytest
-from test_serve import COFFEE, ESPRESSO, SQUEEZENET, ServerProcess
 
-from conftest import asset
+from conftest import COFFEE, ESPRESSO, SQUEEZENET, ServerProcess, asset
 
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]')")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, asset
+from conftest import ROOT, asset, run_onnxvis
 
 pytest.importorskip("tensorboard", reason="the tensorboard package is not installed (pip install 'onnxvis[tensorboard]')")
 
@@ -170,13 +170,13 @@ def test_unknown_format_is_a_user_error(cli, make_conv_model, tmp_path):
     assert "unknown output format 'svg'" in done.stderr and "tensorboard" in done.stderr
 
 
-def test_missing_tensorboard_package_says_how_to_install_it(cli, make_conv_model, tmp_path):
+def test_missing_tensorboard_package_says_how_to_install_it(make_conv_model, tmp_path):
     blocker = tmp_path / "block"
     (blocker / "tensorboard").mkdir(parents=True)
     (blocker / "tensorboard" / "__init__.py").write_text("raise ImportError('tensorboard is blocked for this test')\n")
     model = make_conv_model(np.ones((2, 1, 3, 3), np.float32))
     env = {"PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = cli("kernels", model, "--format", "png,tensorboard", "-o", tmp_path / "none", env=env)
+    done = run_onnxvis("kernels", model, "--format", "png,tensorboard", "-o", tmp_path / "none", env=env, cwd=tmp_path)
     assert done.returncode == 2
     assert "pip install 'onnxvis[tensorboard]'" in done.stderr
     assert done.stdout == ""

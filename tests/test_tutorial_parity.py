@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, asset, run_onnxvis
+from conftest import ROOT, asset, call_onnxvis
 
 pytestmark = pytest.mark.slow  # an AlexNet export and both runs: about 90 s
 
@@ -65,11 +65,11 @@ def runs(tmp_path_factory):
     torch.manual_seed(620)
     weights = root / "alexnet-owt-seeded.pth"
     torch.save(torchvision.models.alexnet().state_dict(), weights)
-    done = run_onnxvis("export", "alexnet", "--weights", weights, "-o", root / "models", cwd=root)
+    done = call_onnxvis("export", "alexnet", "--weights", weights, "-o", root / "models", cwd=root)
     assert done.returncode == 0, done.stderr
     photo = default_image_path()  # the photo `onnxvis tutorial` uses without IMAGE
     tutorial_scripts(weights, photo, root / "theirs")
-    done = run_onnxvis("tutorial", root / "models" / "alexnet.onnx", "-o", root / "ours", cwd=root)
+    done = call_onnxvis("tutorial", root / "models" / "alexnet.onnx", "-o", root / "ours", cwd=root)
     assert done.returncode == 0, done.stderr
     return read_run(root / "theirs"), read_run(root / "ours"), done, root
 
@@ -124,7 +124,7 @@ def test_feature_map_of_other_photos(runs, tmp_path, photo):
     path = asset(f"images/{photo}")
     root = runs[3]
     tutorial_scripts(root / "alexnet-owt-seeded.pth", path, tmp_path / "theirs", kernels=False)
-    done = run_onnxvis("tutorial", root / "models" / "alexnet.onnx", path, "-o", tmp_path / "ours", cwd=tmp_path)
+    done = call_onnxvis("tutorial", root / "models" / "alexnet.onnx", path, "-o", tmp_path / "ours", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     pixels = read_run(tmp_path / "theirs")["feature map in conv1"][620]
     mine = read_run(tmp_path / "ours")["feature map in conv1"][620]

@@ -620,6 +620,7 @@ def test_conv_transpose_is_drawn_per_output_channel(tmp_path, in_ch, out_per_gro
             np.testing.assert_array_equal(got[o, i], w[g * per_in + i, o % out_per_group])
 
 
+@pytest.mark.full
 def test_conv_transpose_regrouping_against_torch():
     """torch: conv_transpose2d(x, W, groups=g) equals a conv2d with our kernels flipped, on the padded input."""
     torch = pytest.importorskip("torch")
@@ -638,6 +639,7 @@ def test_conv_transpose_regrouping_against_torch():
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.full
 def test_conv_1d_and_3d_against_torch():
     torch = pytest.importorskip("torch")
     from onnxvis.model.layers import ConvLayer
