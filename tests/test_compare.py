@@ -387,6 +387,7 @@ def resnets(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_finetuned_resnet_head_unmatched_and_layer4_ranks_first(resnets, cli):
     work, base, tuned = resnets
     photos = sorted(asset("images/imagenet-sample").glob("*.JPEG"))[:4]
@@ -433,6 +434,7 @@ def _quantized(base: Path, work: Path, photos: list[Path], per_channel: bool) ->
 
 
 @pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
 def test_qdq_resnet_sqnrs_equal_onnxruntimes_qdq_loss_debug(resnets, tmp_path, per_channel):
     pytest.importorskip("torch")

@@ -21,7 +21,6 @@ from conftest import ROOT, asset
 from onnxvis.analysis.examples import run as ex
 from onnxvis.analysis.examples.find import find_examples
 from onnxvis.engine.config import InspectorConfig
-from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.outdir import OutputDir
 from onnxvis.write.examples import draw_examples

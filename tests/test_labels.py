@@ -106,6 +106,7 @@ def test_the_names_are_package_data():
     assert (ROOT / "onnxvis" / "engine" / "imagenet_classes.txt").is_file()
 
 
+@pytest.mark.full
 def test_the_shipped_names_are_torchvisions():
     """The generator (exporters/imagenet_labels.py) finds the shipped file the same as torchvision's list."""
     pytest.importorskip("torchvision")
@@ -114,6 +115,7 @@ def test_the_shipped_names_are_torchvisions():
     assert SHIPPED.read_text(encoding="utf-8") == file_text(torchvision_categories())
 
 
+@pytest.mark.full
 def test_the_generator_writes_what_it_checks(tmp_path):
     pytest.importorskip("torchvision")
     from exporters.imagenet_labels import main
