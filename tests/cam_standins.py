@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-HEADS = ("flatten", "sym_size", "batch1", "values", "nan")
+HEADS = ("flatten", "sym_size", "batch1", "values", "nan", "refuse", "dead")
 
 
 def weights() -> dict[str, np.ndarray]:
@@ -34,7 +34,11 @@ def classifier(path: Path, head: str = "flatten") -> Path:
     - ``batch1``: Reshape to [1, -1] -> MatMul on the flattened activations; the input's batch is 1.
     - ``values``: as ``batch1``, plus table[1000 if min(c1) < -1e6 else 0] (a table of 5 zeros): a
       Gather that fails on AblationCAM's copies of ``c1`` (a channel at its minimum - 1e7).
-    - ``nan``: as ``flatten``, plus 0 * sqrt(min(input)): NaN scores on an input below 0.
+    - ``nan``: as ``flatten``, plus 0 * sqrt(min(input row)): NaN scores for an input below 0.
+    - ``dead``: as ``flatten``, with the conv's weights all below 0: on a photo (values >= 0) ``r1``
+      is all zeros, and so is any map there.
+    - ``refuse``: as ``flatten``, plus table[1000 if min(input) < 0 else 0]: onnxruntime refuses an
+      input below 0.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -42,19 +46,29 @@ def classifier(path: Path, head: str = "flatten") -> Path:
     if head not in HEADS:
         raise ValueError(head)
     w = weights()
-    inits = [numpy_helper.from_array(w["w1"], "w1")]
+    inits = [numpy_helper.from_array(-np.abs(w["w1"]) if head == "dead" else w["w1"], "w1")]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"])]
 
     def const(name: str, value: np.ndarray) -> None:
         inits.append(numpy_helper.from_array(value, name))
 
-    if head in ("flatten", "nan"):
+    if head in ("flatten", "nan", "refuse", "dead"):
         const("fc", w["fc"])
         nodes += [helper.make_node("GlobalAveragePool", ["r1"], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
-                  helper.make_node("MatMul", ["flat", "fc"], ["logits" if head == "flatten" else "raw"])]
+                  helper.make_node("MatMul", ["flat", "fc"], ["logits" if head in ("flatten", "dead") else "raw"])]
+        if head == "refuse":
+            const("zero", np.zeros((), np.float32))
+            const("far", np.array(1000, np.int64))
+            const("table", np.zeros(5, np.float32))
+            nodes += [helper.make_node("ReduceMin", ["x"], ["low"], keepdims=0), helper.make_node("Less", ["low", "zero"], ["below"]),
+                      helper.make_node("Cast", ["below"], ["below_int"], to=TensorProto.INT64),
+                      helper.make_node("Mul", ["below_int", "far"], ["index"]),
+                      helper.make_node("Gather", ["table", "index"], ["nothing"], name="pick"),
+                      helper.make_node("Add", ["raw", "nothing"], ["logits"])]
         if head == "nan":
             const("zero", np.zeros((), np.float32))
-            nodes += [helper.make_node("ReduceMin", ["x"], ["low"], keepdims=0), helper.make_node("Sqrt", ["low"], ["root"]),
+            nodes += [helper.make_node("ReduceMin", ["x"], ["low"], axes=[1, 2, 3], keepdims=1),  # per row
+                      helper.make_node("Flatten", ["low"], ["low_row"]), helper.make_node("Sqrt", ["low_row"], ["root"]),
                       helper.make_node("Mul", ["root", "zero"], ["nothing"]), helper.make_node("Add", ["raw", "nothing"], ["logits"])]
     elif head == "sym_size":
         const("fc", w["fc"])
@@ -101,7 +115,7 @@ def classifier(path: Path, head: str = "flatten") -> Path:
 def scores(r1: np.ndarray, head: str = "flatten") -> np.ndarray:
     """The logits (n, 5) of each of n values (n, 6, 16, 16) of ``r1``, in numpy."""
     w = weights()
-    if head in ("flatten", "sym_size", "nan"):
+    if head in ("flatten", "sym_size", "nan", "refuse", "dead"):
         return r1.mean(axis=(2, 3)) @ w["fc"]
     return r1.reshape(len(r1), -1) @ w["fc_flat"]
 

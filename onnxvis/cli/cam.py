@@ -87,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from onnxvis.analysis.cam.runs import Cam, check_batch_size, default_layer, places_for
+    from onnxvis.errors import OnnxvisError
     from onnxvis.progress import Progress
     from onnxvis.write.cam import parse_cam_formats, write_cams
 
@@ -96,6 +97,11 @@ def run(args: argparse.Namespace) -> None:
         from onnxvis.write.tensorboard import check_available
 
         check_available()
+    if args.metrics:
+        from onnxvis.analysis.cam.metrics import check_percentiles, check_road_available, metrics_line
+
+        check_percentiles(args.percentiles)
+        check_road_available()  # before the long run
     inspector = open_inspector(args)
     images = image_paths(args)
     layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector)])
@@ -103,19 +109,35 @@ def run(args: argparse.Namespace) -> None:
     output = inspector.class_output(args.target_output)
     apply_labels(args, inspector, output)
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
-    if args.metrics:
-        from onnxvis.analysis.cam.metrics import check_road_available, metrics_line
-
-        check_road_available()  # before the long run
+    written: list = []
     with Progress(len(images) * len(places), f"cam {args.method}") as bar:
 
         def each(result) -> None:
+            name = result.image.name
+            if result.place == places[0]:  # once per image: the class its maps are of
+                bar.write(f"{name}: {result.target_text()}" + (" (the predicted class)" if args.target is None else ""))
+            if result.blank:
+                bar.write(
+                    f"{name} {result.place.label}: the map is all zeros (the {args.method} method finds nothing at this place "
+                    f"for class {result.target}); try another layer or tensor (--layers, --tensor) or another target (--target"
+                    + (", --target-output)" if len(inspector.model.graph.output) > 1 else ")")
+                )
             if args.metrics:
-                bar.write(metrics_line(inspector, result, args.percentiles, output))
-            bar.advance(result.image.name)
+                try:
+                    bar.write(metrics_line(inspector, result, args.percentiles, output))
+                except OnnxvisError as exc:  # a metric is no reason to fail the run
+                    bar.write(f"{name} {result.place.label}: no metrics: {exc}")
+            bar.advance(name)
 
         cams = Cam(inspector, places, args.target, output, method=args.method, batch_size=args.batch_size)
-        written = write_cams(cams(images), out, formats, each)
+        try:
+            write_cams(cams(images), out, formats, each, written=written)
+        except OnnxvisError as exc:
+            if not written:
+                raise
+            print_paths(written)  # never fail after writing files without naming them
+            files = "the file" if len(written) == 1 else f"the {len(written)} files"
+            raise OnnxvisError(f"{exc} ({files} written before it: listed on stdout)", setting=exc.setting) from None
     by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
     for note in guess_note(inspector) + (labels_note(inspector) if by_name else []):  # the names matter only for a target by name
         print(note, file=sys.stderr)

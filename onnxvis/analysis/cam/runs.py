@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAM_METHODS", "AblationCam", "Cam", "CamInputs", "CamMethod", "CamResult", "EigenCam", "FemCam", "GradientEngine", "KpcaCam",
     "Need", "Place", "ScoreCam", "check_batch_size", "class_scores", "default_layer", "masked_inputs", "method_named", "places_for",
-    "tail_inputs",
-    "target_index",
+    "is_runtime_failure", "runtime_reason", "tail_inputs", "target_index",
 ]
 
 
@@ -81,6 +80,17 @@ class CamResult:
     rgb: np.ndarray
     input: np.ndarray
     activations: np.ndarray
+
+    @property
+    def blank(self) -> bool:
+        """The map is all zeros: the method's raw map has no value above its minimum (or none above
+        0), so the picture is plain blue and says nothing."""
+        return not np.any(self.cam)
+
+    def target_text(self) -> str:
+        """``class 285 (Egyptian cat), score 9.132``: the class mapped, its label and its score."""
+        label = f" ({one_line(self.target_label)})" if self.target_label else ""
+        return f"class {self.target}{label}, score {self.score:.4g}"
 
 
 def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Sequence[str] = ()) -> list[Place]:
@@ -276,14 +286,15 @@ class _Scorer:
         try:
             return np.asarray(self.insp.run_arrays(feeds, [self.output], batch_size=batch_size)[self.output])
         except OnnxvisError as exc:
-            if not _from_onnxruntime(exc):  # a mistake onnxvis itself found says what to do already
+            if not is_runtime_failure(exc):  # a mistake onnxvis itself found says what to do already
                 raise
             # The Inspector has tried the rows one by one: onnxruntime refuses even one.
             raise _RunFailed(runtime_reason(exc)) from None
 
 
-def _from_onnxruntime(exc: OnnxvisError) -> bool:
-    """The error wraps onnxruntime's own (the runner raises it while handling onnxruntime's)."""
+def is_runtime_failure(exc: OnnxvisError) -> bool:
+    """The error wraps onnxruntime's own (the runner raises it while handling onnxruntime's): a run
+    that onnxruntime refused, which :func:`runtime_reason` puts in words."""
     return exc.__context__ is not None and not isinstance(exc.__context__, (OnnxvisError, KeyError))
 
 
