@@ -375,8 +375,11 @@ def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan 
         method, how = plan.cams.method.name, "from forward passes"
     label = f" ({cam.target_label})" if cam.target_label else ""
     title = f"Where the model looks: {method} CAM of class {cam.target}{label} at {cam.place.label}"
+    blank = (f"<p class=warn>the map is all zeros: the {_e(method)} method finds nothing at {_e(cam.place.label)} for class "
+             f"{cam.target}; <code>onnxvis cam</code> takes another layer (<code>--layers</code>, <code>--tensor</code>) or "
+             f"target (<code>--target</code>)</p>") if cam.blank else ""
     return (f"<h3>{_e(title)}</h3>{why_not}<p class=note>pytorch-grad-cam's {_e(method)} method, {how}; "
-            f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
+            f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>{blank}"
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
 

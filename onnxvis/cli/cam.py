@@ -96,6 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS
     from onnxvis.analysis.cam.runs import Cam, check_batch_size, default_layer, places_for
+    from onnxvis.errors import OnnxvisError
     from onnxvis.progress import Progress
     from onnxvis.write.cam import parse_cam_formats, write_cams
 
@@ -105,6 +106,11 @@ def run(args: argparse.Namespace) -> None:
         from onnxvis.write.tensorboard import check_available
 
         check_available()
+    if args.metrics:
+        from onnxvis.analysis.cam.metrics import check_percentiles, check_road_available, metrics_line
+
+        check_percentiles(args.percentiles)
+        check_road_available()  # before the long run
     inspector = open_inspector(args)
     images = image_paths(args)
     output = inspector.class_output(args.target_output)
@@ -118,16 +124,27 @@ def run(args: argparse.Namespace) -> None:
         layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector, output)])
         places = places_for(inspector, layers, args.tensors or [])
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
-    if args.metrics:
-        from onnxvis.analysis.cam.metrics import check_road_available, metrics_line
-
-        check_road_available()  # before the long run
+    written: list = []
+    seen: set[str] = set()
     with Progress(len(images) * max(1, len(places)), f"cam {args.method}") as bar:
 
         def each(result) -> None:
+            name = result.image.name
+            if str(result.image) not in seen:  # once per image: the class its maps are of
+                seen.add(str(result.image))
+                bar.write(f"{name}: {result.target_text()}" + (" (the predicted class)" if args.target is None else ""))
+            if result.blank:
+                bar.write(
+                    f"{name} {result.place.label}: the map is all zeros (the {args.method} method finds nothing at this place "
+                    f"for class {result.target}); try another layer or tensor (--layers, --tensor) or another target (--target"
+                    + (", --target-output)" if len(inspector.model.graph.output) > 1 else ")")
+                )
             if args.metrics:
-                bar.write(metrics_line(inspector, result, args.percentiles, output))
-            bar.advance(result.image.name)
+                try:
+                    bar.write(metrics_line(inspector, result, args.percentiles, output))
+                except OnnxvisError as exc:  # a metric is no reason to fail the run
+                    bar.write(f"{name} {result.place.label}: no metrics: {exc}")
+            bar.advance(name)
 
         if gradients:
             from onnxvis.analysis.cam.gradcams import gradient_cams
@@ -135,7 +152,14 @@ def run(args: argparse.Namespace) -> None:
             results = gradient_cams(inspector, images, places, args.method, args.target, output)
         else:
             results = Cam(inspector, places, args.target, output, method=args.method, batch_size=args.batch_size)(images)
-        written = write_cams(results, out, formats, each)
+        try:
+            write_cams(results, out, formats, each, written=written)
+        except OnnxvisError as exc:
+            if not written:
+                raise
+            print_paths(written)  # never fail after writing files without naming them
+            files = "the file" if len(written) == 1 else f"the {len(written)} files"
+            raise OnnxvisError(f"{exc} ({files} written before it: listed on stdout)", setting=exc.setting) from None
     notes = [f"note: {note}" for note in inspector.gradient_notes()] if gradients else []
     by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
     for note in notes + guess_note(inspector) + (labels_note(inspector) if by_name else []):  # names matter only for a target by name

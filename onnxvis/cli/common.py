@@ -327,6 +327,7 @@ FLAGS = {
     "labels_b": "--labels-b FILE",
     "keep": "--keep N",
     "batch_size": "--batch-size N",
+    "percentiles": "--percentiles P,...",
     "max_tiles": "--max-tiles N",
     "formats": "--format",
     "output": "-o DIR",

@@ -51,19 +51,22 @@ def write_cams(
     out: OutputDir,
     formats: str | Sequence[str] = ("png",),
     each: Callable[[CamResult], None] | None = None,
+    written: list[Path] | None = None,
 ) -> list[Path]:
     """Write each map as it comes: ``<stem>.png`` (the map over the photo), ``<stem>.npy`` (float32
     H x W in [0, 1]) and/or the TensorBoard tag ``cam_<method>/<place>`` with one step per image.
 
     Args:
         each: called with every result once it is written (metrics, progress).
+        written: the list the paths are appended to, as each file is written: the caller keeps
+            them when a later map fails (returned too).
     """
     from onnxvis.write.layers import Sinks
 
     chosen = parse_cam_formats(formats)
     pictures = [f for f in chosen if f != "npy"]
     sinks = Sinks(out, pictures, "cam") if pictures else None
-    written: list[Path] = []
+    written = [] if written is None else written
     steps: dict[str, int] = {}
     for result in results:
         stem = cam_stem(result)

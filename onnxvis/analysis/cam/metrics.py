@@ -15,19 +15,20 @@ needs scipy (``pip install 'onnxvis[cam]'``), imported only here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxvis.analysis.cam.runs import CamResult, class_scores
+from onnxvis.analysis.cam.runs import CamResult, class_scores, is_runtime_failure, runtime_reason
 from onnxvis.errors import OnnxvisError
 
 if TYPE_CHECKING:
     from onnxvis.engine.inspector import Inspector
 
 __all__ = [
-    "NEIGHBOURS", "ROAD_PERCENTILES", "check_road_available", "confidence_change", "deletion", "metrics_line",
-    "noisy_linear_impute", "road",
+    "NEIGHBOURS", "ROAD_PERCENTILES", "Road", "check_percentiles", "check_road_available", "confidence_change", "deletion",
+    "metrics_line", "noisy_linear_impute", "road",
 ]
 
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -68,10 +69,13 @@ def noisy_linear_impute(img: np.ndarray, keep: np.ndarray, noise: float = 0.01, 
     flat_keep = keep.reshape(-1)
     flat_img = img.reshape(img.shape[0], -1)
     removed = np.argwhere(flat_keep == 0).flatten()
+    rng = np.random.default_rng(seed)
     if removed.size == 0:
         return img.copy()
     if removed.size == flat_keep.size:
-        raise OnnxvisError("ROAD removes every pixel at this percentile; choose a percentile that keeps some")
+        # Nothing is kept (a map whose zeros pass the percentile): no pixel is known, the system's
+        # right-hand side is 0, and grad-cam's solver gives 0 everywhere; the image is the noise alone.
+        return (np.float32(noise) * rng.standard_normal(img.shape).astype(np.float32)).astype(np.float32)
     height, width = keep.shape
     variable = np.zeros(flat_keep.size, dtype=int)
     variable[removed] = np.arange(removed.size)
@@ -90,7 +94,6 @@ def noisy_linear_impute(img: np.ndarray, keep: np.ndarray, noise: float = 0.01, 
     system[np.arange(removed.size), np.arange(removed.size)] = -weight_sum
     solution = np.asarray(spsolve(csc_matrix(system), rhs), dtype=np.float32).reshape(removed.size, -1)
     out = flat_img.copy()
-    rng = np.random.default_rng(seed)
     out[:, removed] = solution.T + np.float32(noise) * rng.standard_normal(solution.T.shape).astype(np.float32)
     return out.reshape(img.shape)
 
@@ -121,34 +124,103 @@ def confidence_change(insp: Inspector, result: CamResult, output: str | None = N
     return float(scores[1] - scores[0])
 
 
+def check_percentiles(percentiles: Sequence[float]) -> None:
+    """Refuse ROAD percentiles outside (0, 100), before a run (:func:`road` checks them too)."""
+    if not percentiles:
+        raise OnnxvisError("ROAD needs at least one percentile", setting="percentiles")
+    for p in percentiles:
+        if not 0 < float(p) < 100:
+            raise OnnxvisError(f"ROAD percentiles must be between 0 and 100, got {p:g}", setting="percentiles")
+
+
+@dataclass(frozen=True)
+class Road:
+    """ROAD's score changes at each percentile: ``morf`` (most relevant first) and ``lerf`` (least
+    relevant first), percentile -> the imputed image's score minus the image's; None where ROAD is
+    undefined, and ``undefined`` says why: (kind, percentile) -> the reason."""
+
+    morf: dict[float, float | None]
+    lerf: dict[float, float | None]
+    undefined: dict[tuple[str, float], str] = field(default_factory=dict)
+
+    @property
+    def combined(self) -> float | None:
+        """grad-cam's ROADCombined: (mean lerf - mean morf) / 2; None when a percentile is undefined
+        (grad-cam's is NaN then)."""
+        values = [*self.morf.values(), *self.lerf.values()]
+        if any(v is None for v in values):
+            return None
+        return float((np.mean(list(self.lerf.values())) - np.mean(list(self.morf.values()))) / 2)
+
+
 def road(
     insp: Inspector,
     result: CamResult,
     percentiles: Sequence[float] = ROAD_PERCENTILES,
     output: str | None = None,
     seed: int = 0,
-) -> dict[str, dict[float, float]]:
+    noise: float = 0.01,
+) -> Road:
     """ROAD's score changes, as grad-cam defines them, for each percentile p.
 
     ``"morf"`` (most relevant first, grad-cam's ROADMostRelevantFirst(p)) removes the pixels whose map
     value is at or above its p-th percentile (the top (100 - p)%); ``"lerf"`` (ROADLeastRelevantFirst(p))
     does the same on 1 - map: it keeps the p% most relevant pixels and removes the rest. A good map:
     the score drops under morf and stays under lerf.
+
+    A map that is mostly zeros removes every pixel at a low percentile of morf (its threshold is 0
+    and no value is below it): the imputed image is then the noise alone, as in grad-cam. A
+    percentile is undefined when the model's score on its imputed image is not a finite number, or
+    the model does not run on it; the other percentiles are still given.
     """
+    check_percentiles(percentiles)
     output = insp.class_output(output)
     layout = insp.image_input.layout
     img = _chw(result.input, layout)
-    out: dict[str, dict[float, float]] = {"morf": {}, "lerf": {}}
+    changes: dict[str, dict[float, float | None]] = {"morf": {}, "lerf": {}}
+    undefined: dict[tuple[str, float], str] = {}
     for kind, values in (("morf", result.cam), ("lerf", 1 - result.cam)):
-        batch = [img]
-        for p in percentiles:
-            if not 0 < float(p) < 100:
-                raise OnnxvisError(f"ROAD percentiles must be between 0 and 100, got {p}")
-            keep = (values < np.percentile(values, p)).astype(np.float32)
-            batch.append(noisy_linear_impute(img, keep, seed=seed))
-        scores = _scores(insp, output, result.target, _batch(batch, layout, result.input.dtype))
-        out[kind] = {float(p): float(s - scores[0]) for p, s in zip(percentiles, scores[1:], strict=True)}
-    return out
+        imputed = [
+            noisy_linear_impute(img, (values < np.percentile(values, p)).astype(np.float32), noise=noise, seed=seed) for p in percentiles
+        ]
+        scores, failed = _scores_each(insp, output, result.target, [img, *imputed], layout, result.input.dtype)
+        if 0 in failed:  # the image itself (not imputed): nothing to compare with
+            raise OnnxvisError(failed[0].replace("the imputed image", "the image"))
+        for i, p in enumerate(percentiles, start=1):
+            if not np.all(np.isfinite(imputed[i - 1])):  # the sparse solver found no solution
+                reason = "the imputation has no finite solution"
+            elif i in failed:
+                reason = failed[i]
+            elif not (np.isfinite(scores[i]) and np.isfinite(scores[0])):
+                reason = "the model's score on the imputed image is not a finite number"
+            else:
+                reason = ""
+            changes[kind][float(p)] = None if reason else float(scores[i] - scores[0])
+            if reason:
+                undefined[(kind, float(p))] = reason
+    return Road(changes["morf"], changes["lerf"], undefined)
+
+
+def _scores_each(
+    insp: Inspector, output: str, target: int, images: Sequence[np.ndarray], layout: str, dtype: np.dtype
+) -> tuple[np.ndarray, dict[int, str]]:
+    """The target's score on each (C, H, W) image, in one batch; when onnxruntime refuses it, image
+    by image: then (scores, index -> why that image has none, its score NaN)."""
+    try:
+        return _scores(insp, output, target, _batch(images, layout, dtype)), {}
+    except OnnxvisError as exc:
+        if not is_runtime_failure(exc):
+            raise
+    scores = np.full(len(images), np.nan, dtype=np.float32)
+    failed: dict[int, str] = {}
+    for i, image in enumerate(images):
+        try:
+            scores[i] = _scores(insp, output, target, _batch([image], layout, dtype))[0]
+        except OnnxvisError as exc:
+            if not is_runtime_failure(exc):
+                raise
+            failed[i] = f"the model does not run on the imputed image: {runtime_reason(exc)}"
+    return scores, failed
 
 
 def _hottest(values: np.ndarray, count: int) -> np.ndarray:
@@ -193,17 +265,29 @@ def deletion(
     return float(scores[0] - scores[1]), float(scores[0] - scores[2])
 
 
+_KINDS = {"morf": "most-relevant-first", "lerf": "least-relevant-first"}
+
+
 def metrics_line(insp: Inspector, result: CamResult, percentiles: Sequence[float] = ROAD_PERCENTILES, output: str | None = None) -> str:
     """One line for ``onnxvis cam --metrics``: the confidence change, ROAD's score changes at each
     percentile, and ROAD combined ((mean least-relevant-first - mean most-relevant-first) / 2, as
-    grad-cam's ROADCombined)."""
+    grad-cam's ROADCombined); a percentile where ROAD is undefined is said so, with why."""
     scores = road(insp, result, percentiles, output)
-    morf, lerf = scores["morf"], scores["lerf"]
-    combined = (np.mean(list(lerf.values())) - np.mean(list(morf.values()))) / 2
-    return (
+
+    def changes(values: dict[float, float | None]) -> str:
+        return " ".join(f"{p:g}:" + ("undefined" if v is None else f"{v:+.4g}") for p, v in values.items())
+
+    combined = scores.combined
+    line = (
         f"{result.image.name} {result.place.label} class {result.target}: confidence change "
-        f"{confidence_change(insp, result, output):+.4g}; ROAD most-relevant-first "
-        + " ".join(f"{p:g}:{v:+.4g}" for p, v in morf.items())
-        + "; least-relevant-first " + " ".join(f"{p:g}:{v:+.4g}" for p, v in lerf.items())
-        + f"; combined {combined:+.4g}"
+        f"{confidence_change(insp, result, output):+.4g}; ROAD most-relevant-first {changes(scores.morf)}"
+        f"; least-relevant-first {changes(scores.lerf)}"
+        f"; combined {'undefined' if combined is None else f'{combined:+.4g}'}"
     )
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for (kind, p), reason in scores.undefined.items():
+        by_reason.setdefault(reason, {}).setdefault(kind, []).append(f"{p:g}")
+    for reason, kinds in by_reason.items():
+        where = " and ".join(f"{_KINDS[kind]} {', '.join(ps)}" for kind, ps in kinds.items())
+        line += f"; ROAD is undefined at {where}: {reason}"
+    return line

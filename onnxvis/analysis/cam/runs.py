@@ -17,6 +17,7 @@ Gradient methods plug in the same way: a method that needs ``"gradients"`` reads
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 
 from onnxvis.analysis.cam import maths as cam
 from onnxvis.engine.inspector import map_images
-from onnxvis.errors import OnnxvisError
+from onnxvis.errors import OnnxvisError, one_line
 from onnxvis.model.graph import outer_names, required_nodes
 
 if TYPE_CHECKING:
@@ -38,8 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAM_METHODS", "AblationCam", "Cam", "CamInputs", "CamMethod", "CamResult", "EigenCam", "FemCam", "GradientEngine", "KpcaCam",
     "Need", "Place", "ScoreCam", "check_batch_size", "class_scores", "default_layer", "masked_inputs", "method_named", "places_for",
-    "tail_inputs",
-    "target_index",
+    "is_runtime_failure", "runtime_reason", "tail_inputs", "target_index",
 ]
 
 
@@ -80,6 +80,17 @@ class CamResult:
     rgb: np.ndarray
     input: np.ndarray
     activations: np.ndarray
+
+    @property
+    def blank(self) -> bool:
+        """The map is all zeros: the method's raw map has no value above its minimum (or none above
+        0), so the picture is plain blue and says nothing."""
+        return not np.any(self.cam)
+
+    def target_text(self) -> str:
+        """``class 285 (Egyptian cat), score 9.132``: the class mapped, its label and its score."""
+        label = f" ({one_line(self.target_label)})" if self.target_label else ""
+        return f"class {self.target}{label}, score {self.score:.4g}"
 
 
 def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Sequence[str] = ()) -> list[Place]:
@@ -125,28 +136,53 @@ def default_layer(insp: Inspector, output: str | None = None) -> ConvLayer:
     raise OnnxvisError("no conv layer of the model has a spatial output (all are 1x1); a class activation map needs one")
 
 
+# Ops whose output is metadata of their input (its shape, its size), not its values: a tail that reads
+# them -- torch.export's ``sym_size`` before a Reshape, say -- must see the copies' batch, not the image's.
+_SHAPE_OPS = frozenset({"Shape", "Size"})
+
+
 def tail_inputs(graph: onnx.GraphProto, fed: str, targets: Iterable[str]) -> list[str]:
     """What the tail -- the nodes after ``fed`` that lead to ``targets`` -- reads from before ``fed``.
 
-    A residual branch, for instance: AblationCAM computes these once from the image and feeds them
-    beside the ablated copies, so that nothing before ``fed`` runs again. Initializers, and tensors
-    computed from constants alone (onnxruntime computes them in the tail), are not listed.
+    A residual branch, for instance: AblationCAM computes these once from the image and feeds them,
+    repeated to the batch of the ablated copies, beside them, so that nothing before ``fed`` runs
+    again. Initializers, and tensors computed from constants alone (onnxruntime computes them in the
+    tail), are not listed. Nor is a tensor computed from shapes alone (``Shape``, ``Size`` and
+    arithmetic on them and on constants): a batch-1 value of it would fix the tail's batch to 1 (a
+    ``Reshape`` to ``[batch, -1]`` with ``batch`` read from the graph input), so the tail computes it
+    itself, and what it is the shape of is listed instead -- the graph input, say.
     """
     needed, _ = required_nodes(graph, list(targets))
     constant = {init.name for init in graph.initializer}
     after = {fed}
+    shapes: set[str] = set()  # computed from shapes and constants only
+    producer: dict[str, onnx.NodeProto] = {}
     for node in graph.node:  # graph order is topological
         reads = [n for n in node.input if n] + sorted(outer_names(node))
+        outputs = [o for o in node.output if o]
+        producer.update((o, node) for o in outputs)
         if any(n in after for n in reads):
-            after.update(o for o in node.output if o)
+            after.update(outputs)
         elif all(n in constant for n in reads):
-            constant.update(o for o in node.output if o)
+            constant.update(outputs)
+        elif node.op_type in _SHAPE_OPS or all(n in constant or n in shapes for n in reads):
+            shapes.update(outputs)
     tail = [node for node in needed if any(n in after for n in [*node.input, *outer_names(node)])]
     if not tail:
         raise OnnxvisError(f"tensor {fed!r} does not lead to the scores output; choose a tensor before the classifier")
-    outside = {
-        n for node in tail for n in [*node.input, *outer_names(node)] if n and n not in after and n not in constant
-    }
+    outside: set[str] = set()
+    stack = [n for node in tail for n in [*node.input, *outer_names(node)] if n]
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in seen or name in after or name in constant:
+            continue
+        seen.add(name)
+        if name in shapes:  # the tail computes it: walk on to what it is computed from
+            node = producer[name]
+            stack.extend(n for n in [*node.input, *outer_names(node)] if n)
+        else:
+            outside.add(name)
     return sorted(outside)
 
 
@@ -193,28 +229,87 @@ def class_scores(value: np.ndarray, layout: str = "NCHW", axis: int | None = Non
     return squeezed.reshape(squeezed.shape[:2] + (-1,)).sum(axis=2, dtype=np.float64).astype(np.float32)
 
 
-def _batched(values: np.ndarray, n: int) -> np.ndarray:
-    """A batch-1 tensor the tail reads, repeated for ``n`` ablated copies."""
+def _batched(name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """A batch-1 tensor the tail reads, repeated for ``n`` copies."""
     if values.ndim < 1 or values.shape[0] != 1:
         raise OnnxvisError(
-            f"the graph after the chosen tensor also reads a tensor of shape {values.shape} without a batch dimension "
-            "(a shape computed upstream); AblationCAM cannot batch it: choose another tensor or method"
+            f"the graph after the chosen tensor also reads tensor {name!r}, of shape {values.shape}, which has no batch "
+            "dimension to repeat for the ablated copies; choose another tensor, or a method that runs no copies (eigen, fem, kpca)"
         )
     return np.repeat(values, n, axis=0)
 
 
+def runtime_reason(exc: BaseException) -> str:
+    """What onnxruntime said when a run failed, in words: the node that stopped and why, without its
+    source paths and C++ signatures, on one line and never cut mid-word.
+
+    ``exc`` is the :class:`OnnxvisError` the runner raised; onnxruntime's own exception is its context.
+    """
+    raw = " ".join(str(exc.__context__ if exc.__context__ is not None else exc).split())
+    found = re.search(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", raw)
+    status = found.group(3) if found else re.sub(r"^.*?\[ONNXRuntimeError\] : \d+ : \w+ : ", "", raw)
+    status = re.sub(r"\S+\.(?:h|hpp|cc|cpp|c):\d+\s*", "", status)  # a source file and line
+    status = re.sub(r"\S*::\S*\(.*?\)\s*", "", status)  # a C++ signature
+    status = re.sub(r"^.*? was false\.\s*", "", status)  # the failed check's condition; its sentence follows
+    words = _whole_words(status.strip().rstrip("."), 200)
+    if found:
+        return f"onnxruntime's {found.group(1)} node {one_line(found.group(2))!r} stops: {words}"
+    return f"onnxruntime stops: {words}"
+
+
+def _whole_words(text: str, limit: int) -> str:
+    text = one_line(text)
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 class _Scorer:
-    """feeds -> the target's scores. The Inspector batches the rows, or runs them one by one when the
-    graph fixes its batch (e.g. a Reshape to [1, 512] after the chosen tensor)."""
+    """feeds -> the target's scores, each fed array with the batch of the copies.
 
-    def __init__(self, insp: Inspector, output: str, target: int):
-        self.insp, self.output, self.target = insp, output, target
+    The Inspector batches the rows, or runs them one by one when the graph refuses a batch (a
+    Reshape to [1, 512] after the chosen tensor fails on a batch). A graph that takes the batch but
+    merges it (a Reshape to [1, -1, 85] before the scores) gives fewer rows than it was fed: its rows
+    run one by one too, on this run and every later one.
+    """
 
-    def __call__(self, varying: dict[str, np.ndarray], fixed: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
+    def __init__(self, insp: Inspector, output: str):
+        self.insp, self.output = insp, output
+        self.single: set[tuple[str, ...]] = set()  # the fed tensors of graphs that merge a batch
+
+    def __call__(self, varying: Mapping[str, np.ndarray], fixed: Mapping[str, np.ndarray], target: int, batch_size: int) -> np.ndarray:
         n = len(next(iter(varying.values())))
-        feeds = {**{k: _batched(v, n) for k, v in fixed.items()}, **varying}
-        value = self.insp.run_arrays(feeds, [self.output], batch_size=batch_size)[self.output]
-        return class_scores(value, self.insp.image_input.layout)[:, self.target]
+        feeds = {**{k: _batched(k, v, n) for k, v in fixed.items()}, **varying}
+        key = tuple(sorted(feeds))
+        value = self._run(feeds, 1 if key in self.single else batch_size)
+        if len(value) != n and key not in self.single:
+            self.single.add(key)
+            value = self._run(feeds, 1)
+        if len(value) != n:
+            raise OnnxvisError(
+                f"the scores output {self.output!r} has {len(value)} rows for {n} inputs fed one at a time, not one row of scores per input"
+            )
+        return class_scores(value, self.insp.image_input.layout)[:, target]
+
+    def _run(self, feeds: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
+        try:
+            return np.asarray(self.insp.run_arrays(feeds, [self.output], batch_size=batch_size)[self.output])
+        except OnnxvisError as exc:
+            if not is_runtime_failure(exc):  # a mistake onnxvis itself found says what to do already
+                raise
+            # The Inspector has tried the rows one by one: onnxruntime refuses even one.
+            raise _RunFailed(runtime_reason(exc)) from None
+
+
+def is_runtime_failure(exc: OnnxvisError) -> bool:
+    """The error wraps onnxruntime's own (the runner raises it while handling onnxruntime's): a run
+    that onnxruntime refused, which :func:`runtime_reason` puts in words."""
+    return exc.__context__ is not None and not isinstance(exc.__context__, (OnnxvisError, KeyError))
+
+
+class _RunFailed(OnnxvisError):
+    """onnxruntime refused a run of changed inputs; the message is its reason, in words (the caller
+    says which inputs)."""
 
 
 def masked_inputs(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
@@ -278,14 +373,28 @@ class CamInputs:
 
     def score_inputs(self, arrays: np.ndarray, batch_size: int) -> np.ndarray:
         """The target's score on each model input (n, ...), the whole model run on them."""
-        return self.scorer({self.scorer.insp.image_input.name: arrays}, {}, batch_size)
+        try:
+            return self.scorer({self.scorer.insp.image_input.name: arrays}, {}, self.target, batch_size)
+        except _RunFailed as exc:
+            raise OnnxvisError(
+                f"the model does not run on the changed images (ScoreCAM's masked ones, say): {exc}; its graph may depend "
+                "on the input's values; choose a method that runs the image alone (eigen, fem, kpca)"
+            ) from None
 
     def score_at_place(self, copies: np.ndarray, batch_size: int) -> np.ndarray:
         """The target's score with each copy (n, C, h, w) fed at the place: only the graph after it
-        runs, with what it reads from before the place (:func:`tail_inputs`) taken from the image's pass."""
+        runs, with what it reads from before the place (:func:`tail_inputs`) taken from the image's
+        pass and repeated to the copies' batch."""
         if self.place.channels_last:
             copies = np.ascontiguousarray(np.moveaxis(copies, 1, -1))
-        return self.scorer({self.place.tensor: copies}, self.sides, batch_size)
+        try:
+            return self.scorer({self.place.tensor: copies}, self.sides, self.target, batch_size)
+        except _RunFailed as exc:
+            raise OnnxvisError(
+                f"the graph after tensor {self.place.tensor!r} does not run on its changed copies (AblationCAM's): {exc}; "
+                "that graph may depend on the tensor's values, which AblationCAM sets to 0 or to their minimum minus 1e7 "
+                "one channel at a time; choose another layer or tensor, or a method that changes nothing (eigen, fem, kpca)"
+            ) from None
 
 
 class CamMethod:
@@ -437,6 +546,7 @@ class Cam:
         self.batch_size = batch_size
         self.gradients = gradients
         self.sides = self._tail_sides()  # once, not per image
+        self._scorer = _Scorer(inspector, self.output)
         self.tensors = self._pass_tensors()
 
     def _tail_sides(self) -> dict[str, list[str]]:
@@ -469,12 +579,11 @@ class Cam:
         index = target_index(self.target, scores, insp.labels)
         label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
         size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
-        scorer = _Scorer(insp, self.output, index)
         for place in self.places:
             raw_value = np.asarray(values[place.tensor])
             at = CamInputs(
                 place=place, activations=_channels_first(place, raw_value), dtype=raw_value.dtype, input=array, layout=spec.layout,
-                size=size, target=index, score=float(scores[index]), batch_size=self.batch_size, scorer=scorer,
+                size=size, target=index, score=float(scores[index]), batch_size=self.batch_size, scorer=self._scorer,
                 sides={n: values[n] for n in self.sides.get(place.tensor, [])},
                 gradients=self._gradients(array, place, index, raw_value.shape),
             )
