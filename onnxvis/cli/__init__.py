@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onnxvis.cli import cam, examples, export, fmaps, info, kernels, layers, predict, report, serve, tutorial
+from onnxvis.cli import cam, examples, export, fmaps, info, kernels, layers, predict, report, serve, stats, tutorial
 from onnxvis.errors import OnnxvisError, one_line
 
 EXIT_USAGE = 2
@@ -34,6 +34,7 @@ quick tour:
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
   onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)
+  onnxvis stats models/alexnet.onnx photos/   numbers per node: weights, activations (Model Explorer, TensorBoard)
 """
 
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     tutorial.add_parser(sub)
     serve.add_parser(sub)
     examples.add_parser(sub)
+    stats.add_parser(sub)
     return parser
 
 
@@ -174,6 +176,7 @@ COMMANDS = {
     "tutorial": tutorial.run,
     "serve": serve.run,
     "examples": examples.run,
+    "stats": stats.run,
 }
 
 

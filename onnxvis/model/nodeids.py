@@ -105,10 +105,10 @@ def _read_graph(proto: "onnx.GraphProto", path: str, scopes: list[dict[str, _Val
         if not tensor.name or tensor.name in seen_initializers:
             continue
         seen_initializers.add(tensor.name)
-        value = values.get(tensor.name)
-        if value is None:
-            value = values[tensor.name] = _Value(tensor.name, graph)
-        graph.initializers.append(value)
+        known = values.get(tensor.name)
+        if known is None:
+            known = values[tensor.name] = _Value(tensor.name, graph)
+        graph.initializers.append(known)
     for node in proto.node:  # every output is declared before any node reads it (unsorted graphs)
         for name in node.output:
             if name and name not in values:
@@ -116,8 +116,8 @@ def _read_graph(proto: "onnx.GraphProto", path: str, scopes: list[dict[str, _Val
     for position, node_proto in enumerate(proto.node):
         graph.nodes.append(_read_node(node_proto, graph, position, scopes))
     for info in proto.output:
-        value = values.get(info.name)
-        graph.outputs.append(value if value is not None else _Value(info.name, graph))
+        output = values.get(info.name)
+        graph.outputs.append(output if output is not None else _Value(info.name, graph))
     scopes.pop()
     return graph
 
@@ -192,11 +192,11 @@ class _NameFix:
                 node.name = _unique(node.name, used, self.node_counter)
             else:
                 used.add(node.name)
-            for value in node.inputs:
-                if value is not None:
-                    self.value(value)
-            for value in node.outputs:
-                self.value(value)
+            for read in node.inputs:
+                if read is not None:
+                    self.value(read)
+            for made in node.outputs:
+                self.value(made)
             for _, _, sub in node.subgraphs:
                 self.graph(sub)
         self.values.pop()
@@ -265,7 +265,8 @@ def _add_captures(main: _Graph) -> None:
             continue
         if any(sub.implicit for _, _, sub in node.subgraphs):
             graph = _owner_of(node, main)
-            graph.nodes.insert(next(i for i, n in enumerate(graph.nodes) if n is node), _Node(None, f"{node.name}_capture", "(Capture)", ""))
+            at = next(i for i, n in enumerate(graph.nodes) if n is node)
+            graph.nodes.insert(at, _Node(None, f"{node.name}_capture", "(Capture)", ""))
 
 
 def _embed_ifs(main: _Graph) -> None:
@@ -333,7 +334,7 @@ def explorer_ids(model: "onnx.ModelProto") -> ExplorerIds:
             node.inputs = [_resolve(n, [scope]) if n else None for n in node_proto.input]
             node.outputs = [scope[n] if n else _Value("", graph) for n in node_proto.output]
             graph.nodes.append(node)
-        graph.outputs = [scope.get(name) or _Value(name, graph) for name in function.output]
+        graph.outputs = [scope[name] if name in scope else _Value(name, graph) for name in function.output]
         fixer.graph(graph)
         overload = getattr(function, "overload", "")
         functions.append((f"[function]{function.domain}::{function.name}" + (f"::{overload}" if overload else ""), graph))
@@ -350,18 +351,18 @@ def explorer_ids(model: "onnx.ModelProto") -> ExplorerIds:
         known = set(ids)
         for group in (graph.inputs, graph.initializers, graph.outputs):
             for value in group:
-                node = ExplorerNode(graph_id, VALUE_PREFIX + value.name)
+                value_node = ExplorerNode(graph_id, VALUE_PREFIX + value.name)
                 if addressed:
-                    values.setdefault((graph.path, value.original), node)
-                if node.node not in known:  # an initializer listed as an input too is one node
-                    ids.append(node.node)
-                    known.add(node.node)
-        for node in graph.nodes:
-            if node.name not in known:
-                ids.append(node.name)
-                known.add(node.name)
-            if node.address is not None and addressed:
-                nodes[node.address] = ExplorerNode(graph_id, node.name)
+                    values.setdefault((graph.path, value.original), value_node)
+                if value_node.node not in known:  # an initializer listed as an input too is one node
+                    ids.append(value_node.node)
+                    known.add(value_node.node)
+        for op in graph.nodes:
+            if op.name not in known:
+                ids.append(op.name)
+                known.add(op.name)
+            if op.address is not None and addressed:
+                nodes[op.address] = ExplorerNode(graph_id, op.name)
 
     main_id = main.name if main.name is not None else MAIN_GRAPH_FALLBACK
     shown(main, main_id)

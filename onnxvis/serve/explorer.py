@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from onnxvis.analysis.stats import weight_stats
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
@@ -36,7 +37,6 @@ from onnxvis.engine.classes import top_k
 from onnxvis.engine.inspector import Inspector, Prepared
 from onnxvis.errors import OnnxvisError
 from onnxvis.image.preprocess import PRESETS, Preprocess, default_image_path, load_image
-from onnxvis.report import weight_stats
 from onnxvis.write.png import encode_png
 
 if TYPE_CHECKING:

@@ -1,0 +1,379 @@
+"""Numbers about weights and activations, in pure numpy: what the report, the server and ``stats`` show.
+
+- :func:`weight_stats`: one layer's weight (min, max, mean, std, L2 norm, zeros) and its near-dead
+  filters, as the report has always counted them.
+- :class:`RunningStats`: one tensor's activations over many images by running sums (mean, std, max,
+  the share of zeros, the channels that never fire), so that memory does not grow with the images.
+- :func:`histogram` and :class:`RunningHistogram`: TensorBoard's histogram of values, bucketed as
+  torch's ``SummaryWriter.add_histogram`` buckets them (its default ``bins="tensorflow"``): the same
+  bucket limits and counts, the same trimming to the buckets that hold values. The running one
+  adds images into fixed buckets, so the histogram of all the activations of 100 photos is
+  exactly the one of their concatenation, without keeping them.
+
+Nothing here knows ONNX, images or files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "DEAD_FRACTION",
+    "WeightStats",
+    "weight_stats",
+    "dense_filters",
+    "RunningStats",
+    "Histogram",
+    "histogram",
+    "RunningHistogram",
+    "tensorflow_bins",
+]
+
+DEAD_FRACTION = 0.01
+"""A filter is near-dead when its L2 norm is below this fraction of the median filter norm of its layer."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Weights
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    """Statistics of one layer's weight.
+
+    Attributes:
+        min, max, mean, std: over all weights.
+        norms: the L2 norm of each filter (``weight[o]``), one per output channel.
+        dead: per filter, whether it is near-dead: its norm is below ``DEAD_FRACTION`` x the layer's
+            median filter norm, or zero.
+        zeros: how many weights are exactly zero.
+        count: how many weights there are.
+    """
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    norms: np.ndarray
+    dead: np.ndarray
+    zeros: int = 0
+    count: int = 0
+
+    @property
+    def near_dead(self) -> int:
+        """How many filters are near-dead."""
+        return int(np.count_nonzero(self.dead))
+
+    @property
+    def near_dead_share(self) -> float:
+        """The share of the filters that are near-dead, 0 to 1."""
+        return self.near_dead / self.dead.size if self.dead.size else 0.0
+
+    @property
+    def norm(self) -> float:
+        """The L2 norm of the whole weight (the filters' norms combined)."""
+        return float(math.sqrt(float(np.dot(self.norms, self.norms))))
+
+    @property
+    def sparsity(self) -> float:
+        """The share of the weights that are exactly zero, 0 to 1."""
+        return self.zeros / self.count if self.count else 0.0
+
+
+def weight_stats(weight: np.ndarray) -> WeightStats:
+    """The statistics of a weight whose first axis is the filters (output channels).
+
+    Conv kernels come as (O, I, ...) from :func:`onnxvis.model.weights.kernel_weights`; a dense
+    layer's weight as (outputs, inputs), see :func:`dense_filters`.
+    """
+    w = np.asarray(weight, dtype=np.float32)
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+    dead = (norms < DEAD_FRACTION * np.median(norms)) | (norms == 0)
+    zeros = int(flat.size - np.count_nonzero(flat))
+    return WeightStats(
+        float(flat.min()), float(flat.max()), float(flat.mean()), float(flat.std()), norms, dead, zeros, int(flat.size)
+    )
+
+
+def dense_filters(weight: np.ndarray, outputs_axis: int) -> np.ndarray:
+    """A Gemm / MatMul weight as one row per output unit (the dense layer's "filters").
+
+    ``outputs_axis`` is the axis that indexes the outputs: 1 for MatMul's B (K, N) and Gemm's B
+    without transB; 0 for Gemm's B with transB=1 (N, K). A batched weight (..., K, N) keeps its
+    leading axes folded into the rows' inputs.
+    """
+    w = np.asarray(weight)
+    if w.ndim < 2:
+        return w.reshape(-1, 1)
+    axis = outputs_axis % w.ndim
+    return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Activations, over many images
+# ------------------------------------------------------------------------------------------------
+
+
+class RunningStats:
+    """One tensor's values over many images, by running sums: memory stays that of one image.
+
+    Each :meth:`add` takes one image's tensor (batch removed). Sums are kept per channel in float64,
+    each image's partial sums taken in float32 over one channel (numpy's pairwise sums), so that
+    the mean and std of millions of values stay exact to about 1e-6.
+
+    Args:
+        channel_axis: the axis of the channels in each added tensor (0 for NCHW maps, -1 for NHWC
+            and dense outputs); None when it is unknown, which leaves :attr:`dead_channels` unknown.
+        count_zeros: count the values that are exactly zero (for the outputs of activations).
+    """
+
+    def __init__(self, channel_axis: int | None = 0, count_zeros: bool = False) -> None:
+        self.channel_axis = channel_axis
+        self.count_zeros = count_zeros
+        self.images = 0
+        self.count = 0
+        self.zeros = 0
+        self._sum: np.ndarray | None = None
+        self._squares: np.ndarray | None = None
+        self._max: np.ndarray | None = None
+        self._min = math.inf
+
+    def add(self, values: np.ndarray) -> None:
+        """Add one image's tensor (any float type; cast to float32 for the sums)."""
+        x = np.asarray(values)
+        if x.size == 0:
+            return
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        rows = self._rows(x)
+        sums = rows.sum(axis=1, dtype=np.float32).astype(np.float64)
+        squares = np.einsum("ij,ij->i", rows, rows).astype(np.float64)
+        highs = rows.max(axis=1)
+        if self._sum is not None and self._sum.shape != sums.shape:
+            # Another channel count than the images before: the axis was not the channels'. Keep totals only.
+            self.channel_axis = None
+            self._sum, self._squares = np.atleast_1d(self._sum.sum()), np.atleast_1d(self._squares.sum())  # type: ignore[union-attr]
+            self._max = np.atleast_1d(self._max.max())  # type: ignore[union-attr]
+            sums, squares, highs = np.atleast_1d(sums.sum()), np.atleast_1d(squares.sum()), np.atleast_1d(highs.max())
+        if self._sum is None or self._squares is None or self._max is None:
+            self._sum, self._squares = np.zeros_like(sums), np.zeros_like(squares)
+            self._max = np.full(highs.shape, -np.inf, np.float32)
+        self._sum += sums
+        self._squares += squares
+        np.maximum(self._max, highs, out=self._max)
+        self._min = min(self._min, float(rows.min()))
+        self.count += x.size
+        self.images += 1
+        if self.count_zeros:
+            self.zeros += int(x.size - np.count_nonzero(x))
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """The values as (channels, values of that channel), or one row when the axis is unknown."""
+        if self.channel_axis is None or x.ndim == 0:
+            return x.reshape(1, -1)
+        axis = self.channel_axis % x.ndim
+        if axis == 0:
+            return x.reshape(x.shape[0], -1)
+        moved = np.moveaxis(x, axis, 0)
+        return moved.reshape(moved.shape[0], -1)
+
+    @property
+    def mean(self) -> float:
+        return float(self._sum.sum() / self.count) if self.count and self._sum is not None else math.nan
+
+    @property
+    def std(self) -> float:
+        """The population std (numpy's default), over every value of every image."""
+        if not self.count or self._squares is None:
+            return math.nan
+        mean = self.mean
+        return math.sqrt(max(float(self._squares.sum()) / self.count - mean * mean, 0.0))
+
+    @property
+    def max(self) -> float:
+        return float(self._max.max()) if self._max is not None else math.nan
+
+    @property
+    def min(self) -> float:
+        return self._min if self.count else math.nan
+
+    @property
+    def zero_share(self) -> float:
+        """The share of the values that are exactly zero (with ``count_zeros``), 0 to 1."""
+        return self.zeros / self.count if self.count else math.nan
+
+    @property
+    def channels(self) -> int | None:
+        return int(self._max.size) if self._max is not None and self.channel_axis is not None else None
+
+    @property
+    def silent(self) -> np.ndarray | None:
+        """Per channel, whether it never fired: no value above zero in any image."""
+        if self._max is None or self.channel_axis is None:
+            return None
+        return self._max <= 0
+
+    @property
+    def dead_channels(self) -> float:
+        """The share of channels that never fired over the images (NaN when the channels are unknown)."""
+        silent = self.silent
+        return float(np.count_nonzero(silent)) / silent.size if silent is not None and silent.size else math.nan
+
+
+# ------------------------------------------------------------------------------------------------
+# Histograms, as TensorBoard's add_histogram makes them
+# ------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def tensorflow_bins() -> np.ndarray:
+    """torch's ``SummaryWriter.default_bins``: 0, and +-1e-12 growing by 1.1 up to 1e20 (1,549 edges)."""
+    v = 1e-12
+    buckets = []
+    while v < 1e20:
+        buckets.append(v)
+        v *= 1.1
+    edges = [-b for b in reversed(buckets)] + [0.0] + buckets
+    out = np.array(edges, dtype=np.float64)
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """TensorBoard's HistogramProto fields: ``bucket[i]`` values fall at or below ``bucket_limit[i]``
+    (and above the limit before it); the first bucket is an empty one that carries the left edge."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    bucket_limit: tuple[float, ...]
+    bucket: tuple[float, ...]
+
+
+def _trimmed(counts: np.ndarray, limits: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """torch's make_histogram: keep the buckets from the first to the last that hold values, with an
+    empty bucket before them whose right limit is the first one's left edge."""
+    cum = np.cumsum(np.greater(counts, 0))
+    start, end = np.searchsorted(cum, [0, cum[-1] - 1], side="right")
+    start, end = int(start), int(end) + 1
+    kept = counts[start - 1 : end] if start > 0 else np.concatenate([[0], counts[:end]])
+    return tuple(float(v) for v in limits[start : end + 1]), tuple(float(c) for c in kept)
+
+
+def histogram(values: np.ndarray) -> Histogram:
+    """The histogram ``SummaryWriter.add_histogram(tag, values)`` writes (bins="tensorflow", no max_bins).
+
+    Raises:
+        ValueError: ``values`` is empty (add_histogram refuses it too).
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError("no values to make a histogram of")
+    counts, limits = np.histogram(x, bins=tensorflow_bins())
+    bucket_limit, bucket = _trimmed(counts, limits)
+    return Histogram(float(x.min()), float(x.max()), int(x.size), float(x.sum()), float(x.dot(x)), bucket_limit, bucket)
+
+
+# The running histogram puts a float32 in its bucket from the upper 16 bits of its bit pattern
+# (sign, exponent, 7 bits of mantissa): within one such cell of 65,536 neighbouring floats, which
+# spans at most 0.8% of its value, at most one bucket edge falls (the edges are 10% apart), so the
+# bucket is the cell's first bucket, or the next one (previous, for negative numbers) at and past
+# the edge's first float. Built once from the edges by exact comparisons, as np.histogram compares.
+
+
+def _exact_bins(values: np.ndarray) -> np.ndarray:
+    """np.histogram's bucket of each float64 value over the tensorflow bins; -1 for values outside."""
+    edges = tensorflow_bins()
+    idx = np.searchsorted(edges, values, side="right") - 1
+    idx[values == edges[-1]] = edges.size - 2  # the last bucket holds its right edge
+    outside = (idx < 0) | (idx > edges.size - 2) | np.isnan(values)
+    idx[outside] = -1
+    return idx.astype(np.int64)
+
+
+@lru_cache(maxsize=1)
+def _cell_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 16-bit cell: the bucket of its first float, the first float (as bits) of the next bucket
+    within it (past the cell when there is none), and that next bucket."""
+    cells = np.arange(1 << 16, dtype=np.uint64)
+    first = (cells << np.uint64(16)).astype(np.uint32)
+    last = (first.astype(np.uint64) + np.uint64(0xFFFF)).astype(np.uint32)
+    as_float = lambda bits: bits.view(np.float32).astype(np.float64)  # noqa: E731
+    start_bin = _exact_bins(as_float(first))
+    end_bin = _exact_bins(as_float(last))
+    edge = np.zeros(cells.size, dtype=np.uint32)  # no edge in the cell: "past it" is the same bucket
+    next_bin = start_bin.copy()
+    for cell in np.flatnonzero(start_bin != end_bin):
+        lo, hi = int(first[cell]), int(last[cell])  # the bucket changes once between lo and hi
+        b0 = start_bin[cell]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _exact_bins(as_float(np.array([mid], dtype=np.uint32)))[0] == b0:
+                lo = mid
+            else:
+                hi = mid
+        edge[cell] = hi
+        next_bin[cell] = end_bin[cell]
+        check = _exact_bins(as_float(np.arange(hi, int(last[cell]) + 1, dtype=np.uint64).astype(np.uint32)))
+        if not np.all(check == next_bin[cell]):  # two edges in one cell: cannot happen with these bins
+            raise AssertionError(f"histogram cell {cell:#x} holds more than one bucket edge")
+    # Offsets by one so that "outside" (-1) becomes bucket 0 of the bincount, dropped afterwards.
+    return (start_bin + 1).astype(np.int32), edge, (next_bin + 1).astype(np.int32)
+
+
+class RunningHistogram:
+    """A histogram of many arrays' values, in TensorBoard's default buckets, built as they come.
+
+    The result equals :func:`histogram` of their concatenation: the same buckets and counts, min,
+    max and count; ``sum`` and ``sum_squares`` are float64 running sums (the last bits may differ
+    from one float64 sum of everything).
+    """
+
+    def __init__(self) -> None:
+        self._counts = np.zeros(tensorflow_bins().size, dtype=np.int64)  # bucket 0: outside the bins, then one per bin
+        self.num = 0
+        self.sum = 0.0
+        self.sum_squares = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, values: np.ndarray) -> None:
+        x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        if x.size == 0:
+            return
+        start, edge, after = _cell_tables()
+        bits = x.view(np.uint32)
+        cell = bits >> 16
+        buckets = np.where(bits >= edge[cell], after[cell], start[cell])
+        self._counts += np.bincount(buckets, minlength=self._counts.size)
+        self.num += x.size
+        self.sum += float(x.sum(dtype=np.float64))
+        self.sum_squares += _squares(x)
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+
+    def result(self) -> Histogram:
+        """The histogram so far. Raises ValueError when nothing was added."""
+        if self.num == 0:
+            raise ValueError("no values to make a histogram of")
+        bucket_limit, bucket = _trimmed(self._counts[1:], tensorflow_bins())
+        return Histogram(self.min, self.max, self.num, self.sum, self.sum_squares, bucket_limit, bucket)
+
+
+def _squares(x: np.ndarray) -> float:
+    """The sum of squares in float64, a block at a time (no float64 copy of a big array)."""
+    total = 0.0
+    block = 1 << 16
+    for i in range(0, x.size, block):
+        part = x[i : i + block].astype(np.float64)
+        total += float(np.dot(part, part))
+    return total
