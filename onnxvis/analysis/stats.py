@@ -290,44 +290,48 @@ def histogram(values: np.ndarray) -> Histogram:
 # the edge's first float. Built once from the edges by exact comparisons, as np.histogram compares.
 
 
-def _exact_bins(values: np.ndarray) -> np.ndarray:
-    """np.histogram's bucket of each float64 value over the tensorflow bins; -1 for values outside."""
+def _positions(values: np.ndarray) -> np.ndarray:
+    """Where np.histogram puts each float64 value among the tensorflow bins, as a monotonic index:
+    the bucket (0 to 1547) inside the edges, -1 below them, 1548 above (NaN: at its sign's end)."""
     edges = tensorflow_bins()
     idx = np.searchsorted(edges, values, side="right") - 1
     idx[values == edges[-1]] = edges.size - 2  # the last bucket holds its right edge
-    outside = (idx < 0) | (idx > edges.size - 2) | np.isnan(values)
-    idx[outside] = -1
+    nan = np.isnan(values)
+    idx[nan] = np.where(np.signbit(values[nan]), -1, edges.size - 1)
     return idx.astype(np.int64)
+
+
+def _buckets(positions: np.ndarray) -> np.ndarray:
+    """Positions -> bucket + 1, and 0 for the values outside every bucket (the bincount's first entry, dropped)."""
+    inside = (positions >= 0) & (positions <= tensorflow_bins().size - 2)
+    return np.where(inside, positions + 1, 0)
 
 
 @lru_cache(maxsize=1)
 def _cell_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per 16-bit cell: the bucket of its first float, the first float (as bits) of the next bucket
-    within it (past the cell when there is none), and that next bucket."""
-    cells = np.arange(1 << 16, dtype=np.uint64)
-    first = (cells << np.uint64(16)).astype(np.uint32)
-    last = (first.astype(np.uint64) + np.uint64(0xFFFF)).astype(np.uint32)
-    as_float = lambda bits: bits.view(np.float32).astype(np.float64)  # noqa: E731
-    start_bin = _exact_bins(as_float(first))
-    end_bin = _exact_bins(as_float(last))
-    edge = np.zeros(cells.size, dtype=np.uint32)  # no edge in the cell: "past it" is the same bucket
-    next_bin = start_bin.copy()
-    for cell in np.flatnonzero(start_bin != end_bin):
-        lo, hi = int(first[cell]), int(last[cell])  # the bucket changes once between lo and hi
-        b0 = start_bin[cell]
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if _exact_bins(as_float(np.array([mid], dtype=np.uint32)))[0] == b0:
-                lo = mid
-            else:
-                hi = mid
-        edge[cell] = hi
-        next_bin[cell] = end_bin[cell]
-        check = _exact_bins(as_float(np.arange(hi, int(last[cell]) + 1, dtype=np.uint64).astype(np.uint32)))
-        if not np.all(check == next_bin[cell]):  # two edges in one cell: cannot happen with these bins
-            raise AssertionError(f"histogram cell {cell:#x} holds more than one bucket edge")
-    # Offsets by one so that "outside" (-1) becomes bucket 0 of the bincount, dropped afterwards.
-    return (start_bin + 1).astype(np.int32), edge, (next_bin + 1).astype(np.int32)
+    """Per 16-bit cell: the bucket (+1) of its first float, the first float (as bits) at which the next
+    bucket starts within it (0 when none does), and that bucket (+1)."""
+    first = (np.arange(1 << 16, dtype=np.uint64) << np.uint64(16)).astype(np.uint32)
+    last = first + np.uint32(0xFFFF)
+
+    def at(bits: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return _positions(bits.view(np.float32).astype(np.float64))
+
+    start, end = at(first), at(last)
+    changes = np.flatnonzero(start != end)
+    if np.any(np.abs(end[changes] - start[changes]) != 1):  # positions are monotonic within a cell (one sign)
+        raise AssertionError("a 16-bit cell of float32 holds more than one histogram edge")
+    lo, hi = first[changes].astype(np.int64), last[changes].astype(np.int64)
+    while np.any(hi - lo > 1):  # for all changing cells at once: the first float of the next position
+        mid = (lo + hi) // 2
+        same = at(mid.astype(np.uint32)) == start[changes]
+        lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
+    edge = np.zeros(first.size, dtype=np.uint32)
+    edge[changes] = hi.astype(np.uint32)
+    after = start.copy()
+    after[changes] = end[changes]
+    return _buckets(start).astype(np.int32), edge, _buckets(after).astype(np.int32)
 
 
 class RunningHistogram:

@@ -26,6 +26,11 @@ def parse_cam_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     """``"png,npy"`` -> ``("png", "npy")``, checked."""
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     chosen = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
+    if "model-explorer" in chosen:
+        raise OnnxvisError(
+            "cam has no per-node numbers for Model Explorer: a class activation map belongs to an image, not to a node of "
+            "the graph; 'onnxvis stats MODEL IMAGES --format model-explorer' writes the per-node numbers"
+        )
     unknown = [i for i in chosen if i not in CAM_FORMATS]
     if unknown or not chosen:
         raise OnnxvisError(f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(CAM_FORMATS)}, e.g. png,npy")
