@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 import pytest
+from explorer import adapter_graphs, real_adapter_graphs
 
 from conftest import ASSETS, real_models
-from explorer import adapter_graphs, real_adapter_graphs
 from onnxvis.model.nodeids import ExplorerNode, explorer_ids
 
 onnx = pytest.importorskip("onnx")
