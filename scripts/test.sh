@@ -3,6 +3,8 @@
 #   1. the core, in .venv-core, where torch is NOT installed (proves onnxvis/ needs no framework);
 #   2. everything, in .venv, with the export extra (torch, torchvision): exporter and torch-parity tests;
 #      also the serve, cam and ray extras (the Ray engine tests skip in .venv-core, where ray is not installed).
+# Model Explorer and its ONNX adapter get a third venv, .venv-explorer, that the node-data tests run as a
+# subprocess: model-explorer-onnx installs a console command called onnxvis, so it never goes beside onnxvis.
 # Each environment is created on first use and reused after. Extra arguments go to pytest
 # (-m "not slow": the quick loop; --reverse: every test in reverse order).
 # Each run lists every skip and its reason (-ra in pyproject.toml). With CI=true a skip that
@@ -30,6 +32,8 @@ if .venv-core/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util
   echo "scripts/test.sh: torch is installed in .venv-core; the core must be tested without it" >&2
   exit 1
 fi
+echo "== Model Explorer with its ONNX adapter, in a venv of their own (pins in tests/explorer.py): .venv-explorer"
+.venv-core/bin/python tests/explorer.py
 pytest_in .venv-core -q "$@"
 
 echo "== full environment (torch, torchvision, the serve, cam and ray extras, grad-cam): .venv"

@@ -15,8 +15,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -109,3 +113,43 @@ def real_adapter_graphs() -> dict[str, dict[str, list[str]]]:
 def load_node_data(*files: Path) -> dict[str, dict]:
     """Each node-data file as model_explorer.node_data_builder's classes read it and write it back."""
     return _run(_LOAD, [str(f) for f in files])
+
+
+@contextmanager
+def model_explorer(model: Path | str, node_data: Sequence[Path | str] = ()) -> Iterator[str]:
+    """Model Explorer's server on ``model`` with the adapter and ``node_data`` files, as the README
+    says to start it; yields the URL it prints (with the model and the node data in it)."""
+    exe = ensure_venv().parent / "model-explorer"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(exe), str(model), "--extensions=model_explorer_onnx", "--no_open_in_browser", f"--port={port}"]
+    if node_data:
+        command.append("--node_data_paths=" + ",".join(str(p) for p in node_data))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
+    try:
+        seen = []
+        assert server.stdout is not None
+        for line in server.stdout:  # until it prints its URL (or stops)
+            seen.append(line)
+            if line.strip().startswith("http://"):
+                break
+        else:
+            raise AssertionError(f"model-explorer stopped without serving: {''.join(seen)[-2000:]}")
+        yield line.strip()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":  # scripts/test.sh makes the venv before the tests
+    try:
+        print(f"Model Explorer venv: {ensure_venv()} ({', '.join(PINS)})")
+    except BaseException as exc:  # pytest's skip and fail outcomes are BaseExceptions
+        print(f"tests/explorer.py: {exc}", file=sys.stderr)
+        sys.exit(1 if in_ci() else 0)  # locally the Model Explorer tests then skip and say why
