@@ -89,12 +89,17 @@ def ensure_venv() -> Path:
     return PYTHON
 
 
-def _run(script: str, args: list[str]) -> dict:
+def run_python(script: str, args: Sequence[str] = (), cwd: Path | None = None) -> str:
+    """Run ``script`` with the venv's Python (without onnxvis on its path); returns its stdout."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    done = subprocess.run([str(ensure_venv()), "-c", script, *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([str(ensure_venv()), "-c", script, *args], capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
         raise AssertionError(f"the Model Explorer venv failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def _run(script: str, args: list[str]) -> dict:
+    return json.loads(run_python(script, args))
 
 
 def adapter_graphs(*models: Path | str) -> dict[str, dict[str, list[str]]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from explorer import load_node_data, real_adapter_graphs
+from explorer import load_node_data, real_adapter_graphs, run_python
 
 from conftest import ASSETS, asset, real_models
 
@@ -210,6 +210,25 @@ def test_model_explorer_and_jsonl_together_and_rerun_replaces_the_files(cli, tmp
     near_dead = json.loads((tmp_path / "out" / "nodedata_weight_near_dead.json").read_text())["small"]["results"]
     assert near_dead == {"node": {"value": 0.5}, "node_3": {"value": 0}}  # the conv and the Gemm, by the adapter's names
     assert "activations over 1 image:" in done.stdout
+
+
+def test_the_readmes_python_api_for_model_explorer_takes_onnxvis_files(tmp_path):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    (code,) = [block for block in readme.split("```python\n")[1:] if "model_explorer.config()" in block]
+    code = code.split("```", 1)[0]
+    assert "visualize_from_config(config, extensions=[\"model_explorer_onnx\"])" in code
+    # everything but starting the server and the browser: the config, as Model Explorer puts it in its URL
+    code = code.replace('model_explorer.visualize_from_config(config, extensions=["model_explorer_onnx"])',
+                        "import urllib.parse\nprint(urllib.parse.unquote(config.to_url_param_value()))")
+    (tmp_path / "st").mkdir()
+    for name in ("nodedata_act_zeros.json", "nodedata_weight_near_dead.json"):
+        (tmp_path / "st" / name).write_text("{}")
+    (tmp_path / "squeezenet.onnx").symlink_to(asset(SQUEEZENET))
+    param = json.loads(run_python(code, cwd=tmp_path))
+    assert param["models"] == [{"url": str(tmp_path / "squeezenet.onnx")}]
+    assert param["nodeData"] == [str(tmp_path / "st" / "nodedata_act_zeros.json"), str(tmp_path / "st" / "nodedata_weight_near_dead.json")]
 
 
 def test_cam_refuses_model_explorer_in_one_line(cli, tmp_path):
