@@ -164,6 +164,12 @@ def test_squeezenets_unnamed_nodes_get_the_adapters_names(node_data_of):
     assert [s.node.explorer.node for s in stats[:4]] == ["node", "node_1", "node_3", "node_4"]  # node_2 is the MaxPool
     data = json.loads(next(p for p in written if p.name == "nodedata_weight_norm.json").read_text())
     assert set(data) == {"squeezenet_old"} and data["squeezenet_old"]["results"]["node"]["value"] == pytest.approx(10.4, abs=0.05)
+    from onnxvis.model.file import Model
+    from onnxvis.model.nodeids import explorer_ids
+
+    ids = explorer_ids(Model.open(asset(SQUEEZENET)).proto)
+    for s in stats:  # by position (stats) and by the tensor computed (what compare uses): the same node
+        assert ids.producer(s.node.layer.output_name if s.node.layer else s.node.output, s.node.path) == s.node.explorer
     near_dead = json.loads(next(p for p in written if p.name == "nodedata_weight_near_dead.json").read_text())["squeezenet_old"]
     assert [t["value"] for t in near_dead["thresholds"]] == [0, 0.05, 0.25, 1]
     assert near_dead["thresholds"][-1]["bgColor"] == "#b71c1c"  # many near-dead filters: dark red

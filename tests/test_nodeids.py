@@ -176,6 +176,8 @@ def test_node_addresses_follow_onnxvis_paths(built):
     assert loops.value("w") == ExplorerNode("g", "[value] w")
     assert loops.value("x", "loop.body") == ExplorerNode("loop/body", "[value] x_1")
     assert loops.value("nothing") is None
+    assert loops.producer("x3", "loop.body") == ExplorerNode("loop/body", "node_2")  # by the tensor it computes
+    assert loops.producer("final") == ExplorerNode("g", "loop") and loops.producer("x") is None
     branches = explorer_ids(onnx.load(built["branches"]))
     assert branches.node("choose.then_branch/If_1.else_branch", 0) == ExplorerNode("g", "choose/then_branch/node_2/else_branch/abs")
     assert "onnx_ir" not in sys.modules  # the rule is onnxvis's own

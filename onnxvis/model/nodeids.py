@@ -299,16 +299,22 @@ class ExplorerIds:
     """
 
     def __init__(self, main: str, graphs: dict[str, list[str]], nodes: dict[tuple[str, int], ExplorerNode],
-                 values: dict[tuple[str, str], ExplorerNode]) -> None:
+                 values: dict[tuple[str, str], ExplorerNode], producers: dict[tuple[str, str], ExplorerNode]) -> None:
         self.main = main
         self.graphs = graphs
         self._nodes = nodes
         self._values = values
+        self._producers = producers
 
     def node(self, path: str, position: int) -> ExplorerNode | None:
         """The Model Explorer node of the node at ``position`` of the graph at onnxvis's ``path``
         (``""``: the main graph); None when Model Explorer does not show that graph."""
         return self._nodes.get((path, position))
+
+    def producer(self, tensor: str, path: str = "") -> ExplorerNode | None:
+        """The Model Explorer node of the node that computes ``tensor`` (a conv layer's ``output_name``,
+        any activation) in the graph at ``path``; None when there is none or it is not shown."""
+        return self._producers.get((path, tensor))
 
     def value(self, name: str, path: str = "") -> ExplorerNode | None:
         """The ``[value] NAME`` node of an input, initializer or output called ``name`` of the graph at ``path``."""
@@ -345,6 +351,7 @@ def explorer_ids(model: "onnx.ModelProto") -> ExplorerIds:
     graphs: dict[str, list[str]] = {}
     nodes: dict[tuple[str, int], ExplorerNode] = {}
     values: dict[tuple[str, str], ExplorerNode] = {}
+    producers: dict[tuple[str, str], ExplorerNode] = {}
 
     def shown(graph: _Graph, graph_id: str, addressed: bool = True) -> None:
         ids = graphs.setdefault(graph_id, [])
@@ -363,6 +370,9 @@ def explorer_ids(model: "onnx.ModelProto") -> ExplorerIds:
                 known.add(op.name)
             if op.address is not None and addressed:
                 nodes[op.address] = ExplorerNode(graph_id, op.name)
+                for made in op.outputs:
+                    if made.original:
+                        producers[(op.address[0], made.original)] = ExplorerNode(graph_id, op.name)
 
     main_id = main.name if main.name is not None else MAIN_GRAPH_FALLBACK
     shown(main, main_id)
@@ -372,4 +382,4 @@ def explorer_ids(model: "onnx.ModelProto") -> ExplorerIds:
                 shown(sub, f"{node.name}/{attr_name}")
     for graph_id, graph in functions:  # onnxvis does not look inside functions: listed, not addressed
         shown(graph, graph_id, addressed=False)
-    return ExplorerIds(main_id, graphs, nodes, values)
+    return ExplorerIds(main_id, graphs, nodes, values, producers)
