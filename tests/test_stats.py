@@ -152,6 +152,21 @@ def test_the_running_histogram_puts_every_float32_of_a_range_where_numpy_does():
         assert np.array_equal(running._counts[1:], counts)
 
 
+def test_the_running_histogram_counts_float16_and_float64_exactly():
+    rng = np.random.default_rng(6)
+    every16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    every16 = every16[np.isfinite(every16)]  # every float16 number
+    for values in (every16, rng.standard_normal(3000).astype(np.float16), _tricky_values().astype(np.float64)):
+        running = st.RunningHistogram()
+        for part in np.array_split(values, 3):
+            running.add(part)
+        got, want = running.result(), st.histogram(values)
+        assert got.bucket == want.bucket and got.bucket_limit == want.bucket_limit, values.dtype
+        assert (got.num, got.min, got.max) == (want.num, want.min, want.max), values.dtype
+        if values.dtype == np.float16 and values is not every16:  # (the others hold +-3e38: their sums cancel)
+            assert got.sum == pytest.approx(want.sum, rel=1e-9, abs=1e-9) and got.sum_squares == pytest.approx(want.sum_squares, rel=1e-9)
+
+
 def test_empty_histograms_are_refused():
     with pytest.raises(ValueError):
         st.histogram(np.array([], np.float32))

@@ -77,7 +77,7 @@ class WeightStats:
     @property
     def norm(self) -> float:
         """The L2 norm of the whole weight (the filters' norms combined)."""
-        return float(math.sqrt(float(np.dot(self.norms, self.norms))))
+        return float(math.sqrt(float(np.einsum("i,i->", self.norms, self.norms))))
 
     @property
     def sparsity(self) -> float:
@@ -280,14 +280,17 @@ def histogram(values: np.ndarray) -> Histogram:
         raise ValueError("no values to make a histogram of")
     counts, limits = np.histogram(x, bins=tensorflow_bins())
     bucket_limit, bucket = _trimmed(counts, limits)
-    return Histogram(float(x.min()), float(x.max()), int(x.size), float(x.sum()), float(x.dot(x)), bucket_limit, bucket)
+    # einsum for the squares (torch's x.dot(x) is a BLAS call, whose threads would compete with onnxruntime's)
+    return Histogram(float(x.min()), float(x.max()), int(x.size), float(x.sum()), float(np.einsum("i,i->", x, x)), bucket_limit, bucket)
 
 
-# The running histogram puts a float32 in its bucket from the upper 16 bits of its bit pattern
-# (sign, exponent, 7 bits of mantissa): within one such cell of 65,536 neighbouring floats, which
-# spans at most 0.8% of its value, at most one bucket edge falls (the edges are 10% apart), so the
-# bucket is the cell's first bucket, or the next one (previous, for negative numbers) at and past
-# the edge's first float. Built once from the edges by exact comparisons, as np.histogram compares.
+# The running histogram finds a value's bucket from its bit pattern, never comparing it with 1,549
+# edges. A float16 has 65,536 patterns: they are counted, and each pattern's bucket and value are
+# known. A float32 is looked up by its upper 20 bits (sign, exponent, 11 bits of mantissa): such a
+# cell of 4,096 neighbouring floats spans at most 0.05% of its value, and the edges are 10% apart,
+# so at most one edge falls in it; the few values in the 1,548 cells that hold one are compared
+# with that edge's first float. The tables come from exact comparisons, as np.histogram makes them.
+_CELL_BITS = 12
 
 
 def _positions(values: np.ndarray) -> np.ndarray:
@@ -307,31 +310,36 @@ def _buckets(positions: np.ndarray) -> np.ndarray:
     return np.where(inside, positions + 1, 0)
 
 
+def _float64_of(bits: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return bits.view(np.float32).astype(np.float64)
+
+
 @lru_cache(maxsize=1)
-def _cell_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per 16-bit cell: the bucket (+1) of its first float, the first float (as bits) at which the next
-    bucket starts within it (0 when none does), and that bucket (+1)."""
-    first = (np.arange(1 << 16, dtype=np.uint64) << np.uint64(16)).astype(np.uint32)
-    last = first + np.uint32(0xFFFF)
-
-    def at(bits: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return _positions(bits.view(np.float32).astype(np.float64))
-
-    start, end = at(first), at(last)
+def _float32_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bucket (+1) of each 20-bit cell, or -(k + 1) for the k-th cell that holds an edge; and for
+    those cells: the first float (as bits) of the next bucket, the bucket before it and after it (+1)."""
+    first = (np.arange(1 << (32 - _CELL_BITS), dtype=np.uint64) << np.uint64(_CELL_BITS)).astype(np.uint32)
+    last = first + np.uint32((1 << _CELL_BITS) - 1)
+    start, end = _positions(_float64_of(first)), _positions(_float64_of(last))
     changes = np.flatnonzero(start != end)
     if np.any(np.abs(end[changes] - start[changes]) != 1):  # positions are monotonic within a cell (one sign)
-        raise AssertionError("a 16-bit cell of float32 holds more than one histogram edge")
+        raise AssertionError("a cell of float32 holds more than one histogram edge")
     lo, hi = first[changes].astype(np.int64), last[changes].astype(np.int64)
-    while np.any(hi - lo > 1):  # for all changing cells at once: the first float of the next position
+    while np.any(hi - lo > 1):  # for all those cells at once: the first float of the next position
         mid = (lo + hi) // 2
-        same = at(mid.astype(np.uint32)) == start[changes]
+        same = _positions(_float64_of(mid.astype(np.uint32))) == start[changes]
         lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
-    edge = np.zeros(first.size, dtype=np.uint32)
-    edge[changes] = hi.astype(np.uint32)
-    after = start.copy()
-    after[changes] = end[changes]
-    return _buckets(start).astype(np.int32), edge, _buckets(after).astype(np.int32)
+    table = _buckets(start).astype(np.int16)
+    table[changes] = -(np.arange(changes.size) + 1)
+    return table, hi.astype(np.uint32), _buckets(start[changes]).astype(np.int16), _buckets(end[changes]).astype(np.int16)
+
+
+@lru_cache(maxsize=1)
+def _float16_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each float16 bit pattern: its bucket (+1), its value, whether it is a number (not NaN)."""
+    values = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float64)
+    return _buckets(_positions(values)), values, ~np.isnan(values)
 
 
 class RunningHistogram:
@@ -351,19 +359,45 @@ class RunningHistogram:
         self.max = -math.inf
 
     def add(self, values: np.ndarray) -> None:
-        x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        x = np.asarray(values)
         if x.size == 0:
             return
-        start, edge, after = _cell_tables()
+        if x.dtype == np.float16:
+            self._add_float16(np.ascontiguousarray(x).reshape(-1))
+            return
+        if x.dtype != np.float32:  # float64 and the rest: compared with the edges as they are
+            x64 = x.astype(np.float64).reshape(-1)
+            self._counts += np.bincount(_buckets(_positions(x64)), minlength=self._counts.size)
+            self._totals(x64.size, float(x64.sum()), float(np.einsum("i,i->", x64, x64)), float(x64.min()), float(x64.max()))
+            return
+        x = np.ascontiguousarray(x).reshape(-1)
+        table, edge, before, after = _float32_tables()
         bits = x.view(np.uint32)
-        cell = bits >> 16
-        buckets = np.where(bits >= edge[cell], after[cell], start[cell])
+        buckets = np.take(table, bits >> _CELL_BITS)
+        near = np.flatnonzero(buckets < 0)  # in a cell that holds an edge: compare with it
+        if near.size:
+            k = -buckets[near].astype(np.int64) - 1
+            buckets[near] = np.where(bits[near] >= edge[k], after[k], before[k])
         self._counts += np.bincount(buckets, minlength=self._counts.size)
-        self.num += x.size
-        self.sum += float(x.sum(dtype=np.float64))
-        self.sum_squares += _squares(x)
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
+        # einsum, not np.dot: no BLAS threads to compete with onnxruntime's
+        self._totals(x.size, float(x.sum(dtype=np.float64)), float(np.einsum("i,i->", x, x, dtype=np.float64)),
+                     float(x.min()), float(x.max()))
+
+    def _add_float16(self, x: np.ndarray) -> None:
+        buckets, values, numbers = _float16_tables()
+        patterns = np.bincount(x.view(np.uint16), minlength=1 << 16)
+        self._counts += np.bincount(buckets, weights=patterns, minlength=self._counts.size).astype(np.int64)
+        present = np.flatnonzero((patterns > 0) & numbers)  # the patterns that occur (a NaN counts in num only)
+        found, weights = values[present], patterns[present].astype(np.float64)
+        self._totals(x.size, float(np.einsum("i,i->", weights, found)), float(np.einsum("i,i,i->", weights, found, found)),
+                     float(found.min()) if found.size else math.nan, float(found.max()) if found.size else math.nan)
+
+    def _totals(self, count: int, total: float, squares: float, low: float, high: float) -> None:
+        self.num += count
+        self.sum += total
+        self.sum_squares += squares
+        self.min = min(self.min, low)
+        self.max = max(self.max, high)
 
     def result(self) -> Histogram:
         """The histogram so far. Raises ValueError when nothing was added."""
@@ -371,13 +405,3 @@ class RunningHistogram:
             raise ValueError("no values to make a histogram of")
         bucket_limit, bucket = _trimmed(self._counts[1:], tensorflow_bins())
         return Histogram(self.min, self.max, self.num, self.sum, self.sum_squares, bucket_limit, bucket)
-
-
-def _squares(x: np.ndarray) -> float:
-    """The sum of squares in float64, a block at a time (no float64 copy of a big array)."""
-    total = 0.0
-    block = 1 << 16
-    for i in range(0, x.size, block):
-        part = x[i : i + block].astype(np.float64)
-        total += float(np.dot(part, part))
-    return total
