@@ -237,6 +237,25 @@ def test_the_readmes_python_api_for_model_explorer_takes_onnxvis_files(tmp_path)
     assert param["nodeData"] == [str(tmp_path / "st" / "nodedata_act_zeros.json"), str(tmp_path / "st" / "nodedata_weight_near_dead.json")]
 
 
+def test_the_readmes_python_api_for_stats_runs(tmp_path, monkeypatch):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    (code,) = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:] if "compute_stats(" in block]
+    (tmp_path / "squeezenet.onnx").symlink_to(asset(SQUEEZENET))
+    (tmp_path / "a.jpg").symlink_to(asset("images/matplotlib_grace_hopper.jpg"))
+    (tmp_path / "b.jpg").symlink_to(asset("images/matplotlib_grace_hopper.jpg"))
+    monkeypatch.chdir(tmp_path)
+    import onnxvis
+
+    scope = {"onnxvis": onnxvis}
+    exec(code, scope)
+    assert len(scope["stats"]) == 52 and scope["stats"][1].activations.images == 2
+    data = json.loads((tmp_path / "out" / "nodedata_sqnr.json").read_text())["squeezenet_old"]
+    assert len(data["results"]) == 26 and data["results"]["node"] == {"value": 30}
+    assert data["thresholds"][-1] == {"value": 1e308, "bgColor": "#053061"}
+
+
 def test_cam_refuses_model_explorer_in_one_line(cli, tmp_path):
     done = cli("cam", asset("models/mnist_cntk.onnx"), "--format", "png,model-explorer", "-o", tmp_path / "cam")
     assert done.returncode == 2

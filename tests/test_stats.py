@@ -37,6 +37,18 @@ def test_weight_stats_are_the_reports_numbers_plus_norm_and_sparsity():
     assert got.zeros == 27 + 9 and got.count == w.size
 
 
+def test_big_weights_are_measured_in_blocks_with_the_same_numbers(monkeypatch):
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((300, 50)) * 0.02 + 0.001).astype(np.float32)
+    w[17] = 0
+    whole = st.weight_stats(w)
+    monkeypatch.setattr(st, "_BLOCK", 1000)  # 20 rows a block
+    blocked = st.weight_stats(w)
+    for key in ("min", "max", "mean", "std", "norm", "sparsity", "near_dead"):
+        assert getattr(blocked, key) == pytest.approx(getattr(whole, key), rel=1e-12), key
+    assert np.allclose(blocked.norms, whole.norms, rtol=1e-12) and blocked.dead.tolist() == whole.dead.tolist()
+
+
 def test_the_report_and_the_server_count_near_dead_filters_with_the_same_function():
     from onnxvis import report
     from onnxvis.serve import explorer

@@ -28,10 +28,11 @@ import numpy as np
 
 from onnxvis.analysis.stats import Histogram, RunningHistogram, RunningStats, WeightStats, dense_filters, histogram, weight_stats
 from onnxvis.errors import OnnxvisError
-from onnxvis.model.graph import GraphIndex
+from onnxvis.model.graph import GraphIndex, subgraphs
 from onnxvis.model.layers import layer_stem
 from onnxvis.model.nodeids import ExplorerNode, explorer_ids
 from onnxvis.model.tracing import WeightSource, trace_tensor
+from onnxvis.model.weights import kernel_weights
 
 if TYPE_CHECKING:
     import onnx
@@ -214,12 +215,8 @@ def stats_nodes(inspector: "Inspector") -> list[StatsNode]:
                 main_nodes.append((len(found), node))
             label = node.name or f"{node.op_type}_{position}"
             where = f"{path}/{label}" if path else label
-            for attr in node.attribute:
-                if attr.type == 5:
-                    visit(attr.g, f"{where}.{attr.name}")
-                elif attr.type == 10:
-                    for j, sub in enumerate(attr.graphs):
-                        visit(sub, f"{where}.{attr.name}[{j}]")
+            for attr_name, sub in subgraphs(node):  # the paths find_conv_layers gives
+                visit(sub, f"{where}.{attr_name}")
 
     visit(model.graph, "")
     axes = _channel_axes(model.graph, main_sources)
@@ -280,7 +277,7 @@ def compute_stats(
         try:
             if node.kind == "conv":
                 assert node.layer is not None
-                weight = inspector.kernels(node.layer)
+                weight = kernel_weights(node.layer)  # not the Inspector's cache: one layer's weight in memory at a time
             else:
                 assert node.weight is not None
                 weight = dense_filters(node.weight.load(), node.outputs_axis)

@@ -89,16 +89,28 @@ def weight_stats(weight: np.ndarray) -> WeightStats:
     """The statistics of a weight whose first axis is the filters (output channels).
 
     Conv kernels come as (O, I, ...) from :func:`onnxvis.model.weights.kernel_weights`; a dense
-    layer's weight as (outputs, inputs), see :func:`dense_filters`.
+    layer's weight as (outputs, inputs), see :func:`dense_filters`. Sums are float64, taken over
+    blocks of about a million weights: a VGG16 classifier's 100 million weights need no float64 copy.
     """
     w = np.asarray(weight, dtype=np.float32)
-    flat = w.reshape(w.shape[0], -1).astype(np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+    rows = w.reshape(w.shape[0], -1)
+    step = max(1, _BLOCK // max(1, rows.shape[1]))
+    if rows.shape[0] <= step:  # one block (every conv layer): numpy's own two-pass mean and std
+        flat = rows.astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        mean, std = float(flat.mean()), float(flat.std())
+    else:
+        parts = [rows[i : i + step] for i in range(0, rows.shape[0], step)]
+        norms = np.concatenate([np.sqrt(np.einsum("ij,ij->i", p, p, dtype=np.float64)) for p in parts])
+        mean = float(sum(float(p.sum(dtype=np.float64)) for p in parts) / rows.size)
+        centred = sum(float(np.square(p.astype(np.float64) - mean).sum()) for p in parts)
+        std = math.sqrt(centred / rows.size)
     dead = (norms < DEAD_FRACTION * np.median(norms)) | (norms == 0)
-    zeros = int(flat.size - np.count_nonzero(flat))
-    return WeightStats(
-        float(flat.min()), float(flat.max()), float(flat.mean()), float(flat.std()), norms, dead, zeros, int(flat.size)
-    )
+    zeros = int(rows.size - np.count_nonzero(rows))
+    return WeightStats(float(rows.min()), float(rows.max()), mean, std, norms, dead, zeros, int(rows.size))
+
+
+_BLOCK = 1 << 20
 
 
 def dense_filters(weight: np.ndarray, outputs_axis: int) -> np.ndarray:
