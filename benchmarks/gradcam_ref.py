@@ -1,4 +1,4 @@
-"""The reference for benchmarks/cam.py: pytorch-grad-cam on torchvision's ResNet-18, as a user runs it.
+"""The reference for benchmarks/cam.py and gradients.py: pytorch-grad-cam on torchvision's ResNet-18, as a user runs it.
 
     python gradcam_ref.py WEIGHTS.pth IMAGE METHOD OUT.png
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
-from pytorch_grad_cam import AblationCAM, ScoreCAM
+from pytorch_grad_cam import AblationCAM, GradCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from torchvision import transforms
 
@@ -25,7 +25,7 @@ shape = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
 photo = shape(Image.open(image).convert("RGB"))
 normalize = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 x = normalize(photo)[None]
-cam = {"score": ScoreCAM, "ablation": AblationCAM}[method](model, [model.layer4[-1]])
+cam = {"score": ScoreCAM, "ablation": AblationCAM, "grad": GradCAM}[method](model, [model.layer4[-1]])
 grayscale = cam(x, None)[0]
 picture = show_cam_on_image(np.float32(photo) / 255, grayscale, use_rgb=True)
 cv2.imwrite(out, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

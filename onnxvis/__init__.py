@@ -13,8 +13,9 @@ The public API, in the order of the data's path::
 For many images or many calls, open the engine once::
 
     with onnxvis.Inspector("models/alexnet.onnx") as insp:
+        insp.use_labels(onnxvis.load_labels("pets.txt", insp.class_count()), "file pets.txt")   # optional
         for prediction in insp.predict(["a.jpg", "b.jpg"]):    # batched, decoded in the background
-            print(prediction.top[0])
+            print(prediction.top[0])                           # (index, name or None, probability)
 
 Names are imported on first use, so ``import onnxvis`` stays cheap (no onnx, onnxruntime or
 matplotlib until they are needed, and never torch).
@@ -31,6 +32,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Inspector": "onnxvis.engine.inspector",
+    "InspectorConfig": "onnxvis.engine.config",
+    "ClassNames": "onnxvis.engine.classes",
+    "load_labels": "onnxvis.engine.classes",
     "Model": "onnxvis.model.file",
     "ConvLayer": "onnxvis.model.layers",
     "find_conv_layers": "onnxvis.model.layers",
@@ -76,6 +80,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from onnxvis.draw.grids import fmap_grid, kernel_grid, make_grid, split_grids, to_uint8
+    from onnxvis.engine.classes import ClassNames, load_labels
+    from onnxvis.engine.config import InspectorConfig
     from onnxvis.engine.inspector import Inspector
     from onnxvis.engine.shortcuts import FeatureMaps, feature_maps, predict
     from onnxvis.image.preprocess import PRESETS, Preprocess, load_image

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS
 from onnxvis.analysis.cam.maths import overlay
-from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.draw.colormaps import COLORMAPS, DIVERGING_CMAP, check_colormap, diverging_rgb, signed_kernel_grid, signed_kernels
 from onnxvis.draw.grids import GridOptions, fmap_grid, fmap_pixels
 from onnxvis.draw.layers import kernel_pixels
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import layer_title
@@ -90,7 +92,7 @@ class Pictures(list):
 def _inspector(model: "str | Path | Model | Inspector", preprocess: "Preprocess | None" = None) -> Inspector:
     if isinstance(model, Inspector):
         return model
-    return Inspector(model, preprocess=preprocess)
+    return Inspector(model, InspectorConfig(preprocess=preprocess))
 
 
 def kernels(
@@ -137,10 +139,17 @@ def cam(
     show_cam_on_image), one picture per place: the chosen conv layers and/or ``tensor`` (by default
     the last conv layer with a spatial output). The titles name the method, the place and the class."""
     inspector = _inspector(model, preprocess)
-    chosen = inspector.select(layers, "last") if layers is not None else ([] if tensor else [default_layer(inspector)])
+    default = [] if tensor else [default_layer(inspector, inspector.class_output())]
+    chosen = inspector.select(layers, "last") if layers is not None else default
     places = places_for(inspector, chosen, [tensor] if tensor else [])
     pictures = Pictures()
-    for result in compute_cams(inspector, [image], places, method, target):
+    if method in GRADIENT_METHODS:
+        from onnxvis.analysis.cam.gradcams import gradient_cams
+
+        results = gradient_cams(inspector, [image], [] if method == "fullgrad" else places, method, target)
+    else:
+        results = Cam(inspector, places, target, method=method)([image])
+    for result in results:
         label = f" {result.target_label}" if result.target_label else ""
         title = f"{method} CAM - {result.place.label} - class {result.target}{label}"
         pictures.append(Picture(overlay(result.rgb, result.cam), title))

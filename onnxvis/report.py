@@ -26,15 +26,17 @@ import numpy as np
 from onnxvis.analysis.stats import DEAD_FRACTION, WeightStats, weight_stats
 from onnxvis.draw.colormaps import check_colormap
 from onnxvis.draw.grids import GridOptions, fmap_pixels
-from onnxvis.draw.layers import kernel_pixels
-from onnxvis.engine.classes import TOP_K, top_k
+from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels
+from onnxvis.engine.classes import TOP_K, check_class_scores, top_k
 from onnxvis.errors import OnnxvisError
-from onnxvis.model.layers import layer_title
+from onnxvis.model.layers import channels_first, layer_title, no_conv_layer, require_main_graph
 from onnxvis.model.metadata import labels_from_metadata  # noqa: F401  (re-exported: the report's readers used it from here)
 from onnxvis.progress import Progress
 from onnxvis.write.html import CSP, img_tag
 
 if TYPE_CHECKING:
+    from onnxvis.analysis.cam.runs import Cam
+    from onnxvis.engine.classes import ClassNames
     from onnxvis.engine.inspector import ImageResult, Inspector
     from onnxvis.model.layers import ConvLayer
     from onnxvis.outdir import OutputDir
@@ -222,6 +224,7 @@ def _kernel_section(layer: "ConvLayer", weight: np.ndarray, grid: GridOptions, m
     pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
     caption = f"{picture.layout}"
     if picture.truncated:
+        # names a flag: the page that `onnxvis report` writes says which of its options lifts the cap (no message)
         caption += f"; the first {picture.shown_out_channels} of {picture.total_out_channels} filters (--max-tiles)"
     title = layer_title(layer, "kernels")
     return f'<figure id="k{layer.index}"><figcaption><b>{_e(title)}</b> - {_e(caption)}</figcaption>{img_tag(pixels, title)}</figure>'
@@ -262,9 +265,9 @@ def _image_section(
              f'<div class=side><figure class="photo">{_photo(prepared.rgb, result.image.name)}'
              f"<figcaption>{_e(shown_name)}</figcaption></figure>"
              f"<div>{predictions}</div></div>",
-             f"<p class=note>preprocessing: {_e(prepared.preprocess.describe())}; {_e(inspector.image_input.describe())}</p>"]
+             f"<p class=note>preprocessing: {_e(prepared.describe_preprocessing())}; {_e(inspector.image_input.describe())}</p>"]
     for layer in layers:
-        maps = _channels_first(layer, result.values[layer.output_name])
+        maps = channels_first(layer, result.values[layer.output_name])
         stats = activation_stats(maps)
         shown, k = _shrink(maps, grid)
         pixels = fmap_pixels(shown, grid)
@@ -283,25 +286,33 @@ def _image_section(
 
 @dataclass(frozen=True)
 class _CamPlan:
-    """What the report's one pass over an image adds for its class activation map."""
+    """What the report's one pass over an image adds for its class activation map: the forward method's
+    :class:`Cam`, or, for a gradient method (its own forward and backward pass per image), AblationCAM's
+    as the fallback where the model cannot be differentiated."""
 
     method: str
+    cams: "Cam"
     places: list
     output: str
-    tensors: list[str]
+    gradient: bool
 
 
 def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | None":
-    """The CAM's tensors, taken in the same pass as the feature maps; or why there is no CAM (which the
-    page says under each image; nothing is printed, so that an error of the run stays one line)."""
+    """The CAM of each image, whose tensors are taken in the same pass as the feature maps; or why
+    there is no CAM (which the page says under each image; nothing is printed, so that an error of
+    the run stays one line)."""
     if not method:
         return None
-    from onnxvis.analysis.cam.runs import cam_tensors, default_layer, places_for
+    from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS
+    from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 
     try:
-        places = places_for(inspector, [default_layer(inspector)])
         output = inspector.class_output()
-        return _CamPlan(method, places, output, cam_tensors(inspector, places, method, output))
+        places = places_for(inspector, [default_layer(inspector, output)])
+        if method in GRADIENT_METHODS:
+            fallback = Cam(inspector, places, output=output, method="ablation")
+            return _CamPlan(method, fallback, [] if method == "fullgrad" else places, output, True)
+        return _CamPlan(method, Cam(inspector, places, output=output, method=method), places, output, False)
     except OnnxvisError as exc:
         return str(exc)
 
@@ -309,38 +320,42 @@ def _cam_plan(inspector: "Inspector", method: str | None) -> "_CamPlan | str | N
 def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan | str") -> str:
     """One class activation map of the image over the photo (the last spatial conv layer, the predicted class)."""
     from onnxvis.analysis.cam.maths import overlay
-    from onnxvis.analysis.cam.runs import cams_of
 
     if isinstance(plan, str):
         return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(plan)}</p>"
-    values = {name: result.values[name][None] for name in plan.tensors}
-    try:
-        (cam,) = cams_of(inspector, result.prepared, values, plan.places, plan.method, output=plan.output)
-    except OnnxvisError as exc:
-        return f"<h3>Where the model looks</h3><p class=warn>no class activation map: {_e(exc)}</p>"
+    why_not = ""
+    cam = None
+    method = plan.method
+    how = "from one forward and one backward pass (onnx-ad's backward graph in onnxruntime)"
+    if plan.gradient:
+        from onnxvis.analysis.cam.gradcams import gradient_cams_of
+
+        try:
+            cam = gradient_cams_of(inspector, result.prepared, plan.places, plan.method, output=plan.output)[0]
+        except OnnxvisError as exc:
+            why_not = f"<p class=warn>no {_e(plan.method)} CAM: {_e(exc)}; AblationCAM instead</p>"
+    if cam is None:
+        values = {name: result.values[name][None] for name in plan.cams.tensors}
+        try:
+            (cam,) = plan.cams.maps(result.prepared, values)
+        except OnnxvisError as exc:
+            return f"<h3>Where the model looks</h3>{why_not}<p class=warn>no class activation map: {_e(exc)}</p>"
+        method, how = plan.cams.method.name, "from forward passes"
     label = f" ({cam.target_label})" if cam.target_label else ""
-    title = f"Where the model looks: {plan.method} CAM of class {cam.target}{label} at {cam.place.label}"
-    return (f"<h3>{_e(title)}</h3><p class=note>pytorch-grad-cam's {_e(plan.method)} method, from forward passes; "
+    title = f"Where the model looks: {method} CAM of class {cam.target}{label} at {cam.place.label}"
+    return (f"<h3>{_e(title)}</h3>{why_not}<p class=note>pytorch-grad-cam's {_e(method)} method, {how}; "
             f"red is where the class score depends most; <code>onnxvis cam</code> writes it in full</p>"
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
 
-def _channels_first(layer: "ConvLayer", value: np.ndarray) -> np.ndarray:
-    value = np.asarray(value)
-    if value.ndim < 2 or value.size == 0:
-        raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not feature maps; check the model")
-    if layer.op_type == "NhwcConv":
-        value = np.moveaxis(value, -1, 0)
-    return value.astype(np.float32, copy=False)
-
-
-def _predictions(output: str, scores: np.ndarray, labels: list[str]) -> str:
-    """The top-5 table of one image's class scores."""
+def _predictions(output: str, scores: np.ndarray, labels: Sequence[str], names: "ClassNames | None" = None) -> str:
+    """The top-5 table of one image's class scores; a guess of the class names is said in its heading."""
     best = top_k(scores, labels, TOP_K)
     rows = [[str(i + 1), _e(name if name is not None else index), str(index), f"{p * 100:.2f}%",
              f'<span class="bar" style="width:{p * 200:.0f}px"></span>']
             for i, (index, name, p) in enumerate(best)]
-    heading = f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)})</h3>"
+    named = f"; names: {names.describe()}" if names is not None and names.guessed else ""
+    heading = f"<h3 style=\"margin-top:.6em\">Top-{len(best)} predictions ({_e(output)}{_e(named)})</h3>"
     return heading + _table(["#", "class", "index", "probability", ""], rows, left=(1, 4))
 
 
@@ -355,6 +370,7 @@ def build_report(
     progress: bool = False,
     log: Log = _stderr,
     cam_method: str | None = "ablation",
+    rgb_from_bgr: Sequence["ConvLayer"] = (),
 ) -> str:
     """The report's HTML text.
 
@@ -372,30 +388,25 @@ def build_report(
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
         cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths`), None for none.
+        rgb_from_bgr: layers whose kernels are drawn with their 3 input channels reversed, B, G, R to R, G, B
+            (the convs that read a BGR image: see :meth:`Inspector.bgr_layers`).
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
     """
     check_colormap(colormap)
+    check_max_tiles(max_tiles)
     grid = grid or GridOptions()
     layers = inspector.layers
     if not layers:
-        raise OnnxvisError(
-            f"{inspector.model.path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger), so there is "
-            "nothing to report; 'onnxvis info MODEL' describes its inputs and outputs"
-        )
+        raise no_conv_layer(str(inspector.model.path), "there is nothing to report; 'onnxvis info MODEL' describes its inputs and outputs")
     chosen = list(fmap_layers) if fmap_layers else layers[:1]
-    for layer in chosen:
-        if not layer.in_main_graph:
-            raise OnnxvisError(
-                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
-            )
+    require_main_graph(chosen)
     labels = inspector.labels
     output = None
     if labels and images:
         try:
-            output = inspector.class_output()
+            output = inspector.score_output()
         except OnnxvisError as exc:
             log(f"no predictions: {exc}")
     entries: list[_Layer] = []
@@ -409,16 +420,20 @@ def build_report(
                 say(f"layer {layer.index} ({layer.name}): no kernels: {exc}")
                 entries.append(_Layer(layer, None, f'<p id="k{layer.index}" class=warn>{layer.index} {_e(layer.name)}: {_e(exc)}</p>'))
             else:
-                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, weight, grid, max_tiles, colormap)))
+                drawn = in_rgb_order(weight) if layer in rgb_from_bgr else weight
+                entries.append(_Layer(layer, weight_stats(weight), _kernel_section(layer, drawn, grid, max_tiles, colormap)))
             bar.advance(f"kernels {layer.name}")
         if images:
             # One pass per image gives the feature maps, the scores and what the CAM starts from.
             plan = _cam_plan(inspector, cam_method)
             targets = [layer.output_name for layer in chosen] + ([output] if output else [])
-            if isinstance(plan, _CamPlan):
-                targets += plan.tensors
+            if plan is not None and not isinstance(plan, str):
+                targets += plan.cams.tensors
             for number, result in enumerate(inspector.run(images, list(dict.fromkeys(targets)))):
-                table = _predictions(output, result.values[output], labels or []) if output else ""
+                if output:
+                    check_class_scores(result.values[output], output)
+                    inspector.check_labels(result.values[output])
+                table = _predictions(output, result.values[output], labels or [], inspector.class_names) if output else ""
                 image_parts.append(_image_section(number, inspector, result, chosen, grid, table, full_paths))
                 if plan is not None:
                     image_parts[-1] += _cam_section(inspector, result, plan)

@@ -192,3 +192,27 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--reverse"):
         items.reverse()
+
+
+def export_seeded_resnet18(folder: Path):
+    """torchvision's ResNet-18 with seeded weights (BatchNorm statistics perturbed too), and the file
+    `onnxvis export resnet18 --weights` writes from its state dict: (torch model in eval mode, .onnx path).
+    The parity tests' oracle and subject; needs torch (the full environment)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+    model.eval()
+    weights = folder / "resnet18_seeded.pth"
+    torch.save(model.state_dict(), weights)
+    done = run_onnxvis("export", "resnet18", "--weights", weights, "-o", folder)
+    assert done.returncode == 0, done.stderr
+    return model, folder / "resnet18.onnx"

@@ -54,8 +54,8 @@ class AllowedSkip:
 
 
 # The reference tools that come only with torch, in the full environment: torch, torchvision, the
-# exporter's onnxscript, pytorch-grad-cam and the OpenCV it brings.
-_TORCH_ONLY = r"(torch|torchvision|onnxscript|pytorch_grad_cam|cv2)"
+# exporter's onnxscript, pytorch-grad-cam and the OpenCV it brings, and Captum.
+_TORCH_ONLY = r"(torch|torchvision|onnxscript|pytorch_grad_cam|cv2|captum)"
 
 ALLOWED = [
     AllowedSkip(

@@ -87,8 +87,8 @@ def test_ablation_tail_equals_whole_model_ablation(tmp_path, photo):
     from onnxvis.engine.inspector import Inspector
 
     model = _small_classifier(tmp_path / "res.onnx", residual=True)
-    with Inspector(model, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
-        (result,) = cammodel.compute_cams(insp, [photo], cammodel.places_for(insp, [], ["r1"]), "ablation")
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}) as insp:
+        (result,) = cammodel.Cam(insp, cammodel.places_for(insp, [], ["r1"]), method="ablation")([photo])
         x = insp.prepare(photo).array
         full = insp.run_arrays({"x": x}, ["r1", "c2", "logits"])
         fc = onnx_init(model, "fc"), onnx_init(model, "fcb")
@@ -101,6 +101,61 @@ def test_ablation_tail_equals_whole_model_ablation(tmp_path, photo):
         weights = cam.ablation_cam_weights(acts, float(full["logits"][0, result.target]), head)
         expected = cam.finish(cam.weighted_sum(weights, acts), (16, 16))
     np.testing.assert_allclose(result.cam, expected, atol=1e-5)
+
+
+def test_each_method_says_what_the_pass_must_give(tmp_path):
+    """AblationCAM needs the tail, so the image's one pass also gives what the tail reads from before
+    the place (the skip branch c2); the other methods need the activations alone."""
+    from onnxvis.engine.inspector import Inspector
+
+    model = _small_classifier(tmp_path / "res.onnx", residual=True)
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}) as insp:
+        places = cammodel.places_for(insp, [], ["r1"])
+        tensors = {m: cammodel.Cam(insp, places, method=m).tensors for m in cammodel.CAM_METHODS}
+        with pytest.raises(OnnxvisError, match="unknown CAM method 'grad'; choose from score, ablation, eigen, fem, kpca"):
+            cammodel.Cam(insp, places, method="grad")
+        with pytest.raises(OnnxvisError, match="no place"):
+            cammodel.Cam(insp, [], method="eigen")
+    assert tensors == {"score": ["logits", "r1"], "ablation": ["logits", "r1", "c2"], "eigen": ["logits", "r1"],
+                       "fem": ["logits", "r1"], "kpca": ["logits", "r1"]}
+    assert cammodel.CAM_METHODS["ablation"].needs == {"activations", "tail"}
+    assert cammodel.CAM_METHODS["score"].needs == {"activations", "model"}
+
+
+class _MeanGradient(cammodel.CamMethod):
+    """Grad-CAM's weights (the gradient's mean over the positions): the shape a gradient method takes."""
+
+    name = "grad"
+    needs = frozenset({"activations", "gradients"})
+
+    def weights(self, at):
+        return at.gradients.mean(axis=(1, 2))
+
+
+def test_a_gradient_method_plugs_in_with_a_gradient_engine(tmp_path, photo):
+    """The seam for gradient methods: the engine is asked for d score / d tensor at each place, and
+    the method's weights make the map as any other method's do."""
+    from onnxvis.analysis.cam import maths as cam
+    from onnxvis.engine.inspector import Inspector
+
+    model = _small_classifier(tmp_path / "res.onnx", residual=True)
+    asked = []
+    grads = np.linspace(-1, 2, 6 * 16 * 16, dtype=np.float32).reshape(1, 6, 16, 16)
+
+    def engine(inputs, tensor, output, target):
+        asked.append((inputs.shape, tensor, output, target))
+        return grads
+
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}) as insp:
+        places = cammodel.places_for(insp, [], ["r1", "block"])
+        with pytest.raises(OnnxvisError, match="the grad method needs the gradient of the class score, and no gradient engine"):
+            cammodel.Cam(insp, places, 2, method=_MeanGradient())
+        results = list(cammodel.Cam(insp, places, 2, method=_MeanGradient(), gradients=engine)([photo]))
+        acts = insp.run_arrays({"x": insp.prepare(photo).array}, ["r1"])["r1"][0]
+    assert asked == [((1, 3, 16, 16), "r1", "logits", 2), ((1, 3, 16, 16), "block", "logits", 2)]
+    expected = cam.finish(cam.weighted_sum(grads[0].mean(axis=(1, 2)), acts), (16, 16))
+    assert [r.method for r in results] == ["grad", "grad"] and results[0].target == 2
+    np.testing.assert_array_equal(results[0].cam, expected)
 
 
 def onnx_init(path, name):
@@ -121,6 +176,7 @@ def onnx_init(path, name):
         (("--tensor", "logits", "--method", "fem"), "not (batch, channels, height, width)"),
         (("--format", "png,gif"), "unknown output format 'gif'"),
         (("--target-output", "nope"), "nope"),
+        (("--batch-size", "0"), "the batch size must be 1 or more, got 0 (set with --batch-size N)"),
     ],
 )
 def test_mistakes_are_one_clear_line(tmp_path, photo, args, message):
@@ -204,13 +260,13 @@ def _imagenet_sample(limit: int) -> list:
 
 def _deletion_share(method: str, limit: int) -> float:
     """Share of photos where deleting the map's hottest 20% hurts the predicted class more than
-    deleting 20% at random (random blobs as coarse as the map; see cammetrics.deletion)."""
+    deleting 20% at random (random blobs as coarse as the map; see onnxvis.analysis.cam.metrics.deletion)."""
     from onnxvis.analysis.cam.metrics import deletion
     from onnxvis.engine.inspector import Inspector
 
     with Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"), preset="caffe") as insp:
         places = cammodel.places_for(insp, [cammodel.default_layer(insp)])
-        wins = [np.subtract(*deletion(insp, r, 0.2)) > 0 for r in cammodel.compute_cams(insp, _imagenet_sample(limit), places, method)]
+        wins = [np.subtract(*deletion(insp, r, 0.2)) > 0 for r in cammodel.Cam(insp, places, method=method)(_imagenet_sample(limit))]
     print(f"{method}: {sum(wins)}/{len(wins)}")
     return float(np.mean(wins))
 
@@ -233,7 +289,7 @@ def test_report_and_notebook_show_a_cam_with_the_method_named(tmp_path, photo):
     from onnxvis.report import build_report
 
     model = _small_classifier(tmp_path / "small.onnx", residual=True)
-    with Inspector(model, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+    with Inspector(model, preset="unit", changes={"resize": (16, 16)}) as insp:
         text = build_report(insp, [photo], cam_method="score")
         pictures = figures.cam(insp, photo, method="fem", tensor="block")
         none = build_report(insp, [photo], cam_method=None)

@@ -109,7 +109,7 @@ def test_info_shows_the_class_count_and_where_the_names_came_from(tmp_path):
     unnamed = _classifier(tmp_path / "unnamed.onnx", {}, classes=37)
     done = run_onnxvis("info", unnamed)
     assert done.returncode == 0, done.stderr
-    assert "classes   37 (output 'logits'), without names" in done.stdout
+    assert "classes   37 (guessed from the output's shape), without names; output 'logits' [1x37] float32" in done.stdout
     assert "set at export" not in done.stdout  # a guessed preprocessing has no export origin
 
 

@@ -475,7 +475,9 @@ def test_computed_weight_claiming_gigabytes_is_refused_not_allocated(box):
     onnx.save(model, str(path))
     assert path.stat().st_size < 500
     done, rss = _maxrss_run(box, "kernels", path, "-o", box.out)
-    assert_user_error(done, r"64x3x1500x1500, 432,000,000 values, more than .* onnxvis draws; choose other layers")
+    assert_user_error(
+        done, r"64x3x1500x1500, 432,000,000 values, more than .* onnxvis draws; choose other layers", r"\(set with --layers SPEC\)$"
+    )
     assert rss < 1_000_000_000
 
 
@@ -823,7 +825,7 @@ def test_output_is_an_existing_file(box, command):
     args = _commands(command, model, _photo(box))
     before = _snapshot(box.root)
     done = run_onnxvis(*args, "-o", target, cwd=box.cwd)
-    assert_user_error(done, r"exists and is not a folder; give a folder with -o")
+    assert_user_error(done, r"exists and is not a folder; give a folder \(set with -o DIR\)")
     assert _snapshot(box.root) == before
 
 
@@ -876,10 +878,10 @@ def test_output_folder_cannot_be_written(shared_tmp, command, where):
     args = _commands(command, model, photo)
     if where == "existing folder":
         done = _run_as_nobody(prefix, *args, "-o", locked, cwd=shared_tmp)
-        pattern = r"output folder .*locked is not writable; choose another with -o"
+        pattern = r"output folder .*locked is not writable; choose another \(set with -o DIR\)"
     elif where == "new folder inside it":
         done = _run_as_nobody(prefix, *args, "-o", locked / "sub" / "dir", cwd=shared_tmp)
-        pattern = r"cannot create output folder .*Permission denied; choose another with -o"
+        pattern = r"cannot create output folder .*Permission denied; choose another \(set with -o DIR\)"
     else:
         done = _run_as_nobody(prefix, *args, cwd=locked)
         pattern = r"cannot create output folder onnxvis-out/m.*Permission denied"
@@ -900,7 +902,7 @@ def test_rerun_replaces_what_onnxvis_wrote_and_nothing_else(box):
     first.unlink()
     first.write_bytes(b"the user's own picture")
     done = box.run("kernels", model)
-    assert_user_error(done, r"exists and onnxvis did not write it.*; remove it or choose another folder with -o")
+    assert_user_error(done, r"exists and onnxvis did not write it.*; remove it or choose another output folder \(set with -o DIR\)")
     assert first.read_bytes() == b"the user's own picture"
     user = box.out / "kernels_00_conv0_split"
     user.mkdir()
@@ -916,7 +918,7 @@ def test_inputs_are_never_overwritten(box):
     # the previous output becomes the input image, with the same output folder
     before = fmap.read_bytes()
     done = run_onnxvis("fmaps", model, fmap, "-o", box.out, cwd=box.cwd)
-    assert_user_error(done, r"is one of the inputs; choose another output folder with -o")
+    assert_user_error(done, r"is one of the inputs; choose another output folder \(set with -o DIR\)")
     assert fmap.read_bytes() == before
     # the model's own folder as the output folder: the model and its neighbours are untouched
     snap = _snapshot(box.inputs)

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import asset, real_models
+from onnxvis.cli.common import GUESS_HINT
 from onnxvis.image import preprocess as pp
-from onnxvis.image.inputs import GUESS_HINT
 
 
 def _info(cli, path) -> str:
@@ -58,6 +58,7 @@ def test_info_on_every_real_model(cli, name):
     "name, expected",
     [
         ("squeezenet1.0_caffe2_fp16.onnx", ["'data_0' [1x3x224x224] float16: the image, NCHW", "size      fixed 224x224",
+                                            "batch     fixed 1",
                                             "caffe (guessed): resize 256x256, crop 224x224, BGR", "guessed from the producer onnx-caffe2",
                                             GUESS_HINT, "(weights: 26 initializer float16)"]),
         ("mnist_cntk.onnx", ["producer  CNTK 2.5.1", "ir        3", "opsets    ai.onnx 7",
@@ -67,6 +68,7 @@ def test_info_on_every_real_model(cli, name):
         ("mnist_cntk_int8_qlinearconv.onnx", ["opsets    ai.onnx 13, com.microsoft 1",
             "quantized (int8 per-tensor in QLinearConv (w_scale, w_zero_point))"]),
         ("ppocr_mobile_v2.0_cls_paddle.onnx", ["'x' [?x3x?x?] float32: the image, NCHW", "size      dynamic (?x?)",
+                                               "batch     free: up to 8 images a run",
                                                "any size works", "(weights: 53 constant float32)"]),
         ("mtcnn_pnet_keras2onnx.onnx", ["'input_1' [?x?x?x3] float32: the image, NHWC (a Transpose to NCHW", "tf (guessed)",
                                         "guessed from the producer keras2onnx"]),
@@ -86,7 +88,7 @@ def test_info_names_the_other_inputs_and_the_flag(cli, tmp_path):
     inputs = [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [1]),
         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs, [numpy_helper.from_array(_weight(2, 3, 3, 3), "w")]))
-    assert "input     'gain' [1] float32: not the image; fmaps needs --input gain=VALUE" in out
+    assert "input     'gain' [1] float32: not the image; a run needs a value for it (set with --input NAME=VALUE)" in out
     assert "input     'x' [1x3x8x8] float32: the image, NCHW" in out
 
 
@@ -120,7 +122,8 @@ def test_info_on_a_size_that_must_be_a_multiple(cli, tmp_path):
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])]
     inits = [numpy_helper.from_array(_weight(3, 3, 3, 3), "w"), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs, inits))
-    assert "size      dynamic (?x?)" in out and "rounded to a multiple of 2: it downsamples by 2 and upsamples again (Resize)" in out
+    assert "size      dynamic (?x?)" in out
+    assert "rounded to a multiple of 2: it upsamples (Resize) a map downsampled by 2 and joins it with others" in out
 
 
 def test_info_of_a_weight_fed_at_run_time(cli, tmp_path):
@@ -129,7 +132,7 @@ def test_info_of_a_weight_fed_at_run_time(cli, tmp_path):
         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 3, 3, 3])]
     out = _info(cli, _save(tmp_path / "m.onnx", nodes, inputs))
     assert "runtime input (fed at run time as input 'w' of the model)" in out
-    assert "input     'w' [2x3x3x3] float32: not the image; fmaps needs --input w=VALUE" in out
+    assert "input     'w' [2x3x3x3] float32: not the image; a run needs a value for it (set with --input NAME=VALUE)" in out
 
 
 def test_info_of_a_missing_file_is_one_line(cli, tmp_path):

@@ -125,7 +125,7 @@ def test_a_very_large_layer_is_capped_and_the_flag_lifts_the_cap(cli, tmp_path):
     )
     capped = cli("kernels", path, "--max-tiles", "1000", "-o", tmp_path / "a")
     assert capped.returncode == 0, capped.stderr
-    assert "drew the first 50 of 300 output channels" in capped.stderr and "--max-tiles 0" in capped.stderr
+    assert "drew the first 50 of 300 output channels" in capped.stderr and "max_tiles) of 0 draws all" in capped.stderr
     full = cli("kernels", path, "--max-tiles", "0", "-o", tmp_path / "b")
     assert full.returncode == 0, full.stderr
     assert "drew the first" not in full.stderr

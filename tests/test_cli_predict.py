@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import asset
+from onnxvis.engine.classes import imagenet_classes
 
 SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
+IMAGENET = imagenet_classes()
 
 
 def _labels() -> dict[str, int]:
@@ -31,12 +33,13 @@ def test_top1_on_the_imagenet_sample_with_squeezenet(cli):
         assert len(line["top"]) == 5
         scores = [t["score"] for t in line["top"]]
         assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
-        assert all(t["label"] is None for t in line["top"])  # this model carries no labels
+        assert all(t["label"] == IMAGENET[t["class"]] for t in line["top"])  # no names of its own: ImageNet-1k's, guessed
     top1 = np.mean([line["top"][0]["class"] == truth[line["image"].rsplit("/", 1)[1]] for line in lines])
     top5 = np.mean([truth[line["image"].rsplit("/", 1)[1]] in [t["class"] for t in line["top"]] for line in lines])
     assert top1 >= 0.64, top1
     assert top5 >= 0.80, top5
     assert "guessed" in done.stderr  # the caffe preset was guessed from the producer, and it says so
+    assert "labels: ImageNet-1k (guessed from 1000 outputs; give --labels FILE if these are not ImageNet's classes)" in done.stderr
 
 
 def test_csv_and_text_hold_the_same_classes(cli):
@@ -66,7 +69,8 @@ def test_labels_from_the_model_are_printed(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--top", "0"], "--top must be 1 or more"),
+        (["--top", "0"], "the number of classes to show must be 1 or more, got 0 (set with --top K)"),
+        (["--batch-size", "0"], "the batch size must be 1 or more, got 0 (set with --batch-size N)"),
         (["--format", "xml"], "invalid choice"),
     ],
 )

@@ -229,7 +229,11 @@ def test_report_on_a_real_model_with_a_real_photo(cli, tmp_path):
     assert all(r[6].startswith("initializer") for r in layer_rows)
     assert len([i for i in page.images if "kernels" in i["alt"]]) == 26
     assert all(_decode(i["src"]).size > 0 for i in page.images)
-    assert "Top-5" not in text  # the file carries no labels
+    # no names in the file, 1000 scores: ImageNet-1k's names, said to be a guess, and a cat on top
+    assert "Top-5 predictions (softmaxout_1; names: ImageNet-1k (guessed from 1000 outputs))" in text
+    top1 = [r for r in page.rows if len(r) == 5 and r[0] == "1"]
+    assert len(top1) == 1 and top1[0][1] in {"tabby", "tiger cat", "Egyptian cat"}, top1
+    assert "labels: ImageNet-1k (guessed from 1000 outputs; give --labels FILE" in done.stderr
     assert "caffe" in text and "BGR" in text
     assert report.stat().st_size < 5_000_000
 

@@ -260,6 +260,7 @@ def test_cam_refuses_model_explorer_in_one_line(cli, tmp_path):
     done = cli("cam", asset("models/mnist_cntk.onnx"), "--format", "png,model-explorer", "-o", tmp_path / "cam")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "no per-node numbers" in done.stderr and "onnxvis stats" in done.stderr
+    assert "(set with --format)" in done.stderr
     assert not (tmp_path / "cam").exists()
 
 

@@ -106,11 +106,17 @@ def test_all_view_of_a_layer_that_has_no_groups_of_three():
         all_image(np.ones((5, 8, 5, 5), np.float32), 1)
 
 
-def test_split_view_puts_one_kernel_on_one_row():
+def test_split_view_puts_a_kernels_slices_8_per_row():
     weight = np.random.default_rng(2).normal(size=(4, 64, 5, 5)).astype(np.float32)
     images = split_images(weight, 1)
     assert [(i.tag, i.step) for i in images] == [("1_Convlayer_split_in_channel", o) for o in range(4)]
-    assert images[0].pixels.shape == (9, 2 + 64 * 7, 3)  # nrow=C_in, as the tutorial
+    assert images[0].pixels.shape == (2 + 8 * 7, 2 + 8 * 7, 3)  # nrow=8, as the tutorial's text: 8 rows of 8
+    # slice 9 of kernel 2 is the tile of row 1, column 1, normalised on its own
+    tile = weight[2, 9]
+    expected = add_image_pixels(((tile - tile.min()) / (tile.max() - tile.min()))[None])[..., 0]
+    np.testing.assert_array_equal(images[2].pixels[9:14, 9:14, 0], expected)
+    # 12 slices: a row of 8, then a row of 4 (make_grid pads the rest of the row)
+    assert split_images(weight[:, :12], 1)[0].pixels.shape == (2 + 2 * 7, 2 + 8 * 7, 3)
     assert (images[2].pixels[..., 0] == images[2].pixels[..., 2]).all()  # grey, stored as RGB like make_grid's
     # a single input channel: make_grid returns the tile without padding
     assert split_images(weight[:, :1], 0)[0].pixels.shape == (5, 5, 3)
@@ -157,7 +163,7 @@ def test_feature_maps_use_the_tutorials_preprocessing(cli, tmp_path, weights):
     assert done.returncode == 0, done.stderr
     model = Model.open(model_path)
     cifar = Preprocess(resize=(224, 224), mean=(0.49139968, 0.48215827, 0.44653124), std=(0.24703233, 0.24348505, 0.26158768))
-    maps = feature_maps(model, photo, find_conv_layers(model)[:1], cifar, explicit_size=True).maps
+    maps = feature_maps(model, photo, find_conv_layers(model)[:1], cifar, changes={"resize": (224, 224)}).maps
     expected = fmap_image(next(iter(maps.values()))).pixels
     np.testing.assert_array_equal(read_run(tmp_path / "run")["feature map in conv1"][620], expected)
 
@@ -262,7 +268,7 @@ def test_another_input_is_given_with_input(cli, tmp_path):
     onnx.save(model, str(tmp_path / "bias_input.onnx"))
     done = cli("tutorial", tmp_path / "bias_input.onnx", "-o", tmp_path / "run")
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
-    assert "'b'" in done.stderr and "--input b=VALUE" in done.stderr
+    assert "'b'" in done.stderr and "(set with --input NAME=VALUE)" in done.stderr
     done = cli("tutorial", tmp_path / "bias_input.onnx", "--input", "b=0.5", "-o", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert sorted(read_run(tmp_path / "run")["0_Convlayer_split_in_channel"]) == list(range(6))

@@ -6,7 +6,7 @@ import argparse
 import re
 
 from conftest import ROOT
-from onnxvis.cli import build_parser
+from onnxvis.cli import COMMANDS, build_parser
 
 README = (ROOT / "README.md").read_text()
 
@@ -50,9 +50,32 @@ def test_readme_images_exist():
         assert (ROOT / image).is_file(), image
 
 
-def test_the_module_table_lists_every_module():
+def test_the_rooms_table_names_every_module_and_room():
+    """Each room (subpackage) and each module of it is named in its row of "How it is built"; no name is stale."""
     table = README.split("## How it is built", 1)[1].split("\n## ", 1)[0]
-    listed = set(re.findall(r"^\| `(onnxvis/[\w/]+\.py)` \|", table, re.M))
-    modules = {f"onnxvis/{p.name}" for p in (ROOT / "onnxvis").glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
-    assert modules - listed == set(), f"modules missing from the README's table: {sorted(modules - listed)}"
-    assert listed - modules == set(), f"the README lists modules that do not exist: {sorted(listed - modules)}"
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| [\d—-]+ \| (.+?) \| (.+?) \|$", table, re.M)}
+    package = ROOT / "onnxvis"
+    missing, stale = [], []
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(package)
+        if rel.name in ("__init__.py", "__main__.py") or "__pycache__" in rel.parts:
+            continue
+        room = f"`{rel.parts[0]}/`" if len(rel.parts) > 1 else f"`{rel.name}`"
+        row = next((text for rooms, text in rows.items() if room in rooms), None)
+        if row is None:
+            missing.append(f"room {room}")
+            continue
+        for part in rel.parts[1:-1]:  # analysis/cam/maths.py: the row names cam/ and maths.py
+            if f"`{part}/`" not in row:
+                missing.append(f"{rel}: {part}/")
+        if rel.parts[0] == "cli" and rel.stem in COMMANDS:  # "one module per command, named after it"
+            continue
+        if len(rel.parts) > 1 and f"`{rel.name}`" not in row:
+            missing.append(str(rel))
+    named = set(re.findall(r"`(\w+\.py)`", table))
+    existing = {p.name for p in package.rglob("*.py")}
+    stale = sorted(named - existing)
+    assert missing == [], f"modules or rooms missing from the README's table: {missing}"
+    assert stale == [], f"the README names modules that do not exist: {stale}"
+
+

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import ROOT, asset
 from onnxvis.analysis.examples import run as ex
-from onnxvis.engine.inspector import Inspector
+from onnxvis.analysis.examples.find import find_examples
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.outdir import OutputDir
 from onnxvis.write.examples import draw_examples
 
@@ -26,13 +27,9 @@ PHOTOS = "images/imagenet-sample"
 SQUEEZE_LAYERS = "3,12"
 
 
-def _run_api(model, folder, layers, out, keep=9, engine=None, fresh=True, **inspector_args):
-    insp = Inspector(model, **inspector_args)
-    chosen = insp.select(layers)
-    images = ex.find_images([folder])
-    plan, meta = ex.make_plan(insp, chosen, images, keep)
-    state = ex.collect_examples(plan, meta, images, OutputDir(out), engine or ex.local_engine(insp), fresh=fresh)
-    return insp, chosen, images, state
+def _run_api(model, folder, layers, out, keep=9, **settings):
+    found = find_examples(model, [folder], InspectorConfig(**settings), layers=layers, keep=keep, out=out, fresh=True)
+    return found.inspector, found.layers, found.images, found.state
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +172,11 @@ def test_cli_mistakes_are_one_line(tmp_path, cli):
         ((model, tmp_path / "empty"), "holds no image file"),
         ((model, tmp_path / "missing"), "image file not found"),
         ((model,), "give one or more FOLDER"),
-        ((model, tmp_path / "empty", "--top", "0"), "--top must be 1 or more"),
+        ((model, tmp_path / "empty", "--top", "0"), "must be 1 or more, got 0 (set with --top K)"),
+        ((model, tmp_path / "empty", "--top", "9", "--keep", "4"),
+            "(4) must be at least the images drawn per channel (9) (set with --keep N)"),
+        ((model, asset("images/skimage_coffee.png"), "--batch-size", "0"),
+            "the batch size must be 1 or more, got 0 (set with --batch-size N)"),
         ((model, "--redraw", "-o", tmp_path / "nothing"), "no examples-state.npz"),
     ]:
         r = cli("examples", *args)
@@ -253,19 +254,13 @@ def test_a_layer_without_receptive_field_falls_back_to_masked_whole_images(tmp_p
 _PEAK = textwrap.dedent(
     """
     import sys
-    from onnxvis.analysis.examples import run as ex
-    from onnxvis.engine.inspector import Inspector
-    from onnxvis.outdir import OutputDir
+    from onnxvis.analysis.examples.find import find_examples
     model, out, *folders = sys.argv[1:]
-    insp = Inspector(model)
-    layers = insp.select("all")
-    images = ex.find_images(folders)
-    plan, meta = ex.make_plan(insp, layers, images, 16)
-    state = ex.collect_examples(plan, meta, images, OutputDir(out), ex.local_engine(insp))
-    assert state.seen.sum() == len(images)
+    found = find_examples(model, folders, layers="all", keep=16, out=out)
+    assert found.state.seen.sum() == len(found.images)
     # the process's own peak resident memory, in kB (not ru_maxrss of a forked child, which counts the parent's)
     with open("/proc/self/status") as f:
-        print(len(images), next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")))
+        print(len(found.images), next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")))
     """
 )
 
@@ -306,14 +301,14 @@ def test_tiles_cut_from_a_shrunk_photo_match_cropping_each_box():
     receptive field box and resizing it would, black past the border included."""
     from PIL import Image
 
-    from onnxvis.write.examples import _shrunk, tile_crop, tile_slice
+    from onnxvis.write.examples import shrink_photo, tile_crop, tile_slice
 
     rng = np.random.default_rng(0)
     smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (14, 14, 3), dtype=np.uint8)).resize((224, 224), Image.Resampling.BILINEAR))
     photo = Image.fromarray(smooth)
     tile, size = 64, 160
     scale = tile / size
-    shrunk = _shrunk(photo, scale)
+    shrunk = shrink_photo(photo, scale)
     for top, left in [(-24, -24), (0, 40), (100, 120), (-40, 150)]:
         box = (top, left, top + size, left + size)
         a, b = tile_crop(photo, box, tile).astype(int), tile_slice(shrunk, scale, box, tile).astype(int)

@@ -8,10 +8,10 @@ from conftest import asset
 
 ray = pytest.importorskip("ray")
 
-from onnxvis.analysis.examples import run as ex  # noqa: E402
+from onnxvis.analysis.examples.find import find_examples  # noqa: E402
 from onnxvis.analysis.examples.ray_engine import ray_engine  # noqa: E402
-from onnxvis.engine.inspector import Inspector  # noqa: E402
-from onnxvis.outdir import OutputDir  # noqa: E402
+
+SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
 
 
 @pytest.fixture(scope="session")
@@ -23,21 +23,18 @@ def ray_session():
     ray.shutdown()
 
 
-def _collect(engine, insp, layers, images, out):
-    plan, meta = ex.make_plan(insp, layers, images, 9)
-    return ex.collect_examples(plan, meta, images, OutputDir(out), engine(insp), fresh=True)
+def _collect(engine, out):
+    photos = [asset("images/imagenet-sample")]
+    return find_examples(asset(SQUEEZENET), photos, layers="3,12,25", keep=9, out=out, engine=engine, fresh=True)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_equals_local_channel_for_channel(ray_session, tmp_path, workers):
-    insp = Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"))
-    layers = insp.select("3,12,25")
-    images = ex.find_images([asset("images/imagenet-sample")])
-    local = _collect(ex.local_engine, insp, layers, images, tmp_path / "local")
-    remote = _collect(lambda _: ray_engine(workers=workers), insp, layers, images, tmp_path / "ray")
-    assert remote.seen.all() and remote.catalog == local.catalog
-    assert remote.top.names == [layer.output_name for layer in layers]
-    assert remote.top.equal(local.top)
+    local = _collect("local", tmp_path / "local")
+    remote = _collect(ray_engine(workers=workers), tmp_path / "ray")
+    assert remote.state.seen.all() and remote.state.catalog == local.state.catalog
+    assert remote.state.top.names == [layer.output_name for layer in local.layers]
+    assert remote.state.top.equal(local.state.top)
 
 
 def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray_session, tmp_path):
@@ -48,14 +45,12 @@ def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray
     for p in sorted(asset("images/imagenet-sample").glob("*.JPEG"))[:6]:
         shutil.copy(p, photos / p.name)
     (photos / "zz.jpg").write_bytes(b"junk")
-    insp = Inspector(asset("models/squeezenet1.0_caffe2_fp16.onnx"))
-    layers = insp.select("0")
-    images = ex.find_images([photos])
     notes: list[str] = []
-    plan, meta = ex.make_plan(insp, layers, images, 4)
-    state = ex.collect_examples(plan, meta, images, OutputDir(tmp_path / "out"), ray_engine(workers=1), fresh=True, log=notes.append)
-    assert state.seen.all() and any("zz.jpg" in n for n in notes)
-    assert state.top.entries(layers[0].output_name)[1].shape == (64, 4)
+    found = find_examples(
+        asset(SQUEEZENET), [photos], layers="0", keep=4, out=tmp_path / "out", engine=ray_engine(workers=1), fresh=True, log=notes.append
+    )
+    assert found.state.seen.all() and any("zz.jpg" in n for n in notes)
+    assert found.state.top.entries(found.layers[0].output_name)[1].shape == (64, 4)
 
 
 def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path, cli):

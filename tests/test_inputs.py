@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import asset
+from onnxvis.cli.common import GUESS_HINT as CLI_GUESS_HINT
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.engine.shortcuts import feature_maps, predict
 from onnxvis.errors import OnnxvisError
@@ -27,8 +29,8 @@ from onnxvis.model.file import Model
 from onnxvis.model.layers import find_conv_layers
 
 
-def prepare_input(model, image, preprocess, explicit_size=False):
-    prepared = Inspector(model, preprocess=preprocess, explicit_size=explicit_size).prepare(image)
+def prepare_input(model, image, preprocess, changes=None):
+    prepared = Inspector(model, InspectorConfig(preprocess=preprocess, changes=changes or {})).prepare(image)
     return None, prepared.preprocess, prepared.array
 
 
@@ -226,7 +228,7 @@ def test_guesses_are_labelled_and_say_how_to_change_them(tmp_path, producer, sha
     assert choice.preprocess.name == f"{preset} (guessed)"
     base = pp.preset(preset)
     assert choice.preprocess.scale == base.scale
-    assert choice.describe().endswith(GUESS_HINT) and "--preset" in GUESS_HINT and "--mean" in GUESS_HINT
+    assert choice.describe().endswith(GUESS_HINT) and "a preset" in GUESS_HINT and "mean" in GUESS_HINT
     # the model's fixed size is always used
     assert pp.resized_size(640, 480, choice.preprocess.resize) == (shape[3], shape[2]) or choice.preprocess.crop == shape[2:]
 
@@ -283,10 +285,12 @@ def test_size_is_rounded_to_the_multiple_a_downsample_upsample_model_needs(tmp_p
     assert feature_maps(model, img, layers, pp.preset("unit")).input.shape == (1, 3, 32, 44)
     # without rounding the model really fails: the proof that the multiple is needed
     with pytest.raises(OnnxvisError, match="onnxruntime cannot run"):
-        predict(model, img, pp.preset("unit"), explicit_size=True)
-    # a size the user gives is kept as it is
-    _, chosen, _ = prepare_input(model, img, pp.preset("unit").replace(resize=(64, 64)), explicit_size=True)
-    assert chosen.resize == (64, 64)
+        predict(model, img, pp.preset("unit"), changes={"resize": (30, 45)})
+    # a size the user gives is kept as it is, and one given in the Preprocess itself is rounded
+    _, chosen, _ = prepare_input(model, img, pp.preset("unit"), changes={"resize": (66, 66)})
+    assert chosen.resize == (66, 66)
+    _, chosen, _ = prepare_input(model, img, pp.preset("unit").replace(resize=(66, 66)))
+    assert chosen.resize == (64, 64)  # 66 rounded to the multiple of 4 (half to even)
 
 
 def test_models_that_only_downsample_take_any_size(tmp_path):
@@ -310,11 +314,12 @@ def _two_input_model(path):
     return build(path, nodes, inputs, [numpy_helper.from_array(f32(2, 3, 3, 3), "w")])
 
 
-def test_a_missing_other_input_is_named_with_the_flag(tmp_path):
+def test_a_missing_other_input_is_named_with_its_setting(tmp_path):
     model = _two_input_model(tmp_path / "m.onnx")
     (layer,) = find_conv_layers(model)
-    with pytest.raises(OnnxvisError, match=r"needs input 'gain' \[1x\?x1x1\] float32 besides the image; give it with --input gain=VALUE"):
+    with pytest.raises(OnnxvisError, match=r"needs input 'gain' \[1x\?x1x1\] float32 besides the image; give it a value") as caught:
         feature_maps(model, photo(), [layer], pp.preset("unit"))
+    assert caught.value.setting == "inputs"  # the CLI adds --input NAME=VALUE
 
 
 def test_other_inputs_by_number_or_array(tmp_path):
@@ -333,7 +338,7 @@ def test_fill_inputs_validation(tmp_path):
     model = _two_input_model(tmp_path / "m.onnx")
     with pytest.raises(OnnxvisError, match="no run-time input of that name; its inputs are 'x', 'gain'"):
         fill_inputs(model, ["gain"], {"gian": 1.0})
-    with pytest.raises(OnnxvisError, match=r"the array has shape \[2, 3, 1, 1\]"):
+    with pytest.raises(OnnxvisError, match=r"the model input 'gain' has shape \[2, 3, 1, 1\]"):
         fill_inputs(model, ["gain"], {"gain": np.ones((2, 3, 1, 1))})
     feeds = fill_inputs(model, ["x", "gain"], {"gain": 3}, image_name="x")
     assert list(feeds) == ["gain"] and feeds["gain"].shape == (1, 1, 1, 1) and feeds["gain"].dtype == np.float32
@@ -349,7 +354,7 @@ def test_parse_input_values(tmp_path):
         with pytest.raises(OnnxvisError, match=match):
             parse_input_values([bad])
     (tmp_path / "bad.npy").write_text("not numpy")
-    with pytest.raises(OnnxvisError, match="cannot read it as a .npy file"):
+    with pytest.raises(OnnxvisError, match="cannot be read as a .npy file"):
         parse_input_values([f"x={tmp_path / 'bad.npy'}"])
 
 
@@ -385,7 +390,7 @@ def test_cli_fmaps_input_flag_and_missing_input(cli, tmp_path):
     failed = cli("fmaps", tmp_path / "m.onnx", image, "-o", tmp_path / "out")
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("onnxvis: error: the model needs input 'gain'")
-    assert "--input gain=VALUE" in failed.stderr
+    assert "'gain'" in failed.stderr and failed.stderr.rstrip().endswith("(set with --input NAME=VALUE)")
     done = cli("fmaps", tmp_path / "m.onnx", image, "--input", "gain=0.5", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     (png,) = [line for line in done.stdout.splitlines() if line.endswith(".png")]
@@ -399,7 +404,7 @@ def test_cli_fmaps_prints_the_guess_and_how_to_change_it(cli, tmp_path):
     guessed = cli("fmaps", tmp_path / "m.onnx", image, "-o", tmp_path / "a")
     assert guessed.returncode == 0, guessed.stderr
     assert "note: the preprocessing is guessed from the producer onnx-caffe2" in guessed.stderr
-    assert GUESS_HINT in guessed.stderr
+    assert CLI_GUESS_HINT in guessed.stderr and "--preset" in CLI_GUESS_HINT and "--mean" in CLI_GUESS_HINT
     assert "preprocessing: caffe (guessed): resize 16x16, BGR" in guessed.stderr
     chosen = cli("fmaps", tmp_path / "m.onnx", image, "--preset", "imagenet", "-o", tmp_path / "b")
     assert chosen.returncode == 0 and "note:" not in chosen.stderr

@@ -9,14 +9,15 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import asset
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
 
 
-def _net(path, batch="N", reshape_to_one: bool = False, metadata: dict | None = None):
-    """x (batch, 3, 16, 16) -> conv a -> relu -> conv b -> global average pool -> flatten -> (batch, 5) scores."""
+def _net(path, batch="N", reshape_to_one: bool = False, metadata: dict | None = None, size=(16, 16)):
+    """x (batch, 3, *size) -> conv a -> relu -> conv b -> global average pool -> flatten -> (batch, 5) scores."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "wa"),
@@ -34,7 +35,7 @@ def _net(path, batch="N", reshape_to_one: bool = False, metadata: dict | None = 
     else:
         nodes.append(helper.make_node("Flatten", ["g"], ["scores"]))
     graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, *size])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 5])], inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -96,6 +97,15 @@ def test_a_graph_that_refuses_batches_falls_back_to_one_image_a_run(tmp_path):
         np.testing.assert_allclose(values["scores"], reference.outputs(photo)["scores"], rtol=1e-5, atol=1e-5)
 
 
+def test_arrays_that_a_graph_refuses_as_a_batch_run_one_row_at_a_time(tmp_path):
+    inspector = Inspector(_net(tmp_path / "m.onnx", reshape_to_one=True), batch_size=4)
+    x = np.random.default_rng(5).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    scores = inspector.run_arrays({"x": x}, ["scores"])["scores"]
+    assert scores.shape == (6, 5) and inspector._unbatchable  # it fell back, and remembers it
+    reference = Inspector(_net(tmp_path / "plain.onnx")).run_arrays({"x": x}, ["scores"])["scores"]
+    np.testing.assert_allclose(scores, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_a_fixed_batch_of_one_takes_arrays_of_any_length(tmp_path):
     inspector = Inspector(_net(tmp_path / "m.onnx", batch=1))
     x = np.random.default_rng(3).standard_normal((3, 3, 16, 16)).astype(np.float32)
@@ -146,6 +156,53 @@ def test_where_the_preprocessing_came_from_is_recorded(tmp_path):
     assert flagged.source == "flags" and flagged.preprocess.mean == (0.0, 0.0, 0.0) and flagged.preprocess.std == (0.25, 0.25, 0.25)
     given = Inspector(plain, preprocess=pp.preset("raw")).preprocessing
     assert given.source == "argument" and given.preprocess.scale == 255.0
+
+
+def test_the_config_is_frozen_picklable_and_the_one_source_of_the_settings(tmp_path):
+    import dataclasses
+    import pickle
+
+    changes = {"resize": (12, 12)}
+    config = InspectorConfig(preset="unit", changes=changes, inputs={"k": np.ones(2, np.float32)}, batch_size=3)
+    changes["crop"] = (8, 8)  # the config holds its own copy
+    assert config.changes == {"resize": (12, 12)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.batch_size = 4  # type: ignore[misc]
+    back = pickle.loads(pickle.dumps(config))
+    assert back.preset == "unit" and back.changes == config.changes and back.batch_size == 3
+    np.testing.assert_array_equal(back.inputs["k"], config.inputs["k"])
+    # the size is kept exactly when the changes set it, and only then
+    assert config.explicit_size and InspectorConfig(changes={"crop": (8, 8)}).explicit_size
+    assert not InspectorConfig(changes={"mean": (0.0,)}).explicit_size and not InspectorConfig().explicit_size
+    with pytest.raises(TypeError):
+        InspectorConfig(explicit_size=True)  # type: ignore[call-arg]
+    with pytest.raises(OnnxvisError, match="batch size must be 1 or more"):
+        InspectorConfig(batch_size=0)
+    # keywords build the config; with a config they change it
+    model = _net(tmp_path / "m.onnx")
+    assert Inspector(model, config).config is config
+    assert Inspector(model, preset="unit", batch_size=2).config == InspectorConfig(preset="unit", batch_size=2)
+    assert Inspector(model, InspectorConfig(preset="unit"), batch_size=2).config == InspectorConfig(preset="unit", batch_size=2)
+
+
+def test_an_inspector_rebuilt_from_a_pickled_config_settles_and_computes_the_same(tmp_path):
+    """What a Ray actor does: the same config gives the same preprocessing and the same numbers."""
+    import pickle
+
+    model = _net(tmp_path / "m.onnx", size=("H", "W"))  # a dynamic size: the size set is the one used
+    config = InspectorConfig(preset="unit", changes={"resize": (18, 22)}, batch_size=2)
+    photos = _photos(tmp_path / "photos", 3)
+    here = Inspector(model, config)
+    there = Inspector(str(model), pickle.loads(pickle.dumps(config)))
+    assert there.preprocessing == here.preprocessing and there.preprocessing.source == "flags"
+    for a, b in zip(here.run(photos, ["a"]), there.run(photos, ["a"]), strict=True):
+        assert a.prepared.preprocess.resize == (18, 22) and a.values["a"].shape == (4, 18, 22)
+        np.testing.assert_array_equal(a.values["a"], b.values["a"])
+
+
+def test_changes_apply_to_a_given_preprocessing_too(tmp_path):
+    given = Inspector(_net(tmp_path / "m.onnx"), preprocess=pp.preset("raw"), changes={"mean": (1.0, 2.0, 3.0)}).preprocessing
+    assert given.source == "argument" and given.preprocess.name == "raw" and given.preprocess.mean == (1.0, 2.0, 3.0)
 
 
 def test_prepared_rgb_is_the_photo_the_model_saw(tmp_path):

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import asset, conv_model
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.file import Model
-from onnxvis.model.layers import find_conv_layers, select_layers
+from onnxvis.model.layers import channels_first, find_conv_layers, select_layers
 from onnxvis.model.weights import kernel_weights
 
 RNG = np.random.default_rng(7)
@@ -77,6 +77,15 @@ def test_only_real_conv_ops_of_the_right_domain_count(tmp_path):
     assert layers[0].fused_activation == "Relu" and layers[2].fused_activation is None
     for layer in layers:
         np.testing.assert_array_equal(kernel_weights(layer), w)
+    # only the NhwcConv gives channels-last maps, which every analysis turns channels first alike
+    assert [layer.channels_last for layer in layers] == [False, True, False]
+    hwc = np.arange(2 * 3 * 4, dtype=np.float16).reshape(2, 3, 4)
+    maps = channels_first(layers[1], hwc)
+    assert maps.shape == (4, 2, 3) and maps.dtype == np.float32 and maps[1, 0, 2] == hwc[0, 2, 1]
+    assert channels_first(layers[2], hwc, dtype=None).dtype == np.float16 and channels_first(layers[2], hwc).shape == (2, 3, 4)
+    for bad, rank in [(np.zeros((4, 5)), 3), (np.zeros(4), None), (np.zeros((0, 3, 3)), None)]:
+        with pytest.raises(OnnxvisError, match=r"layer 2 \(plain\) gave an output of shape .* not feature maps"):
+            channels_first(layers[2], bad, rank=rank)
 
 
 def test_model_without_conv_has_no_layers_and_selecting_says_so(tmp_path):

@@ -117,8 +117,7 @@ def test_crossed_channels_on_real_models():
 
 def test_dynamic_paddle_model_at_its_own_size():
     model = Model.open(asset("models/ppocr_mobile_v2.0_cls_paddle.onnx"))
-    chosen = pp.preset("tf").replace(resize=(48, 192))
-    (probs,) = predict(model, asset("images/skimage_coffee.png"), chosen, explicit_size=True).values()
+    (probs,) = predict(model, asset("images/skimage_coffee.png"), pp.preset("tf"), changes={"resize": (48, 192)}).values()
     assert probs.shape == (1, 2)
     assert probs.sum() == pytest.approx(1, abs=1e-5)
 

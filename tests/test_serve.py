@@ -36,7 +36,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from onnxvis.engine.inspector import Inspector  # noqa: E402
 from onnxvis.serve.app import create_app  # noqa: E402
-from onnxvis.serve.explorer import _LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
+from onnxvis.serve.explorer import LRU, MAX_UPLOAD_BYTES, Explorer  # noqa: E402
 
 SQUEEZENET = "models/squeezenet1.0_caffe2_fp16.onnx"
 COFFEE = "images/skimage_coffee.png"
@@ -369,11 +369,32 @@ def test_the_preset_changes_the_input(client, tmp_path):
     assert bad.status_code == 400 and "imagenet" in bad.json()["error"]
 
 
-def test_cam_is_501_until_onnxvis_has_it(client):
+def test_a_page_built_without_cam_answers_501(client):
     answer = client.post("/api/photos/sample")
     assert answer.status_code == 200 and answer.json()["id"] == "sample"
     cam = client.get("/api/cam/sample.png")
     assert cam.status_code == 501 and "not available" in cam.json()["error"]
+
+
+def test_the_page_has_onnxvis_cam_by_default(tiny, tmp_path):
+    """serve imports onnxvis's CAM: the summary offers it, and its map is the one `onnxvis cam` draws
+    (AblationCAM at the default layer, the predicted class). A move or a rename of the CAM modules
+    fails here instead of dropping CAM from the page."""
+    from onnxvis import cli
+    from onnxvis.image.preprocess import default_image_path
+
+    with Explorer(Inspector(tiny)) as ex, TestClient(create_app(ex), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/summary").json()["cam"] is True
+        c.post("/api/photos/sample")
+        answer = c.get("/api/cam/sample.png")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "image/png" and answer.content.startswith(b"\x89PNG\r\n\x1a\n")
+    with Inspector(tiny) as insp:
+        (prediction,) = insp.predict([default_image_path()], top=1)
+    assert answer.headers["x-onnxvis-class"] == str(prediction.top[0][0])
+    assert cli.main(["cam", str(tiny), str(default_image_path()), "-o", str(tmp_path / "out")]) == 0
+    (png,) = (tmp_path / "out").glob("*.png")
+    np.testing.assert_array_equal(decode(answer.content), decode(png.read_bytes()))
 
 
 def test_a_cam_function_plugs_in(tiny):
@@ -406,7 +427,7 @@ def test_results_are_cached_per_photo_layer_and_view(client, explorer, tmp_path)
 
 
 def test_the_lru_is_bounded_and_computes_once_for_many_waiters():
-    lru = _LRU(max_bytes=3000)
+    lru = LRU(max_bytes=3000)
     for i in range(5):
         lru.get(i, lambda i=i: bytes(1000))
     assert len(lru) == 3  # 3000 bytes hold three values of 1000
@@ -560,7 +581,7 @@ def test_sixteen_concurrent_clients(server):
         results = list(pool.map(lambda i: _client_session(server.url, coffee, i % 4), range(16)))
     for result in results:
         assert result["statuses"] == [200] * 7
-        assert result["top"][0]["index"] == ESPRESSO and result["top"][0]["label"] is None
+        assert result["top"][0]["index"] == ESPRESSO and result["top"][0]["label"] == "espresso"  # ImageNet-1k's, guessed
     by_layer: dict[int, set] = {}
     for i, result in enumerate(results):
         by_layer.setdefault(i % 4, set()).add(hashlib.sha256(result["fmaps"]).hexdigest())
@@ -637,7 +658,7 @@ def test_a_busy_port_is_one_line(cli, tiny):
 
 def test_a_bad_port_is_one_line(cli, tiny):
     done = cli("serve", tiny, "--port", "70000")
-    assert done.returncode == 2 and "--port must be between 0 and 65535" in done.stderr
+    assert done.returncode == 2 and "the port must be between 0 and 65535, got 70000 (set with --port N)" in done.stderr
 
 
 def test_without_the_extra_it_says_what_to_install(tmp_path, tiny):

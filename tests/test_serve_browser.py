@@ -93,7 +93,10 @@ def test_a_person_explores_squeezenet(browser, server, tmp_path):  # noqa: F811
     wait_for(browser, "return document.querySelectorAll('#predictions li').length === 5")
     top = browser.find_elements(By.CSS_SELECTOR, "#predictions li")
     assert top[0].get_attribute("data-index") == str(ESPRESSO)
-    assert top[0].text.startswith(f"{ESPRESSO}: ") and top[0].text.endswith("%")
+    assert top[0].text.startswith(f"{ESPRESSO} espresso: ") and top[0].text.endswith("%")  # ImageNet-1k's names, guessed
+    assert browser.find_element(By.ID, "labels-note").text == (
+        "class names: ImageNet-1k (guessed from 1000 outputs); start onnxvis serve with --labels FILE if these are not ImageNet's classes"
+    )
     assert picture(browser, "fmaps")["w"] > 400
     if browser.execute_script("return state.summary.cam"):
         wait_for(browser, shown("cam"), "")

@@ -57,14 +57,6 @@ def test_the_report_and_the_server_count_near_dead_filters_with_the_same_functio
     assert report.DEAD_FRACTION == st.DEAD_FRACTION == 0.01
 
 
-@pytest.mark.parametrize(("shape", "axis", "rows"), [((5, 3), 1, 3), ((3, 5), 0, 3), ((2, 3, 4), -1, 4), ((2, 3, 4), -2, 3)])
-def test_dense_filters_puts_one_output_unit_per_row(shape, axis, rows):
-    w = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    f = st.dense_filters(w, axis)
-    assert f.shape[0] == rows and f.size == w.size
-    assert np.array_equal(f[1], np.moveaxis(w, axis, 0)[1].reshape(-1))
-
-
 def test_running_stats_equal_numpy_over_all_images_at_once():
     rng = np.random.default_rng(1)
     maps = [np.maximum(rng.standard_normal((6, h, w)) * 3 + 0.5, 0).astype(np.float32) for h, w in ((7, 9), (5, 5), (11, 4))]

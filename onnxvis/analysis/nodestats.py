@@ -4,8 +4,9 @@ Which nodes (:func:`stats_nodes`), in graph order:
 
 - every conv layer (:func:`onnxvis.model.layers.find_conv_layers`, subgraphs included): its weight;
   in the main graph also its output, the map ``fmaps`` draws;
-- every Gemm and MatMul whose weight is stored in the file (an initializer, a Constant, a quantized
-  or folded weight: where :func:`onnxvis.model.tracing.trace_tensor` finds it): its weight, one
+- every dense layer of the main graph: Gemm, MatMul, QLinearMatMul, com.microsoft's QGemm whose
+  weight is stored in the file (an initializer, a Constant, quantized or folded), as ``compare``
+  finds them (:func:`onnxvis.analysis.compare.matching.find_compare_layers`): its weight, one
   "filter" per output unit;
 - every activation (Relu, Clip, PRelu, Sigmoid, ...) of the main graph whose input comes from one of
   those layers through ops that keep the channel axis where it is (BatchNormalization, Add, pooling,
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from onnxvis.analysis.stats import Histogram, RunningHistogram, RunningStats, WeightStats, dense_filters, histogram, weight_stats
+from onnxvis.analysis.compare.matching import find_compare_layers, layer_weights
+from onnxvis.analysis.stats import Histogram, RunningHistogram, RunningStats, WeightStats, histogram, weight_stats
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.graph import GraphIndex, subgraphs
 from onnxvis.model.layers import layer_stem
@@ -37,6 +39,7 @@ from onnxvis.model.weights import kernel_weights
 if TYPE_CHECKING:
     import onnx
 
+    from onnxvis.analysis.compare.matching import CompareLayer
     from onnxvis.engine.inspector import ImageLike, Inspector
     from onnxvis.model.layers import ConvLayer
 
@@ -58,7 +61,6 @@ _KEEP_CHANNELS = frozenset({
     "Resize", "Upsample", "Abs", "Neg", "Sqrt", "Exp", "Pow", "Max", "Min", "Sum", "Mean", "Where",
     "QuantizeLinear", "DequantizeLinear",
 })
-_DENSE_OPS = frozenset({"Gemm", "MatMul"})
 
 Kind = Literal["conv", "dense", "activation"]
 
@@ -80,8 +82,8 @@ class StatsNode:
         channel_axis: the channels' axis in that tensor without the batch (0: NCHW, -1: last).
         count_zeros: count the exact zeros of the output (activations; a FusedConv's own one).
         layer: the conv layer, for "conv".
-        weight: where a dense layer's weight comes from, and ``outputs_axis`` the weight's axis of
-            the output units.
+        dense: the dense layer, for "dense" (as :func:`onnxvis.analysis.compare.matching.find_compare_layers`
+            finds it: where its weight comes from, stored as (K, N) or (N, K)).
         quantized_output: (scale, zero point) loaders of a QLinearConv's output, which is dequantized.
     """
 
@@ -96,8 +98,7 @@ class StatsNode:
     channel_axis: int | None = 0
     count_zeros: bool = False
     layer: "ConvLayer | None" = None
-    weight: WeightSource | None = None
-    outputs_axis: int = -1
+    dense: "CompareLayer | None" = None
     quantized_output: tuple[WeightSource, WeightSource | None] | None = field(default=None, repr=False)
 
     @property
@@ -124,30 +125,6 @@ class NodeStats:
     activations: RunningStats | None = None
     activation_histogram: RunningHistogram | None = None
     problem: str = ""
-
-
-def _dense_weight(model, scope: GraphIndex, node: "onnx.NodeProto") -> tuple[WeightSource, int] | None:
-    """The stored weight of a Gemm or MatMul and its axis of output units, or None (both inputs run-time values)."""
-    if len(node.input) < 2 or not node.input[0] or not node.input[1]:
-        return None
-    a, b = (trace_tensor(model, scope, name) for name in node.input[:2])
-    if node.op_type == "Gemm":
-        trans_a = trans_b = 0
-        for attr in node.attribute:
-            if attr.name == "transA":
-                trans_a = int(attr.i)
-            elif attr.name == "transB":
-                trans_b = int(attr.i)
-        if b.loadable and not a.loadable:
-            return b, 0 if trans_b else 1
-        if a.loadable and not b.loadable:  # Gemm(W, x): the output's rows are W's rows (its columns with transA)
-            return a, 1 if trans_a else 0
-        return None
-    if b.loadable and not a.loadable:
-        return b, -1
-    if a.loadable and not b.loadable:
-        return a, -2
-    return None
 
 
 def _channel_axes(graph: "onnx.GraphProto", sources: dict[str, int]) -> dict[str, int]:
@@ -180,6 +157,8 @@ def stats_nodes(inspector: "Inspector") -> list[StatsNode]:
         stems.add(candidate)
         return candidate
 
+    # Gemm, MatMul, QLinearMatMul, QGemm with a stored weight: the dense layers compare pairs, found alike
+    dense = {layer.position: layer for layer in find_compare_layers(model) if layer.kind == "dense"}
     main_sources: dict[str, int] = {}
     main_nodes: list[tuple[int, "onnx.NodeProto"]] = []
 
@@ -203,14 +182,11 @@ def stats_nodes(inspector: "Inspector") -> list[StatsNode]:
                     output=layer.output_name if usable else "", channel_axis=axis,
                     count_zeros=layer.fused_activation is not None, layer=layer, quantized_output=quantized,
                 ))
-            elif node.op_type in _DENSE_OPS and node.domain in ("", "ai.onnx") and path == "":
-                dense = _dense_weight(model, main_scope, node)
-                if dense is not None:
-                    main_sources[node.output[0]] = -1
-                    found.append(StatsNode(
-                        "dense", name, stem_for(name), node.op_type, path, position, ids.node(path, position),
-                        weight=dense[0], outputs_axis=dense[1],
-                    ))
+            elif path == "" and position in dense:
+                main_sources[node.output[0]] = -1
+                found.append(StatsNode(
+                    "dense", name, stem_for(name), node.op_type, path, position, ids.node(path, position), dense=dense[position],
+                ))
             if path == "":
                 main_nodes.append((len(found), node))
             label = node.name or f"{node.op_type}_{position}"
@@ -279,8 +255,8 @@ def compute_stats(
                 assert node.layer is not None
                 weight = kernel_weights(node.layer)  # not the Inspector's cache: one layer's weight in memory at a time
             else:
-                assert node.weight is not None
-                weight = dense_filters(node.weight.load(), node.outputs_axis)
+                assert node.dense is not None
+                weight = layer_weights(node.dense)  # (N, K): one row, one "filter", per output unit
         except OnnxvisError as exc:
             result.problem = f"weight: {exc}"
             if log:

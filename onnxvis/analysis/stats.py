@@ -25,7 +25,6 @@ __all__ = [
     "DEAD_FRACTION",
     "WeightStats",
     "weight_stats",
-    "dense_filters",
     "RunningStats",
     "Histogram",
     "histogram",
@@ -89,7 +88,7 @@ def weight_stats(weight: np.ndarray) -> WeightStats:
     """The statistics of a weight whose first axis is the filters (output channels).
 
     Conv kernels come as (O, I, ...) from :func:`onnxvis.model.weights.kernel_weights`; a dense
-    layer's weight as (outputs, inputs), see :func:`dense_filters`. Sums are float64, taken over
+    layer's weight as (outputs, inputs). Sums are float64, taken over
     blocks of about a million weights: a VGG16 classifier's 100 million weights need no float64 copy.
     """
     w = np.asarray(weight, dtype=np.float32)
@@ -111,20 +110,6 @@ def weight_stats(weight: np.ndarray) -> WeightStats:
 
 
 _BLOCK = 1 << 20
-
-
-def dense_filters(weight: np.ndarray, outputs_axis: int) -> np.ndarray:
-    """A Gemm / MatMul weight as one row per output unit (the dense layer's "filters").
-
-    ``outputs_axis`` is the axis that indexes the outputs: 1 for MatMul's B (K, N) and Gemm's B
-    without transB; 0 for Gemm's B with transB=1 (N, K). A batched weight (..., K, N) keeps its
-    leading axes folded into the rows' inputs.
-    """
-    w = np.asarray(weight)
-    if w.ndim < 2:
-        return w.reshape(-1, 1)
-    axis = outputs_axis % w.ndim
-    return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onnxvis.cli import cam, examples, export, fmaps, info, kernels, layers, predict, report, serve, stats, tutorial
+from onnxvis.cli import cam, compare, examples, export, fmaps, info, kernels, layers, predict, report, saliency, serve, stats, tutorial
+from onnxvis.cli.common import with_flag
 from onnxvis.errors import OnnxvisError, one_line
 
 EXIT_USAGE = 2
@@ -31,7 +32,9 @@ quick tour:
   onnxvis fmaps models/alexnet.onnx cat.jpg   conv1 feature maps of a photo -> PNG
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
   onnxvis cam models/alexnet.onnx cat.jpg     where the model looks for its class (as grad-cam) -> PNG
+  onnxvis saliency models/alexnet.onnx cat.jpg  which pixels the class score depends on (as Captum) -> PNG
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
+  onnxvis compare float.onnx int8.onnx cat.jpg where two versions of a model part, layer by layer
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
   onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)
   onnxvis stats models/alexnet.onnx photos/   numbers per node: weights, activations (Model Explorer, TensorBoard)
@@ -59,11 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     fmaps.add_parser(sub)
     predict.add_parser(sub)
     cam.add_parser(sub)
+    saliency.add_parser(sub)
     report.add_parser(sub)
     tutorial.add_parser(sub)
     serve.add_parser(sub)
     examples.add_parser(sub)
+    compare.add_parser(sub)
     stats.add_parser(sub)
+    for command in sub.choices.values():
+        # Also after the command, where the error text's advice ("run it again with --debug") puts it;
+        # SUPPRESS keeps the value given before the command when it is not given again.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show a traceback on errors")
     return parser
 
 
@@ -81,23 +90,9 @@ def _version() -> str:
     return __version__
 
 
-# The flag that sets each library parameter an error can be about (OnnxvisError.setting).
-FLAGS = {
-    "nrow": "--nrow N",
-    "padding": "--padding N",
-    "preset": "--preset NAME",
-    "layers": "--layers SPEC",
-    "resize": "--resize H,W",
-    "layout": "--layout NCHW|NHWC",
-    "inputs": "--input NAME=VALUE",
-    "top": "--top K",
-}
-
-
 def _with_flag(exc: OnnxvisError) -> str:
     """The library's message, with the flag that sets what it is about."""
-    flag = FLAGS.get(exc.setting or "")
-    return f"{exc} (set with {flag})" if flag else str(exc)
+    return with_flag(str(exc), exc.setting)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,10 +167,12 @@ COMMANDS = {
     "fmaps": fmaps.run,
     "predict": predict.run,
     "cam": cam.run,
+    "saliency": saliency.run,
     "report": report.run,
     "tutorial": tutorial.run,
     "serve": serve.run,
     "examples": examples.run,
+    "compare": compare.run,
     "stats": stats.run,
 }
 

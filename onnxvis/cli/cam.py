@@ -6,31 +6,37 @@ import argparse
 import sys
 
 from onnxvis.cli.common import (
+    add_labels,
     add_layers,
     add_output,
     add_preprocess_options,
+    apply_labels,
     floats,
     guess_note,
     image_paths,
+    labels_note,
     open_inspector,
     output_dir,
     print_paths,
 )
-from onnxvis.errors import OnnxvisError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cam",
-        help="where the model looks: class activation maps (ScoreCAM, AblationCAM, EigenCAM, FEM, KPCA-CAM) over the photo",
+        help="where the model looks: class activation maps (Grad-CAM and its family, ScoreCAM, AblationCAM, EigenCAM, FEM, "
+        "KPCA-CAM) over the photo",
         description="Compute, for each image and place, the class activation map of a class as pytorch-grad-cam "
-        "1.5 does (same numbers), from forward passes only: no gradients, no torch, any framework's model. "
+        "1.5 does (same numbers), from the ONNX file: no torch, any framework's model. "
         "Writes the map over the photo (grad-cam's show_cam_on_image, JET colours) as PNG, and with "
         "--format npy the map itself (float32, the model input's height x width, in [0, 1]). score: ScoreCAM, "
         "one run of the whole model per channel (masks batched); ablation: AblationCAM, which runs only the "
-        "graph after the chosen tensor; eigen, fem, kpca: from the activations alone (not class-specific).",
+        "graph after the chosen tensor; eigen, fem, kpca: from the activations alone (not class-specific). "
+        "grad, gradpp, xgrad, layer, hires, elementwise, eigengrad, fullgrad: the gradient methods, one forward "
+        "and backward pass (onnx-ad's backward graph in onnxruntime), of the class score before a final Softmax.",
         epilog="examples:\n  onnxvis cam models/resnet18.onnx cat.jpg\n"
         "  onnxvis cam models/resnet18.onnx cat.jpg --method score --target 'tiger cat'\n"
+        "  onnxvis cam pets.onnx cat.jpg --labels pets.txt --target Bengal\n"
         "  onnxvis cam models/resnet18.onnx cat.jpg --tensor relu_16 --format png,npy --metrics\n"
         "  onnxvis cam squeezenet.onnx photos/ --preset caffe --method eigen",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -38,7 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("images", metavar="IMAGE", nargs="*", help="photos or folders of photos (default: matplotlib's sample portrait)")
     p.add_argument(
-        "--method", choices=["score", "ablation", "eigen", "fem", "kpca"], default="ablation", help="the CAM method (default ablation)"
+        "--method",
+        choices=["score", "ablation", "eigen", "fem", "kpca", "grad", "gradpp", "xgrad", "layer", "hires", "elementwise", "eigengrad",
+                 "fullgrad"],
+        default="ablation",
+        help="the CAM method (default ablation); grad ... fullgrad use gradients (fullgrad takes every layer with a bias, "
+        "not --layers or --tensor)",
     )
     add_layers(p, "the last conv layer with a spatial output")
     p.add_argument(
@@ -49,8 +60,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="any tensor of the graph with (batch, channels, height, width) values, e.g. a block's output after its "
         "residual add and activation (repeat for several)",
     )
-    p.add_argument("--target", metavar="CLASS", help="class index, or label when the model has labels (default: the predicted class)")
+    p.add_argument(
+        "--target",
+        metavar="CLASS",
+        help="class index, or class name (from --labels, the model's names, or the ImageNet-1k names guessed for "
+        "1000 or 1001 scores; case does not matter) (default: the predicted class)",
+    )
     p.add_argument("--target-output", metavar="NAME", help="the output that holds the class scores, for models with several")
+    add_labels(p)
     p.add_argument(
         "--metrics",
         action="store_true",
@@ -77,12 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from onnxvis.analysis.cam.runs import compute_cams, default_layer, places_for
+    from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS
+    from onnxvis.analysis.cam.runs import Cam, check_batch_size, default_layer, places_for
     from onnxvis.progress import Progress
     from onnxvis.write.cam import parse_cam_formats, write_cams
 
-    if args.batch_size < 1:
-        raise OnnxvisError("--batch-size must be 1 or more")
+    check_batch_size(args.batch_size)  # the library's check, before the output folder is made
     formats = parse_cam_formats(args.formats)
     if "tensorboard" in formats:
         from onnxvis.write.tensorboard import check_available
@@ -90,23 +107,37 @@ def run(args: argparse.Namespace) -> None:
         check_available()
     inspector = open_inspector(args)
     images = image_paths(args)
-    layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector)])
-    places = places_for(inspector, layers, args.tensors or [])
     output = inspector.class_output(args.target_output)
+    apply_labels(args, inspector, output)
+    gradients = args.method in GRADIENT_METHODS
+    if args.method == "fullgrad":
+        if args.layers or args.tensors:
+            print("note: FullGrad takes every layer with a bias, as grad-cam's: --layers and --tensor are ignored", file=sys.stderr)
+        places = []
+    else:
+        layers = inspector.select(args.layers) if args.layers else ([] if args.tensors else [default_layer(inspector, output)])
+        places = places_for(inspector, layers, args.tensors or [])
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
     if args.metrics:
         from onnxvis.analysis.cam.metrics import check_road_available, metrics_line
 
         check_road_available()  # before the long run
-    with Progress(len(images) * len(places), f"cam {args.method}") as bar:
+    with Progress(len(images) * max(1, len(places)), f"cam {args.method}") as bar:
 
         def each(result) -> None:
             if args.metrics:
                 bar.write(metrics_line(inspector, result, args.percentiles, output))
             bar.advance(result.image.name)
 
-        results = compute_cams(inspector, images, places, args.method, args.target, output, args.batch_size)
+        if gradients:
+            from onnxvis.analysis.cam.gradcams import gradient_cams
+
+            results = gradient_cams(inspector, images, places, args.method, args.target, output)
+        else:
+            results = Cam(inspector, places, args.target, output, method=args.method, batch_size=args.batch_size)(images)
         written = write_cams(results, out, formats, each)
-    for note in guess_note(inspector):
+    notes = [f"note: {note}" for note in inspector.gradient_notes()] if gradients else []
+    by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
+    for note in notes + guess_note(inspector) + (labels_note(inspector) if by_name else []):  # names matter only for a target by name
         print(note, file=sys.stderr)
     print_paths(written)

@@ -80,6 +80,32 @@ def add_colormap(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_channel_order(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--channel-order",
+        choices=["rgb", "stored"],
+        default="rgb",
+        help="rgb (default): the kernels of a conv that reads a BGR image (a Caffe model's first conv) are drawn with "
+        "their input channels in R, G, B order, so that the colours are the ones they respond to; stored: as stored",
+    )
+
+
+def rgb_layers(inspector, layers, channel_order: str) -> list:
+    """The layers among ``layers`` to draw in RGB order (``--channel-order rgb``), each said on stderr."""
+    import sys
+
+    if channel_order != "rgb":
+        return []
+    flipped = [layer for layer in inspector.bgr_layers() if layer in layers]
+    for layer in flipped:
+        print(
+            f"layer {layer.index} ({printable(layer.name)}) reads the image in BGR order ({inspector.preprocessing.origin}): "
+            "its kernels are drawn with their input channels reversed, in RGB order; --channel-order stored draws them as stored",
+            file=sys.stderr,
+        )
+    return flipped
+
+
 def add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default onnxvis-out/<model name>/)")
 
@@ -88,15 +114,31 @@ def add_layers(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--layers",
         metavar="SPEC",
-        help=f"which conv layers: comma list of indexes (0 is the first conv) or node names, or 'all' (default: {default})",
+        help=f"which conv layers: comma list of indexes (0 is the first conv, -1 the last), ranges of indexes (0-3: the "
+        f"first four), node names, or 'all' (default: {default})",
     )
+
+
+def add_target_output(p: argparse.ArgumentParser) -> None:
+    """--target-output NAME: the output with the class scores, the same flag in every command that scores classes."""
+    p.add_argument(
+        "--target-output",
+        metavar="NAME",
+        help="the model output that holds the class scores (default: the one whose shape is one score per class)",
+    )
+
+
+def output_root(args: argparse.Namespace, model_name: str) -> Path:
+    """-o, or the model's default folder."""
+    from onnxvis.outdir import default_root
+
+    return Path(args.output) if args.output else default_root(model_name)
 
 
 def output_dir(args: argparse.Namespace, model_name: str, protect: list) -> OutputDir:
     from onnxvis.outdir import OutputDir
 
-    root = Path(args.output) if args.output else Path("onnxvis-out") / model_name
-    return OutputDir(root, protect=protect)
+    return OutputDir(output_root(args, model_name), protect=protect)
 
 
 def grid_options(args: argparse.Namespace):
@@ -146,13 +188,6 @@ def layer_rows(layers) -> list[str]:
     return rows
 
 
-def no_conv_error(model_path) -> OnnxvisError:
-    return OnnxvisError(
-        f"{model_path} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); "
-        "onnxvis draws conv layers only, check that this is the model you meant"
-    )
-
-
 GUESS_HINT = "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
 
 
@@ -177,20 +212,50 @@ def preprocess_changes(args: argparse.Namespace) -> dict:
     return changes
 
 
-def open_inspector(args: argparse.Namespace, **options):
-    """The Inspector for a command with the preprocessing flags."""
-    from onnxvis.engine.inspector import Inspector
+def inspector_config(args: argparse.Namespace, **options):
+    """The InspectorConfig that the preprocessing flags make (``options``: batch_size, threads)."""
+    from onnxvis.engine.config import InspectorConfig
     from onnxvis.image.inputs import parse_input_values
 
-    return Inspector(
-        args.model,
-        preset=args.preset,
-        changes=preprocess_changes(args),
-        layout=args.layout,
-        inputs=parse_input_values(args.inputs),
-        explicit_size=args.resize is not None or args.crop is not None,
-        **options,
+    return InspectorConfig(
+        preset=args.preset, changes=preprocess_changes(args), layout=args.layout, inputs=parse_input_values(args.inputs),
+        target_output=getattr(args, "target_output", None), **options
     )
+
+
+def open_inspector(args: argparse.Namespace, **options):
+    """The Inspector for a command with the preprocessing flags.
+
+    ``--input NAME=FILE.npy`` for the image input itself makes that array the command's image, fed as
+    it is (``args.images`` becomes ``[FILE.npy]``): given with images too, it is refused, never ignored.
+    """
+    from onnxvis.engine.inspector import Inspector
+
+    config = inspector_config(args, **options)
+    inspector = Inspector(args.model, config)
+    try:
+        image_name = inspector.image_input.name
+    except OnnxvisError:  # no image input: the command says so where it needs one
+        return inspector
+    if image_name not in config.inputs:
+        return inspector
+    value = next(text for name, _, text in (item.partition("=") for item in args.inputs) if name.strip() == image_name).strip()
+    from onnxvis.image import preprocess as pp
+
+    if not pp.is_array_file(value):
+        raise OnnxvisError(
+            f"input {image_name!r} is the image input: give it a .npy file (--input {image_name}=FILE.npy), fed as it is, "
+            "or give the photo as IMAGE"
+        )
+    if not hasattr(args, "images"):
+        raise OnnxvisError(f"input {image_name!r} is the image input: give {value} where the images go, not with --input")
+    if args.images:
+        raise OnnxvisError(
+            f"input {image_name!r} is the image input, given both an array (--input {image_name}={value}) and IMAGE; give one of them"
+        )
+    args.images = [value]
+    rest = {name: v for name, v in config.inputs.items() if name != image_name}
+    return Inspector(inspector.model, config.replace(inputs=rest))
 
 
 def guess_note(inspector) -> list[str]:
@@ -199,8 +264,86 @@ def guess_note(inspector) -> list[str]:
     return [f"note: the preprocessing is {settled.origin}; {GUESS_HINT}"] if settled.guessed else []
 
 
+def add_labels(
+    p: argparse.ArgumentParser, flag: str = "--labels", dest: str = "labels", whose: str = "the model's classes"
+) -> None:
+    """--labels FILE: class names for a command that shows or takes classes. A command comparing two
+    models adds it twice, e.g. ``add_labels(p)`` then ``add_labels(p, "--labels-b", "labels_b", "model B's classes")``."""
+    p.add_argument(
+        flag,
+        dest=dest,
+        metavar="FILE",
+        help=f"names of {whose}: one per line, or a JSON list, one per class score (over the names the model "
+        "carries, and the ImageNet-1k names guessed for 1000 or 1001 scores)",
+    )
+
+
+LABELS_GUESS_HINT = "give --labels FILE if these are not ImageNet's classes"
+
+
+def apply_labels(args: argparse.Namespace, inspector, output: str | None = None, dest: str = "labels"):
+    """Name the inspector's classes with the file given as ``--labels`` (``dest``), checked against the
+    class count of ``output`` (default: the class output found from the graph); returns the names in use.
+
+    Raises:
+        OnnxvisError: a file that is missing, not UTF-8, empty, or of another count than the classes.
+    """
+    from onnxvis.engine.classes import load_labels
+
+    path = getattr(args, dest, None)
+    if path is None:
+        return inspector.class_names
+    names = load_labels(path, inspector.class_count(output), setting=dest)
+    return inspector.use_labels(names, f"file {Path(path).name}", output, setting=dest)
+
+
+def labels_note(inspector) -> list[str]:
+    """The line to print when the class names are a guess (once the run worked: an error stays one line)."""
+    names = inspector.class_names
+    if not names.guessed:
+        return []
+    return [f"labels: {names.origin} ({names.reason}; {LABELS_GUESS_HINT})"]
+
+
 def image_paths(args: argparse.Namespace) -> list[Path]:
     from onnxvis.image import preprocess as pp
 
     return pp.image_files(args.images) if args.images else [pp.default_image_path()]
 
+
+# The flag that sets each library parameter an error can be about (OnnxvisError.setting): the library
+# speaks of parameters, the command line of flags (tests/test_messages.py checks the library's side).
+FLAGS = {
+    "nrow": "--nrow N",
+    "padding": "--padding N",
+    "preset": "--preset NAME",
+    "layers": "--layers SPEC",
+    "resize": "--resize H,W",
+    "layout": "--layout NCHW|NHWC",
+    "inputs": "--input NAME=VALUE",
+    "top": "--top K",
+    "preset_b": "--preset-b NAME",
+    "labels": "--labels FILE",
+    "labels_b": "--labels-b FILE",
+    "keep": "--keep N",
+    "batch_size": "--batch-size N",
+    "max_tiles": "--max-tiles N",
+    "formats": "--format",
+    "output": "-o DIR",
+    "fresh": "--fresh",
+    "engine": "--engine local|ray",
+    "ray_address": "--ray-address ADDR",
+    "port": "--port N",
+    "steps": "--steps N",
+    "samples": "--samples N",
+    "noise": "--noise SD",
+    "baseline": "--baseline zero|black|blur",
+    "method": "--method NAME",
+    "target_output": "--target-output NAME",
+}
+
+
+def with_flag(message: str, setting: str | None) -> str:
+    """``message`` (the library's words), with the flag that sets the parameter ``setting``."""
+    flag = FLAGS.get(setting or "")
+    return f"{message} (set with {flag})" if flag else message

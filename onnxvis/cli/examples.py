@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from onnxvis.cli.common import add_layers, add_output, add_preprocess_options, guess_note, open_inspector, output_dir, print_paths
+from onnxvis.cli.common import (
+    add_layers,
+    add_output,
+    add_preprocess_options,
+    guess_note,
+    inspector_config,
+    output_dir,
+    output_root,
+    print_paths,
+)
 from onnxvis.errors import OnnxvisError
 
 
@@ -63,44 +71,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from onnxvis.analysis.examples import run as ex
-    from onnxvis.image.inputs import parse_input_values
+    from onnxvis.model.file import model_name
     from onnxvis.write.examples import draw_examples
 
-    if args.top < 1:
-        raise OnnxvisError(f"--top must be 1 or more, got {args.top}")
     keep = args.keep if args.keep is not None else max(args.top, ex.DEFAULT_KEEP)
-    if keep < args.top:
-        raise OnnxvisError(f"--keep ({keep}) must be at least --top ({args.top})")
+    ex.check_counts(args.top, keep)  # before any work
     if args.redraw:
         if args.folders:
             raise OnnxvisError("--redraw draws the run saved in the output folder again: give no FOLDER")
-        root = Path(args.output) if args.output else Path("onnxvis-out") / Path(args.model).stem
-        state = ex.load_state(root)
-        print_paths(draw_examples(state, output_dir(args, Path(args.model).stem, []), args.top, args.tile, progress=True))
+        name = model_name(args.model)  # the model may be gone: it does not run
+        state = ex.load_state(output_root(args, name))
+        print_paths(draw_examples(state, output_dir(args, name, []), args.top, args.tile, progress=True))
         return
     if not args.folders:
         raise OnnxvisError("give one or more FOLDERs of images (or --redraw to draw a saved run again)")
-    if args.batch_size < 1:
-        raise OnnxvisError(f"--batch-size must be 1 or more, got {args.batch_size}")
-    engine = None
+    engine: ex.Engine | str = "local"
     if args.engine == "ray":
         from onnxvis.analysis.examples.ray_engine import ray_engine
 
         engine = ray_engine(args.ray_address, args.workers, args.cpus_per_worker)
-    images = ex.find_images(args.folders)
-    insp = open_inspector(args, batch_size=args.batch_size)
-    layers = insp.select(args.layers, default="last")
-    out = output_dir(args, insp.model.name, [insp.model.path])
-    plan, meta = ex.make_plan(
-        insp, layers, images, keep, inputs=parse_input_values(args.inputs), layout=args.layout,
-        explicit_size=args.resize is not None or args.crop is not None,
+
+    def notes(inspector) -> None:
+        for note in guess_note(inspector):
+            print(note, file=sys.stderr)
+
+    from onnxvis.analysis.examples.find import find_examples
+
+    found = find_examples(
+        args.model, args.folders, inspector_config(args, batch_size=args.batch_size), layers=args.layers, keep=keep,
+        out=args.output, engine=engine, fresh=args.fresh, progress=True, log=lambda message: print(message, file=sys.stderr),
+        on_start=notes,
     )
-    for note in guess_note(insp):
-        print(note, file=sys.stderr)
-    state = ex.collect_examples(
-        plan, meta, images, out, engine or ex.local_engine(insp), fresh=args.fresh, progress=True,
-        log=lambda message: print(message, file=sys.stderr),
-    )
-    written = draw_examples(state, out, args.top, args.tile, progress=True)
-    print(f"preprocessing: {plan.preprocess.describe()}", file=sys.stderr)
-    print_paths([out.root / ex.STATE_FILE, *written])
+    written = draw_examples(found.state, found.out, args.top, args.tile, progress=True)
+    print(f"preprocessing: {found.inspector.preprocessing.preprocess.describe()}", file=sys.stderr)
+    print_paths([found.out.root / ex.STATE_FILE, *written])

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     if len(images) == 1:
         result = inspector.feature_maps(images[0], chosen)
         written = draw_fmaps(result, out, grid, formats=formats, progress=True)
-        prepared_text = result.preprocess.describe()
+        prepared_text = result.describe_preprocessing() if result.as_is else inspector.preprocessing.preprocess.describe()
     else:
         results = inspector.feature_maps(images, chosen)
         written = draw_fmaps(results, out, grid, formats=formats, progress=True, folders=image_folders(images))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from onnxvis.cli.common import (
+    add_channel_order,
     add_colormap,
     add_formats,
     add_grid_options,
@@ -14,8 +15,8 @@ from onnxvis.cli.common import (
     grid_options,
     output_dir,
     print_paths,
+    rgb_layers,
 )
-from onnxvis.errors import OnnxvisError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,24 +43,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="draw at most N tiles per layer, cutting to the first output channels (default 262144, a VGG16 layer in full; 0 = no cap)",
     )
     add_colormap(p)
+    add_channel_order(p)
+    pre = p.add_argument_group("preprocessing (to know the channel order of the image; overrides the model's metadata)")
+    pre.add_argument("--preset", help="imagenet, caffe, tf, unit, raw or cifar10")
+    pre.add_argument("--bgr", action="store_true", help="the model takes channels in BGR order (Caffe models)")
     add_formats(p)
     add_grid_options(p)
     add_output(p)
 
 
 def run(args: argparse.Namespace) -> None:
+    from onnxvis.draw.layers import check_max_tiles
     from onnxvis.engine.inspector import Inspector
     from onnxvis.write.layers import draw_kernels
 
-    inspector = Inspector(args.model)
+    inspector = Inspector(args.model, preset=args.preset, changes={"color": "BGR"} if args.bgr else {})
     chosen = inspector.select(args.layers, default="all")
     grid = grid_options(args)
-    if args.max_tiles is not None and args.max_tiles < 0:
-        raise OnnxvisError("--max-tiles must be 0 (no cap) or more")
+    check_max_tiles(args.max_tiles)  # the library's check, before the output folder is made
     formats = checked_formats(args)
+    flipped = rgb_layers(inspector, chosen, args.channel_order)
     out = output_dir(args, inspector.model.name, [inspector.model.path])
     print_paths(
         draw_kernels(
-            chosen, out, grid, split=args.split, max_tiles=args.max_tiles, formats=formats, colormap=args.colormap, progress=True
+            chosen, out, grid, split=args.split, max_tiles=args.max_tiles, formats=formats, colormap=args.colormap, progress=True,
+            rgb_from_bgr=flipped,
         )
     )

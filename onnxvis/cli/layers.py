@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from onnxvis.cli.common import layer_rows, no_conv_error
+from onnxvis.cli.common import layer_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from onnxvis.engine.inspector import Inspector
+    from onnxvis.model.layers import no_conv_layer
 
     inspector = Inspector(args.model)
     if not inspector.layers:
-        raise no_conv_error(args.model)
+        raise no_conv_layer(args.model, "onnxvis draws conv layers only, check that this is the model you meant")
     print("\n".join(layer_rows(inspector.layers)))

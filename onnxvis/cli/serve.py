@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from onnxvis.cli.common import add_preprocess_options, open_inspector
+from onnxvis.cli.common import add_labels, add_preprocess_options, add_target_output, apply_labels, open_inspector
 from onnxvis.errors import OnnxvisError
 
 
@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    add_labels(p)
+    add_target_output(p)
     add_preprocess_options(p)
 
 
@@ -38,9 +40,8 @@ def run(args: argparse.Namespace) -> None:
         ) from None
     from onnxvis.serve.explorer import Explorer
 
-    if not 0 <= args.port <= 65535:
-        raise OnnxvisError(f"--port must be between 0 and 65535, got {args.port}")
     inspector = open_inspector(args)
+    apply_labels(args, inspector)  # a bad labels file is an error now, not on the page
     try:
         _ = inspector.image_input
     except OnnxvisError:

@@ -53,9 +53,7 @@ def run(args: argparse.Namespace) -> None:
         from onnxvis.write.tensorboard import check_available
 
         check_available()
-    if args.batch_size < 1:
-        raise OnnxvisError("--batch-size must be 1 or more")
-    inspector = open_inspector(args, batch_size=args.batch_size)
+    inspector = open_inspector(args, batch_size=args.batch_size)  # the configuration checks the batch size
     images = []
     if args.images:
         from onnxvis.image import preprocess as pp
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
         raise OnnxvisError(f"{inspector.model.path} has no conv, Gemm or MatMul layer with a stored weight; there is nothing to measure")
     files = [f for f in formats if f != "text"]
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images]) if files else None
-    with Progress(len(images), "stats") as bar:
+    with Progress(len(images), "stats", unit="image") as bar:
         stats = compute_stats(
             inspector, nodes, images, histograms="tensorboard" in formats, each=lambda name: bar.advance(name),
             log=bar.write if bar.enabled else (lambda message: print(message, file=sys.stderr)),

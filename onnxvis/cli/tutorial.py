@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     from onnxvis.image import preprocess as pp
     from onnxvis.image.inputs import parse_input_values
     from onnxvis.model.file import Model
-    from onnxvis.outdir import OutputDir
+    from onnxvis.outdir import OutputDir, default_root
     from onnxvis.write.tensorboard import INSTALL_HINT, check_available
     from onnxvis.write.tutorial import tutorial_run, write_run
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     model = Model.open(args.model)
     image = Path(args.image) if args.image else pp.default_image_path()
     # its own folder: TensorBoard takes every event file of a folder as one run
-    out = OutputDir(Path(args.output) if args.output else Path("onnxvis-out") / model.name / "tutorial", protect=[model.path, image])
+    out = OutputDir(Path(args.output) if args.output else default_root(model.name) / "tutorial", protect=[model.path, image])
     inputs = parse_input_values(args.inputs)
     try:
         run = tutorial_run(model, image, inputs)

@@ -13,10 +13,17 @@ import numpy as np
 
 from onnxvis.draw import colormaps, grids
 from onnxvis.draw.grids import GridOptions
+from onnxvis.errors import OnnxvisError
 
 if TYPE_CHECKING:
     from onnxvis.draw.grids import KernelPicture
 
+
+
+def check_max_tiles(max_tiles: int | None) -> None:
+    """Refuse a negative cap on kernel tiles (None: the default cap; 0: no cap)."""
+    if max_tiles is not None and max_tiles < 0:
+        raise OnnxvisError(f"the cap on kernel tiles must be 0 (no cap) or more, got {max_tiles}", setting="max_tiles")
 
 
 def kernel_pixels(
@@ -31,6 +38,7 @@ def kernel_pixels(
             "diverging" (blue negative, white zero, red positive; see :mod:`onnxvis.figures`).
     """
     colormaps.check_colormap(colormap)
+    check_max_tiles(max_tiles)
     cap = grids.DEFAULT_MAX_TILES if max_tiles is None else (None if max_tiles == 0 else max_tiles)
     if colormap == "diverging":
         picture = colormaps.signed_kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, cap)
@@ -48,3 +56,12 @@ def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap
         return
     for o, tiles in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
         yield o, grids.to_uint8(tiles)
+
+
+def in_rgb_order(weight: np.ndarray) -> np.ndarray:
+    """The kernels of a layer that reads a BGR image, with their input channels reversed to R, G, B.
+
+    A Caffe model's first conv sees blue in its weight's input channel 0; drawn as stored, an RGB
+    tile would show blue as red. Weights of another input-channel count are returned as they are.
+    """
+    return np.ascontiguousarray(weight[:, ::-1]) if weight.ndim >= 2 and weight.shape[1] == 3 else weight

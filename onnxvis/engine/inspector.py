@@ -21,40 +21,60 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
-from onnxvis.engine.classes import class_outputs, top_k
+from onnxvis.engine.classes import (
+    CLASS_SHAPES,
+    NO_NAMES,
+    ClassNames,
+    are_probabilities,
+    check_class_scores,
+    check_label_count,
+    class_count_of,
+    class_outputs,
+    guess_class_names,
+    is_class_shape,
+    top_k,
+)
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.runner import Session
 from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
 from onnxvis.image.inputs import (
     InputSpec,
-    _describe_value,
-    _match_channels,
-    explain_preprocess,
+    SettledPreprocess,
+    describe_value,
     fill_inputs,
+    fit_array,
     fit_size,
     image_input,
     input_shape,
     runtime_inputs,
+    settle_preprocess,
     size_multiple,
+    tensors_fed_by,
 )
 from onnxvis.model.file import Model
 from onnxvis.model.graph import required_nodes
-from onnxvis.model.layers import ConvLayer, find_conv_layers, select_layers
+from onnxvis.model.layers import ConvLayer, channels_first, find_conv_layers, no_conv_layer, require_main_graph, select_layers
 from onnxvis.model.metadata import DESCRIBED_KEYS, LABELS_KEY, labels_from_metadata, labels_origin, preprocess_origin
 from onnxvis.model.weights import kernel_weights
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    ImageLike = str | os.PathLike | Image.Image
+    from onnxvis.engine.gradients import GradientGraph
+
+    ImageLike = str | os.PathLike | Image.Image | np.ndarray
 else:
     ImageLike = Any
 
-__all__ = ["Inspector", "Settled", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike"]
+__all__ = ["Inspector", "Prepared", "ImageResult", "FeatureMaps", "Prediction", "ImageLike", "NEEDS_A_VALUE"]
+
+# The summary's note on a run-time input that is not the image (the command line adds the flag that gives it).
+NEEDS_A_VALUE = "a run needs a value for it"
 
 # A model with a fixed batch gets the image repeated to fill it, up to this many bytes.
 _MAX_BATCH_BYTES = 1 << 30
@@ -65,40 +85,35 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Settled:
-    """The preprocessing an Inspector uses, and where it came from.
-
-    Attributes:
-        preprocess: the settings, sized for the model's declared input where it is fixed.
-        origin: in words, e.g. "the model's onnxvis.preprocess metadata".
-        source: "argument" (given as a Preprocess), "preset", "flags" (a preset or the model's
-            choice with some fields changed), "metadata" or "guess".
-    """
-
-    preprocess: pp.Preprocess
-    origin: str
-    source: Literal["argument", "preset", "flags", "metadata", "guess"]
-
-    @property
-    def guessed(self) -> bool:
-        return self.source == "guess"
-
-
-@dataclass(frozen=True)
 class Prepared:
     """One image, ready to feed.
 
     Attributes:
-        image: the file (``Path("<image>")`` for an in-memory image).
+        image: the file (``Path("<image>")`` for an in-memory image, ``Path("<array>")`` for an array).
         array: what is fed to the image input: batch 1 (or the model's fixed batch), model layout and dtype.
-        preprocess: the preprocessing used, with its final size.
-        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3).
+        preprocess: the preprocessing used, with its final size (for an array fed as it is, the settled
+            one, which was not applied: see ``as_is``).
+        rgb: the photo after resizing and cropping, before normalising: uint8 (H, W, 3); for an array,
+            the array shown as a picture (:func:`~onnxvis.image.preprocess.array_picture`).
+        as_is: the image was an array (a ``.npy`` file), fed as it is, without any preprocessing.
     """
 
     image: Path
     array: np.ndarray
     preprocess: pp.Preprocess
     rgb: np.ndarray
+    as_is: bool = False
+
+    def describe_preprocessing(self) -> str:
+        """The preprocessing this image went through, in one line."""
+        if self.as_is:
+            return as_is_text(self.array)
+        return self.preprocess.describe()
+
+
+def as_is_text(array: np.ndarray) -> str:
+    """How an array fed as it is is described where a preprocessing would be."""
+    return f"none: the array is fed as it is ({'x'.join(map(str, np.shape(array)))} {np.asarray(array).dtype})"
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class FeatureMaps:
         preprocess: the preprocessing used, with its final size.
         input: the array fed to the model.
         maps: one array per layer, (C, H, W), channels first whatever the model's layout.
+        as_is: the image was an array fed as it is (see :attr:`Prepared.as_is`).
     """
 
     image: Path
@@ -127,24 +143,36 @@ class FeatureMaps:
     preprocess: pp.Preprocess
     input: np.ndarray
     maps: dict[ConvLayer, np.ndarray]
+    as_is: bool = False
+
+    def describe_preprocessing(self) -> str:
+        """The preprocessing this image went through, in one line."""
+        return as_is_text(self.input) if self.as_is else self.preprocess.describe()
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The best classes for one image: (class index, label or None, probability), best first."""
+    """The best classes for one image: (class index, label or None, probability), best first.
+
+    ``softmax`` says whether the probabilities are a softmax of the output's values (False when the
+    values already were probabilities, as a model that ends in a softmax gives them).
+    """
 
     image: Path
     output: str
     top: list[tuple[int, str | None, float]] = field(default_factory=list)
+    softmax: bool = True
 
 
 def _is_one_image(images: object) -> bool:
     from PIL import Image
 
-    return isinstance(images, (str, os.PathLike, Image.Image))
+    return isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
 
 
 def _image_name(image: ImageLike) -> Path:
+    if isinstance(image, np.ndarray):
+        return Path("<array>")
     return Path(image) if isinstance(image, (str, os.PathLike)) else Path("<image>")
 
 
@@ -197,52 +225,26 @@ class Inspector:
 
     Args:
         model: the .onnx path, or an opened :class:`~onnxvis.model.file.Model`.
-        preprocess: the preprocessing to use, overriding the model's metadata and any guess.
-        preset: a named preset (see :data:`onnxvis.image.preprocess.PRESETS`) instead of the model's choice.
-        changes: fields to change in the chosen preprocessing (``resize``, ``crop``, ``mean``, ``std``,
-            ``color``, ``scale``), as a user's flags do.
-        layout: "NCHW" or "NHWC", overriding the layout found in the graph.
-        inputs: values for the model's other run-time inputs: a number fills the input, an array is
-            used as it is (see :func:`onnxvis.image.inputs.fill_inputs`).
-        explicit_size: the preprocessing's size was set by the user: keep it exactly, even where a
-            dynamic-size model would round it to the multiple it needs.
-        batch_size: images per onnxruntime run when the model's batch dimension is free.
-        threads: onnxruntime's intra-op threads (default: the machine's cores).
+        config: the settings (preprocessing, layout, other inputs, batch size, threads); see
+            :class:`~onnxvis.engine.config.InspectorConfig`. Default: the model's own choices.
+        **settings: shortcuts for fields of the config, e.g. ``Inspector(path, preset="caffe",
+            batch_size=16)``; they change ``config`` (or the default one).
 
     Raises:
         OnnxvisError: the model cannot be opened, or a setting is malformed.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike | Model,
-        *,
-        preprocess: pp.Preprocess | None = None,
-        preset: str | None = None,
-        changes: Mapping[str, Any] | None = None,
-        layout: str | None = None,
-        inputs: Mapping[str, float | np.ndarray] | None = None,
-        explicit_size: bool = False,
-        batch_size: int = 8,
-        threads: int | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}")
+    def __init__(self, model: str | os.PathLike | Model, config: InspectorConfig | None = None, **settings: Any) -> None:
+        config = config if config is not None else InspectorConfig()
+        self.config: InspectorConfig = config.replace(**settings) if settings else config
         self.model = model if isinstance(model, Model) else Model.open(model)
         self.layers: list[ConvLayer] = find_conv_layers(self.model)
-        self.labels: list[str] | None = labels_from_metadata(self.model.metadata)
-        self.batch_size = int(batch_size)
-        self.threads = int(threads) if threads else (os.cpu_count() or 1)
-        self._preprocess_arg = preprocess
-        self._preset = preset
-        self._changes = dict(changes or {})
-        self._layout = layout
-        self._inputs = dict(inputs or {})
-        self._explicit_size = explicit_size
+        self._class_names: ClassNames | None = None  # settled on first use, or given by use_labels
         self._spec: InputSpec | None = None
-        self._settled: Settled | None = None
+        self._settled: SettledPreprocess | None = None
         self._multiple: int | None = None
         self._sessions: dict[tuple, Session] = {}
+        self._gradients: dict[tuple, GradientGraph] = {}
         self._unbatchable: set[tuple] = set()
         self._kernels: dict[ConvLayer, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -258,50 +260,124 @@ class Inspector:
     def close(self) -> None:
         """Let go of the onnxruntime sessions and cached weights."""
         self._sessions.clear()
+        self._gradients.clear()
         self._kernels.clear()
+
+    @property
+    def batch_size(self) -> int:
+        """Images per onnxruntime run when the model's batch dimension is free (from the config)."""
+        return self.config.batch_size
+
+    @property
+    def threads(self) -> int:
+        """onnxruntime's intra-op threads: the config's, else the machine's cores."""
+        return int(self.config.threads) if self.config.threads else (os.cpu_count() or 1)
 
     @property
     def image_input(self) -> InputSpec:
         """The model input that takes the image (found once). Raises OnnxvisError when there is none."""
         if self._spec is None:
-            self._spec = image_input(self.model, self._layout)
+            self._spec = image_input(self.model, self.config.layout)
         return self._spec
 
     @property
-    def preprocessing(self) -> Settled:
+    def preprocessing(self) -> SettledPreprocess:
         """The preprocessing, settled once, with where it came from."""
         if self._settled is None:
-            self._settled = self._settle()
+            config = self.config
+            self._settled = settle_preprocess(
+                self.model, self.image_input, config.preprocess, config.preset, config.changes, config.origin
+            )
         return self._settled
 
-    def _settle(self) -> Settled:
-        spec = self.image_input
-        if self._preprocess_arg is not None:
-            return Settled(_match_channels(self._preprocess_arg, spec), "given by the caller", "argument")
-        choice = explain_preprocess(self.model, spec, self._preset)
-        source: Literal["argument", "preset", "flags", "metadata", "guess"]
-        if self._preset is not None:
-            source = "preset"
-        elif choice.guessed:
-            source = "guess"
+    @property
+    def class_names(self) -> ClassNames:
+        """The class names and where they came from: given by :meth:`use_labels`, else the model's
+        metadata, else a guess from the number of class scores (see :func:`~onnxvis.engine.classes.guess_class_names`)."""
+        if self._class_names is None:
+            self._class_names = self._settle_class_names()
+        return self._class_names
+
+    @property
+    def labels(self) -> Sequence[str] | None:
+        """The class names in class-index order (see :attr:`class_names`), or None when the classes have none."""
+        return self.class_names.names
+
+    def _settle_class_names(self) -> ClassNames:
+        stored = labels_from_metadata(self.model.metadata)
+        if stored:
+            recorded = labels_origin(self.model.metadata)
+            origin = f"the model's {LABELS_KEY} metadata" + (f" ({recorded})" if recorded else "")
+            return ClassNames(tuple(stored), origin, "metadata")
+        return guess_class_names(self.class_count()) or NO_NAMES
+
+    def class_count(self, output: str | None = None) -> int | None:
+        """How many class scores the model gives, as its graph declares them: the size of ``output``, or of
+        the outputs that look like class scores when they all agree; None when the graph does not say."""
+        output = output if output is not None else self.config.target_output
+        if output is not None:
+            names = [output]
         else:
-            source = "metadata"
-        chosen, origin = choice.preprocess, choice.origin
-        if self._changes:
-            chosen = chosen.replace(**self._changes, name=f"{chosen.name} + flags")
-            origin = f"{origin}, with some settings changed by the user"
-            source = "flags"
-        return Settled(_match_channels(chosen, spec), origin, source)
+            names = class_outputs(self.model)
+            if not names and len(self.model.graph.output) == 1:
+                names = [self.model.graph.output[0].name]
+        sizes = {class_count_of(_output_shape(self.model, name) or ()) for name in names}
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def use_labels(self, names: Sequence[str], origin: str, output: str | None = None, *, setting: str = "labels") -> ClassNames:
+        """Name the classes with ``names`` (e.g. read by :func:`~onnxvis.engine.classes.load_labels`), over
+        the model's own names and any guess.
+
+        Args:
+            names: one name per class score of ``output`` (default: the class output found from the graph).
+            origin: where they came from, in words, e.g. "file pets.txt".
+            setting: the parameter they were given as, for the error.
+
+        Raises:
+            OnnxvisError: no names, or not as many as the model's class scores.
+        """
+        names = tuple(str(n) for n in names)
+        if not names:
+            raise OnnxvisError("the list of class names is empty; give one name per class", setting=setting)
+        check_label_count(names, self.class_count(output), f"the {origin}" if origin.startswith("file ") else origin, setting=setting)
+        self._class_names = ClassNames(names, origin, "file")
+        return self._class_names
+
+    def check_labels(self, scores: np.ndarray) -> None:
+        """Refuse names the user gave that do not fit one image's ``scores``: where the graph does not
+        declare the class count, :meth:`use_labels` could not check it.
+
+        Raises:
+            OnnxvisError: not as many names as scores.
+        """
+        names = self.class_names
+        if names.source == "file" and names.names is not None:
+            check_label_count(names.names, int(np.asarray(scores).size), f"the {names.origin}")
 
     def select(self, spec: str | int | None, default: str = "first") -> list[ConvLayer]:
         """Conv layers by ``spec`` ("all", "0,2", node names), or ``default`` ("all", "first", "last") when None."""
         if default == "last":
             if spec is None:
                 if not self.layers:
-                    select_layers(self.layers, None, default="first")  # raises the usual error
+                    raise no_conv_layer()
                 return self.layers[-1:]
             default = "first"
         return select_layers(self.layers, None if spec is None else str(spec), default=default)
+
+    def bgr_layers(self) -> list[ConvLayer]:
+        """The conv layers that read the image itself (through elementwise ops, Transpose, Pad, ...) in BGR
+        order: those with 3 input channels when the settled preprocessing feeds BGR (a Caffe model). Their
+        weight's input channel 0 is blue. Empty when the model has no image input or its preprocessing
+        cannot be settled: then nothing is known of the order.
+        """
+        try:
+            spec, settled = self.image_input, self.preprocessing
+        except OnnxvisError:
+            return []
+        if settled.preprocess.color != "BGR":
+            return []
+        fed = tensors_fed_by(self.model, spec.name)
+        return [layer for layer in self.layers if layer.input_name in fed and (layer.weight_shape or (0, 0))[1:2] == (3,)]
 
     def kernels(self, layer: ConvLayer) -> np.ndarray:
         """The layer's kernels as float32 (O, I, ...), read once."""
@@ -315,17 +391,20 @@ class Inspector:
     def prepare(self, image: ImageLike) -> Prepared:
         """Decode ``image`` (a path or a PIL image) and turn it into the array the model wants.
 
+        An array (a numpy array, or a ``.npy`` file) is fed as it is: no preprocessing, in the model's
+        layout, its shape checked against the input's (:func:`~onnxvis.image.inputs.fit_array`).
+
         Raises:
             OnnxvisError: a bad image, or a size the model cannot take.
         """
         from PIL import Image
 
         spec = self.image_input
+        if isinstance(image, np.ndarray) or (isinstance(image, (str, os.PathLike)) and pp.is_array_file(image)):
+            return self._prepare_array(image)
         chosen = self.preprocessing.preprocess
         img = image if isinstance(image, Image.Image) else pp.load_image(image)
-        if self._multiple is None:
-            self._multiple = size_multiple(self.model)[0] if spec.dynamic else 1
-        chosen = fit_size(spec, chosen, img.size, self._multiple, self._explicit_size)
+        chosen = fit_size(spec, chosen, img.size, self.multiple, self.config.explicit_size)
         shaped = pp.resize_and_crop(img, chosen)
         pixels = np.asarray(shaped, dtype=np.uint8)
         chw = pp.normalize(pixels, chosen)
@@ -336,16 +415,35 @@ class Inspector:
                 f"{height or 'any'}x{width or 'any'}; resize to {height or chw.shape[1]},{width or chw.shape[2]}",
                 setting="resize",
             )
-        array = pp.to_layout(chw, spec.layout, spec.dtype)
-        if spec.batch is not None and spec.batch > 1:
-            if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
-                raise OnnxvisError(
-                    f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
-                    f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
-                )
-            array = np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+        array = self._fill_batch(pp.to_layout(chw, spec.layout, spec.dtype))
         rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
         return Prepared(_image_name(image), array, chosen, np.ascontiguousarray(rgb))
+
+    @property
+    def multiple(self) -> int:
+        """The multiple that the image's height and width must be: what the graph needs when its size is free, else 1."""
+        if self._multiple is None:
+            self._multiple = size_multiple(self.model)[0] if self.image_input.dynamic else 1
+        return self._multiple
+
+    def _fill_batch(self, array: np.ndarray) -> np.ndarray:
+        """One example repeated to the model's fixed batch."""
+        spec = self.image_input
+        if spec.batch is None or spec.batch <= 1:
+            return array
+        if array.nbytes * spec.batch > _MAX_BATCH_BYTES:  # the declared batch size is the file's word
+            raise OnnxvisError(
+                f"input {spec.name!r} has a fixed batch of {spec.batch}: the image repeated that many times would "
+                f"take {array.nbytes * spec.batch / 2**30:.1f} GiB; use a model exported with batch 1 or a dynamic batch"
+            )
+        return np.ascontiguousarray(np.repeat(array, spec.batch, axis=0))
+
+    def _prepare_array(self, image: "np.ndarray | str | os.PathLike") -> Prepared:
+        spec = self.image_input
+        given = image if isinstance(image, np.ndarray) else pp.load_array(image)
+        what = "the array" if isinstance(image, np.ndarray) else f"the array in {Path(image).name}"
+        array = self._fill_batch(fit_array(spec, given, self.multiple, what))
+        return Prepared(_image_name(image), array, self.preprocessing.preprocess, pp.array_picture(array, spec.layout), as_is=True)
 
     # ------------------------------------------------------------------------------ running
 
@@ -363,11 +461,54 @@ class Inspector:
                 self._sessions[key] = session
         return session
 
+    def gradients(
+        self, places: Sequence[str], output: str | None = None, shape: Sequence[int] | None = None, rows: int | None = None
+    ) -> GradientGraph:
+        """The kept gradient graph (forward and backward in one session) for ``places``, the class
+        scores of ``output`` and inputs of ``shape`` (one input's, without the batch axis; default
+        the model's fixed size). Built once per (places, output, shape, rows).
+
+        Args:
+            places: tensors to differentiate at; the image input's name differentiates at the input.
+            output: the scores output (default: the class output).
+            shape: one input's shape, e.g. ``prepared.array.shape[1:]``.
+            rows: rows per run (default the Inspector's batch size; the model's fixed batch where it
+                has one, 1 where the graph fixes it inside or other inputs are fed).
+
+        Raises:
+            OnnxvisError: the model cannot be differentiated (see :class:`onnxvis.engine.gradients.GradientGraph`).
+        """
+        from onnxvis.engine.gradients import GradientGraph
+
+        spec = self.image_input
+        name = self.class_output(output)
+        if shape is None:
+            if None in spec.shape[1:]:
+                raise OnnxvisError(f"input {spec.name!r} has a dynamic size: the gradient graph needs the input's shape")
+            shape = tuple(int(d) for d in spec.shape[1:] if d is not None)
+        others = self._other_feeds([name])
+        count = spec.batch or (1 if others else max(1, rows or self.batch_size))
+        key = (tuple(dict.fromkeys(places)), name, tuple(int(d) for d in shape), count)
+        with self._lock:
+            graph = self._gradients.get(key)
+            if graph is None:
+                graph = GradientGraph(self.model, spec.name, spec.layout, name, list(key[0]), key[2], count, others, self.threads)
+                self._gradients[key] = graph
+        return graph
+
+    def gradient_notes(self) -> list[str]:
+        """What changes the meaning of the gradients' numbers (the score taken before a final Softmax,
+        a quantized or float16 graph), for every gradient graph built so far, each once."""
+        notes: list[str] = []
+        for graph in list(self._gradients.values()):
+            notes.extend(n for n in graph.notes if n not in notes)
+        return notes
+
     def _other_feeds(self, targets: Sequence[str], given: Iterable[str] = ()) -> dict[str, np.ndarray]:
         spec_name = self.image_input.name if self._has_image_input() else None
         _, read = required_nodes(self.model.graph, targets, given)
         names = [i.name for i in runtime_inputs(self.model) if i.name in read and i.name not in set(given)]
-        return fill_inputs(self.model, names, self._inputs, image_name=spec_name)
+        return fill_inputs(self.model, names, self.config.inputs, image_name=spec_name)
 
     def _has_image_input(self) -> bool:
         try:
@@ -414,17 +555,29 @@ class Inspector:
             real = len(next(iter(chunk.values())))
             if fixed and real < fixed:  # pad a fixed batch with copies of the last row
                 chunk = {n: np.concatenate([a, np.repeat(a[-1:], fixed - real, axis=0)]) for n, a in chunk.items()}
-            try:
-                values = session.run({**others, **chunk})
-            except OnnxvisError:
-                if real == 1 or fixed:
-                    raise
-                self._unbatchable.add(key)  # e.g. a Reshape that fixes the batch to 1 inside the graph
-                values = _stack([session.run({**others, **{n: a[i : i + 1] for n, a in chunk.items()}}) for i in range(real)])
+            values = self._run_rows(session, key, chunk, others, 1 if fixed else real)  # a fixed batch is one run
             for t in targets:
                 parts[t].append(np.asarray(values[t])[:real])
             start += real
         return {t: np.concatenate(parts[t]) if len(parts[t]) > 1 else parts[t][0] for t in targets}
+
+    def _run_rows(
+        self, session: Session, key: tuple, rows: Mapping[str, np.ndarray], others: Mapping[str, np.ndarray], count: int
+    ) -> dict[str, np.ndarray]:
+        """One onnxruntime run of ``count`` rows stacked in ``rows``, beside the unbatched ``others``.
+
+        A graph may take one row at a time whatever its input declares (a Reshape that fixes the batch
+        to 1 inside it): then the batch fails, its rows run one by one, and so does every later run of
+        the same tensors (``key``). With ``count=1`` the run is what it is, and its error is raised.
+        """
+        if count > 1 and key not in self._unbatchable:
+            try:
+                return session.run({**others, **rows})
+            except OnnxvisError:
+                self._unbatchable.add(key)
+        if count == 1:
+            return session.run({**others, **rows})
+        return _stack([session.run({**others, **{n: a[i : i + 1] for n, a in rows.items()}}) for i in range(count)])
 
     def _fixed_batch(self, feeds: Mapping[str, np.ndarray], graph_inputs: Mapping[str, Any]) -> int | None:
         for name in feeds:
@@ -454,30 +607,37 @@ class Inspector:
             return next(self._run_many([images], targets, many_runs=False))
         return self._run_many(images, targets)
 
+    def _batch_limit(self, others: Mapping[str, np.ndarray]) -> int:
+        return self.batch_size if self.image_input.batch is None and not others else 1
+
     def _run_many(self, images: Iterable[ImageLike], targets: list[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        _ = self.image_input  # a model without an image input says so before asking for its other inputs
+        limit = self._batch_limit(self._other_feeds(targets))  # raises for a missing other input, naming it
+        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
+        return self.run_prepared(prepared, targets, many_runs)
+
+    def run_prepared(self, prepared: Iterable[Prepared], tensors: Sequence[str], many_runs: bool = True) -> Iterator[ImageResult]:
+        """Compute the named tensors for images already prepared by :meth:`prepare` (streamed, batched).
+
+        For callers that prepare images themselves, e.g. one decoded photo for two models.
+        """
+        targets = list(dict.fromkeys(tensors))
+        if not targets:
+            raise OnnxvisError("no tensor was asked for")
         spec = self.image_input
         others = self._other_feeds(targets)  # raises for a missing other input, naming it
         session = self.session(targets, many_runs=many_runs)
-        batchable = spec.batch is None and not others
-        limit = self.batch_size if batchable else 1
+        limit = self._batch_limit(others)
         key = (tuple(targets), ())
-        prepared = _prefetch((self.prepare(image) for image in images), limit * _PREFETCH_BATCHES)
         batch: list[Prepared] = []
 
         def flush() -> Iterator[ImageResult]:
             if not batch:
                 return
-            if len(batch) == 1 or key in self._unbatchable:
-                results = [session.run({**others, spec.name: item.array}) for item in batch]
-            else:
-                try:
-                    stacked = session.run({**others, spec.name: np.concatenate([item.array for item in batch])})
-                    results = [{t: v[i : i + 1] for t, v in stacked.items()} for i in range(len(batch))]
-                except OnnxvisError:
-                    self._unbatchable.add(key)
-                    results = [session.run({**others, spec.name: item.array}) for item in batch]
-            for item, values in zip(batch, results, strict=True):
-                yield ImageResult(item.image, item, {t: np.asarray(v)[0] for t, v in values.items()})
+            array = batch[0].array if len(batch) == 1 else np.concatenate([item.array for item in batch])
+            values = self._run_rows(session, key, {spec.name: array}, others, len(batch))
+            for i, item in enumerate(batch):
+                yield ImageResult(item.image, item, {t: np.asarray(v)[i] for t, v in values.items()})
             batch.clear()
 
         for item in prepared:
@@ -506,27 +666,13 @@ class Inspector:
             OnnxvisError: a layer inside a subgraph, a bad image, or an input that cannot be fed.
         """
         layers = list(layers)
-        for layer in layers:
-            if not layer.in_main_graph:
-                raise OnnxvisError(
-                    f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                    "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels"
-                )
+        require_main_graph(layers)
         targets = [layer.output_name for layer in layers]
 
         def maps(result: ImageResult) -> FeatureMaps:
-            found = {}
-            for layer in layers:
-                value = np.asarray(result.values[layer.output_name])
-                if value.ndim < 2 or value.size == 0:
-                    raise OnnxvisError(
-                        f"layer {layer.index} ({layer.name}) gave an output of shape {(1, *value.shape)}, not feature maps; check the model"
-                    )
-                if layer.op_type == "NhwcConv":
-                    value = np.moveaxis(value, -1, 0)
-                found[layer] = value.astype(np.float32, copy=False)
+            found = {layer: channels_first(layer, result.values[layer.output_name]) for layer in layers}
             prepared = result.prepared
-            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found)
+            return FeatureMaps(result.image, self.image_input, prepared.preprocess, prepared.array, found, prepared.as_is)
 
         if _is_one_image(images):
             return maps(self.run(images, targets))
@@ -553,13 +699,18 @@ class Inspector:
         return (result.values for result in self.run(images, chosen))
 
     def class_output(self, name: str | None = None) -> str:
-        """The output that holds one score per class: ``name`` if given, else the only such output.
+        """The output that holds one score per class: ``name`` if given, else the config's ``target_output``,
+        else the only such output.
 
         Raises:
             OnnxvisError: no output, or several, look like class scores and none was named.
         """
+        name = name if name is not None else self.config.target_output
         if name is not None:
-            return self._check_outputs([name])[0]
+            try:
+                return self._check_outputs([name])[0]
+            except OnnxvisError as exc:
+                raise OnnxvisError(str(exc), setting="target_output") from None
         labels = self.labels
         found = class_outputs(self.model, len(labels) if labels else None) or class_outputs(self.model)
         if len(found) == 1:
@@ -568,8 +719,38 @@ class Inspector:
         if len(outputs) == 1:
             return outputs[0]
         if not found:
-            raise OnnxvisError(f"no output of the model holds one score per class; its outputs are {', '.join(outputs)}")
-        raise OnnxvisError(f"several outputs could hold the class scores ({', '.join(found)}); name the one to use")
+            raise OnnxvisError(
+                f"no output of the model holds one score per class ({CLASS_SHAPES}); its outputs are "
+                f"{self._outputs_text()}; name the one to use",
+                setting="target_output",
+            )
+        raise OnnxvisError(
+            f"several outputs could hold the class scores ({', '.join(found)}); name the one to use", setting="target_output"
+        )
+
+    def _outputs_text(self) -> str:
+        return ", ".join(describe_value(o) for o in self.model.graph.output)
+
+    def score_output(self, name: str | None = None) -> str:
+        """The output whose values are class scores, to show as classes: :meth:`class_output`, refused
+        when its declared shape is not (N, K) or (N, K, 1, 1) (a detector's anchors, a probability map, an
+        embedding's sequence). Class activation maps keep :meth:`class_output`, which takes spatial outputs too.
+
+        Raises:
+            OnnxvisError: no such output, or its declared shape is not one score per class.
+        """
+        chosen = self.class_output(name)
+        shape = _output_shape(self.model, chosen)
+        if shape is not None and not is_class_shape(shape):
+            value = next(o for o in self.model.graph.output if o.name == chosen)
+            others = len(self.model.graph.output) > 1
+            raise OnnxvisError(
+                f"output {describe_value(value)} is not class scores, which are {CLASS_SHAPES}"
+                + (f"; name the output that holds them (the outputs are {self._outputs_text()})" if others
+                   else "; this model's only output holds something else, so there are no classes to show"),
+                setting="target_output",
+            )
+        return chosen
 
     @overload
     def predict(self, images: ImageLike, top: int = 5, output: str | None = None) -> Prediction: ...  # type: ignore[overload-overlap]
@@ -579,11 +760,14 @@ class Inspector:
     def predict(self, images, top=5, output=None):
         """The ``top`` best classes of one image, or of each of many, with their labels when the model has them."""
         if top < 1:
-            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}")
-        name = self.class_output(output)
+            raise OnnxvisError(f"the number of classes to show must be 1 or more, got {top}", setting="top")
+        name = self.score_output(output)
 
         def best(result: ImageResult) -> Prediction:
-            return Prediction(result.image, name, top_k(result.values[name], self.labels, top))
+            scores = result.values[name]
+            check_class_scores(scores, name)  # a shape the graph did not declare is checked on the values
+            self.check_labels(scores)
+            return Prediction(result.image, name, top_k(scores, self.labels, top), not are_probabilities(scores))
 
         if _is_one_image(images):
             return best(self.run(images, [name]))
@@ -620,11 +804,11 @@ class Inspector:
             spec, problem = None, str(exc)
         for value in runtime_inputs(model):
             if spec is not None and value.name == spec.name:
-                rows.append(("input", f"{_describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
+                rows.append(("input", f"{describe_value(value)}: the image, {spec.layout} ({spec.layout_reason})"))
             else:
-                rows.append(("input", f"{_describe_value(value)}: not the image; fmaps needs --input {value.name}=VALUE"))
+                rows.append(("input", f"{describe_value(value)}: not the image; {NEEDS_A_VALUE}"))
         for value in model.graph.output:
-            rows.append(("output", _describe_value(value)))
+            rows.append(("output", describe_value(value)))
         if spec is None:
             rows.append(("image", f"none: {problem}"))
         else:
@@ -633,8 +817,10 @@ class Inspector:
                 rows.append(("size", f"fixed {height}x{width}"))
             else:
                 multiple, why = size_multiple(model)
-                rounding = f"rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
-                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): the preprocessing's size, else the image's; {rounding}"))
+                rounding = f"height and width rounded to a multiple of {multiple}: {why}" if multiple > 1 else why
+                rows.append(("size", f"dynamic ({height or '?'}x{width or '?'}): as the preprocessing below says; {rounding}"))
+            batch = spec.batch
+            rows.append(("batch", f"fixed {batch}" if batch else f"free: up to {self.config.batch_size} images a run"))
             if spec.channels == 1:
                 rows.append(("channels", "1: colour photos are converted to grey (luma)"))
             elif spec.channels == 3:
@@ -658,16 +844,30 @@ class Inspector:
         return rows
 
     def _classes_text(self) -> str:
-        if self.labels:
-            origin = labels_origin(self.model.metadata)
-            if origin:
-                return f"{len(self.labels)}, named; labels from {origin}"
-            return f"{len(self.labels)}, named in the model's {LABELS_KEY} metadata"
+        names = self.class_names
+        if names.names:
+            count = len(names.names)
+            if names.source == "metadata":
+                origin = labels_origin(self.model.metadata)
+                if origin:
+                    return f"{count}, named; labels from {origin}"
+                return f"{count}, named in the model's {LABELS_KEY} metadata"
+            if names.source == "file":
+                return f"{count}, named; labels from {names.origin}"
+            return f"{count}, named: {names.describe()}"
         found = class_outputs(self.model)
         if len(found) == 1:
-            shape = [d for d in (_output_shape(self.model, found[0]) or ())[1:] if d != 1]
-            if shape and shape[0]:
-                return f"{shape[0]} (output {found[0]!r}), without names"
+            value = next(o for o in self.model.graph.output if o.name == found[0])
+            size = class_count_of(_output_shape(self.model, found[0]) or ())
+            if size:
+                return f"{size} (guessed from the output's shape), without names; output {describe_value(value)}"
+            return f"unknown count: output {describe_value(value)} has a dynamic class dimension, without names"
+        if not found and len(self.model.graph.output) == 1:
+            value = self.model.graph.output[0]
+            if input_shape(value) is not None:
+                return f"none: output {describe_value(value)} is not class scores, which are {CLASS_SHAPES}"
+        if len(found) > 1:
+            return f"unknown: several outputs could hold the class scores ({', '.join(found)})"
         return "unknown: no labels in the model"
 
 
@@ -680,6 +880,12 @@ def _output_shape(model: Model, name: str) -> tuple[int | None, ...] | None:
 
 def _stack(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items``, computed in a background thread up to ``depth`` ahead (for callers that prepare their own
+    feeds, e.g. one photo for two models). An exception is raised at the item where it happened."""
+    return _prefetch(items, depth)
 
 
 def map_images(function: Callable[[Prepared], T], images: Iterable[ImageLike], inspector: Inspector) -> Iterator[T]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,6 +113,33 @@ def minimal_model(
     return result
 
 
+def array_initializer(name: str, array: np.ndarray, arrays: dict[str, np.ndarray] | None) -> "onnx.TensorProto":
+    """An initializer holding ``array``: for a big array of a plain numeric type, a data-less stub whose
+    data is handed to onnxruntime from ``arrays`` (as :func:`minimal_model` does); else the data itself."""
+    from onnx import helper, numpy_helper
+
+    array = np.ascontiguousarray(array)
+    elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+    if arrays is not None and elem in _ARRAY_ITEM_SIZES and array.nbytes >= _BIG_BYTES:
+        arrays[name] = array
+        from onnx import TensorProto
+
+        return _external_stub(TensorProto(name=name, dims=array.shape, data_type=elem), _IN_MEMORY)
+    return numpy_helper.from_array(array, name)
+
+
+def initializer_value(model: "Model", tensor: "onnx.TensorProto", arrays: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """The data of an initializer of a model :func:`minimal_model` made: inline, handed over in
+    ``arrays``, or a reference to the model file (read from there)."""
+    from onnx import TensorProto, numpy_helper
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    if arrays is not None and tensor.name in arrays:
+        return arrays[tensor.name]
+    return model.tensor(tensor.name)
+
+
 def _is_big(stub: "onnx.TensorProto") -> bool:
     return math.prod(stub.dims) * _ARRAY_ITEM_SIZES.get(stub.data_type, 1) >= _BIG_BYTES
 
@@ -173,6 +200,10 @@ def session_options(data_folder: str | None = None, threads: int | None = None, 
     return options
 
 
+class _BuildFailed(Exception):
+    """An exception of a Session's ``build`` function, carried past the fallback that retries onnxruntime."""
+
+
 class Session:
     """One onnxruntime session over the part of the graph between some fed tensors and ``targets``.
 
@@ -185,6 +216,9 @@ class Session:
             :func:`minimal_model`); graph inputs need no entry.
         threads: intra-op threads (None: onnxruntime's default, one per core).
         many_runs: tune the session for repeated runs (see :func:`session_options`).
+        build: makes the graph to run instead of :func:`minimal_model`, from the same two choices
+            (``arrays``, ``from_file``: see there); the session then computes that graph's outputs,
+            whatever ``targets`` says. The gradient engine's prepared graphs come this way.
 
     Raises:
         OnnxvisError: onnxruntime cannot load that part of the model.
@@ -197,14 +231,16 @@ class Session:
         given: Mapping[str, np.ndarray] | None = None,
         threads: int | None = None,
         many_runs: bool = False,
+        build: "Callable[[dict[str, np.ndarray], bool], onnx.ModelProto] | None" = None,
     ) -> None:
         self.model = model
         self.targets = list(dict.fromkeys(targets))
         self.given = dict(given or {})
+        self._build = build
         try:
             try:
                 self._open(from_file=True, threads=threads, many_runs=many_runs)
-            except OnnxvisError:
+            except (OnnxvisError, _BuildFailed):
                 raise
             except Exception:
                 # An onnxruntime older than 1.21 (no data-folder option), or a file it will not map:
@@ -212,6 +248,8 @@ class Session:
                 self._open(from_file=False, threads=threads, many_runs=many_runs)
         except OnnxvisError:
             raise
+        except _BuildFailed as failed:  # a bug in the builder, not onnxruntime's refusal: shown as it is
+            raise failed.args[0] from None
         except Exception as exc:
             raise OnnxvisError(
                 f"onnxruntime cannot load the part of {model.path.name} that computes these tensors: {_first_line(exc)}"
@@ -222,7 +260,16 @@ class Session:
         import onnxruntime as ort
 
         arrays: dict[str, np.ndarray] = {}
-        small = minimal_model(self.model, self.targets, arrays, from_file=from_file, given=self.given)
+        if self._build is not None:
+            try:
+                small = self._build(arrays, from_file)
+            except OnnxvisError:
+                raise
+            except Exception as exc:
+                raise _BuildFailed(exc) from exc
+            self.targets = [o.name for o in small.graph.output]
+        else:
+            small = minimal_model(self.model, self.targets, arrays, from_file=from_file, given=self.given)
         folder = os.path.dirname(os.path.realpath(self.model.path)) if from_file else None
         options = session_options(folder, threads, many_runs)
         # The OrtValues wrap the arrays without copying; both must outlive the session.
@@ -256,6 +303,30 @@ class Session:
                 f"onnxruntime cannot run {self.model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing"
             ) from None
         return dict(zip(self.targets, results, strict=True))
+
+
+def run_graph(
+    proto: "onnx.ModelProto", arrays: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], data_folder: str | None = None
+) -> dict[str, np.ndarray]:
+    """One run of a graph made from :func:`minimal_model` (and changed, e.g. by the gradient engine's
+    shape probe), with its big initializers in ``arrays`` or in the model file (``data_folder``).
+
+    Raises:
+        OnnxvisError: onnxruntime refuses the graph or the input.
+    """
+    import onnxruntime as ort
+
+    options = session_options(data_folder)
+    values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays.values()]
+    if arrays:
+        options.add_external_initializers(list(arrays), values)
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        results = session.run(names, {i.name: feeds[i.name] for i in session.get_inputs()})
+    except Exception as exc:
+        raise OnnxvisError(f"onnxruntime cannot run the probe of the graph's shapes: {_first_line(exc)}") from None
+    return dict(zip(names, results, strict=True))
 
 
 def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[str]) -> dict[str, np.ndarray]:

@@ -7,10 +7,11 @@ onnxruntime sessions and batches the images.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import FeatureMaps, ImageLike, Inspector
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def feature_maps(
     layout: str | None = None,
     inputs: Mapping[str, "float | np.ndarray"] | None = None,
     *,
-    explicit_size: bool = False,
+    changes: Mapping[str, Any] | None = None,
 ) -> FeatureMaps:
     """Run the model on ``image`` and return the outputs of ``layers``' conv nodes (see
     :meth:`Inspector.feature_maps <onnxvis.engine.inspector.Inspector.feature_maps>`).
@@ -41,13 +42,13 @@ def feature_maps(
         preprocess: overrides the model's metadata or the guess.
         layout: "NCHW" or "NHWC" to override the detected layout.
         inputs: values for the model's other run-time inputs.
-        explicit_size: keep the preprocessing's size exactly (see :class:`~onnxvis.engine.inspector.Inspector`).
+        changes: fields to change in the preprocessing; a size set here is kept exactly (see
+            :class:`~onnxvis.engine.config.InspectorConfig`).
 
     Raises:
         OnnxvisError: a bad image, a layer inside a subgraph, or an input that cannot be fed.
     """
-    inspector = Inspector(model, preprocess=preprocess, layout=layout, inputs=inputs, explicit_size=explicit_size)
-    return inspector.feature_maps(image, layers)
+    return _inspector(model, preprocess, layout, inputs, changes).feature_maps(image, layers)
 
 
 def predict(
@@ -58,14 +59,23 @@ def predict(
     inputs: Mapping[str, "float | np.ndarray"] | None = None,
     outputs: list[str] | None = None,
     *,
-    explicit_size: bool = False,
+    changes: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run the whole model on ``image`` and return its outputs (all, or ``outputs``), each with batch 1.
 
     Args:
-        model, image, preprocess, layout, inputs, explicit_size: as for :func:`feature_maps`.
+        model, image, preprocess, layout, inputs, changes: as for :func:`feature_maps`.
         outputs: which graph outputs (by name); all by default.
     """
-    inspector = Inspector(model, preprocess=preprocess, layout=layout, inputs=inputs, explicit_size=explicit_size)
-    values = inspector.outputs(image, outputs)
+    values = _inspector(model, preprocess, layout, inputs, changes).outputs(image, outputs)
     return {name: value[None] for name, value in values.items()}
+
+
+def _inspector(
+    model: "Model",
+    preprocess: "Preprocess | None",
+    layout: str | None,
+    inputs: Mapping[str, "float | np.ndarray"] | None,
+    changes: Mapping[str, Any] | None,
+) -> Inspector:
+    return Inspector(model, InspectorConfig(preprocess=preprocess, changes=changes or {}, layout=layout, inputs=inputs or {}))

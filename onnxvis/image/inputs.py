@@ -5,8 +5,8 @@ layout (NCHW or NHWC, from the Transpose or conv that reads it), channels, dtype
 whether its height and width must be a multiple of some stride. From the model's metadata (our
 exporter's) or a guess: the preprocessing. A guess is always printed with how to change it.
 
-Other inputs (a model may take several) are filled from the user's ``--input NAME=VALUE``
-(:func:`parse_input_values`, :func:`fill_inputs`); a missing one is named in the error.
+Other inputs (a model may take several) are filled from the user's values, ``NAME=VALUE`` items on the
+command line (:func:`parse_input_values`, :func:`fill_inputs`); a missing one is named in the error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -30,23 +30,31 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InputSpec",
-    "PreprocessChoice",
+    "SettledPreprocess",
     "GUESS_HINT",
     "runtime_inputs",
     "input_shape",
     "input_dtype",
     "image_input",
     "other_inputs",
+    "tensors_fed_by",
     "size_multiple",
     "choose_preprocess",
     "explain_preprocess",
+    "settle_preprocess",
+    "match_channels",
+    "describe_value",
     "fit_size",
+    "fit_array",
     "parse_input_values",
     "fill_inputs",
 ]
 
+DEFAULT_MAX_SIDE = 640
+"""The longer side, in pixels, that a whole image is scaled down to for a model whose height and width are free."""
+
 GUESS_HINT = (
-    "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
+    "change it with a preset (imagenet, caffe, tf, unit, raw, cifar10), or with the settings resize, crop, mean, std, color, scale"
 )
 """How a user changes a guessed preprocessing (printed with every guess)."""
 
@@ -56,8 +64,6 @@ _ELEMENTWISE = {
     "DequantizeLinear", "DynamicQuantizeLinear", "CastLike",
 }
 _DOWNSAMPLING = CONV_OPS | {"MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"}
-# Ops after which a size that is not a multiple of the downsampling breaks the model.
-_NEEDS_MULTIPLE = {"Resize", "Upsample", "ConvTranspose", "DepthToSpace", "SpaceToDepth", "Col2Im"}
 
 
 @dataclass(frozen=True)
@@ -101,19 +107,29 @@ class InputSpec:
         return f"input {self.name!r} [{dims}] {self.dtype.name} {self.layout} ({self.layout_reason})"
 
 
+PreprocessSource = Literal["argument", "preset", "flags", "metadata", "guess"]
+
+
 @dataclass(frozen=True)
-class PreprocessChoice:
-    """A preprocessing and where it came from.
+class SettledPreprocess:
+    """The preprocessing settled for a model's image input, and where it came from.
 
     Attributes:
         preprocess: the settings, sized for the model's declared input where it is fixed.
-        origin: e.g. "the model's onnxvis.preprocess metadata" or "guessed from the producer onnx-caffe2 ...".
-        guessed: True when neither the user nor the model said it; then print :data:`GUESS_HINT`.
+        origin: in words, e.g. "the model's onnxvis.preprocess metadata" or "guessed from the producer
+            onnx-caffe2 ...".
+        source: "argument" (given as a Preprocess), "preset", "flags" (a preset or the model's
+            choice with some fields changed), "metadata" or "guess".
     """
 
     preprocess: "Preprocess"
     origin: str
-    guessed: bool
+    source: PreprocessSource
+
+    @property
+    def guessed(self) -> bool:
+        """Neither the user nor the model said it; then print :data:`GUESS_HINT`."""
+        return self.source == "guess"
 
     def describe(self) -> str:
         text = f"{self.preprocess.describe()} [{self.origin}]"
@@ -157,7 +173,8 @@ def runtime_inputs(model: "Model") -> list["onnx.ValueInfoProto"]:
     return [i for i in model.graph.input if not model.has_initializer(i.name)]
 
 
-def _describe_value(value: "onnx.ValueInfoProto") -> str:
+def describe_value(value: "onnx.ValueInfoProto") -> str:
+    """A graph input or output in a few words, e.g. ``'data_0' [1x3x224x224] float16``."""
     shape = input_shape(value)
     dtype = input_dtype(value)
     if not value.type.HasField("tensor_type"):
@@ -221,7 +238,7 @@ def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int
 
 def _not_an_image(value: "onnx.ValueInfoProto", why: str) -> OnnxvisError:
     return OnnxvisError(
-        f"model input {_describe_value(value)} is not an image ({why}); feature maps need an image input "
+        f"model input {describe_value(value)} is not an image ({why}); feature maps need an image input "
         "of rank 4 with 1 or 3 channels, but 'onnxvis kernels' works on this model"
     )
 
@@ -285,6 +302,26 @@ def image_input(model: "Model", layout: str | None = None) -> InputSpec:
     return spec
 
 
+# Ops that keep the image's channels where they are (a Transpose to NCHW moves the axis, not the order).
+_KEEP_CHANNELS = _ELEMENTWISE | {"Transpose", "Pad", "Reshape", "Resize", "Upsample", "Unsqueeze", "Squeeze"}
+
+
+def tensors_fed_by(model: "Model", name: str) -> set[str]:
+    """The tensors computed from ``name`` by ops that keep its channels in order (elementwise ops, Transpose,
+    Pad, ...), ``name`` included: the inputs of a conv that reads the image itself."""
+    readers = consumers(model.graph)
+    reached, frontier = {name}, [name]
+    while frontier:
+        following: list[str] = []
+        for tensor in frontier:
+            for node in readers.get(tensor, []):
+                if node.op_type in _KEEP_CHANNELS and node.input and node.input[0] == tensor:
+                    following.extend(out for out in node.output[:1] if out and out not in reached)
+        reached.update(following)
+        frontier = following
+    return reached
+
+
 def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfoProto"]:
     """Runtime inputs besides the image input."""
     return [i for i in runtime_inputs(model) if spec is None or i.name != spec.name]
@@ -293,26 +330,78 @@ def other_inputs(model: "Model", spec: InputSpec | None) -> list["onnx.ValueInfo
 # ---------------------------------------------------------------------------------- geometry
 
 
+def _static_values(model: "Model", name: str) -> np.ndarray | None:
+    """The values of ``name`` when the file stores them (an initializer or a Constant node), else None."""
+    if not name:
+        return None
+    try:
+        if model.has_initializer(name):
+            return np.asarray(model.tensor(name))
+        for node in model.graph.node:
+            if node.op_type == "Constant" and name in node.output:
+                value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+                return None if value is None else np.asarray(model.decode(value))
+    except (OnnxvisError, ValueError, TypeError):  # damaged or odd data: nothing known
+        return None
+    return None
+
+
+def _upsampling(model: "Model", node: "onnx.NodeProto") -> int | None:
+    """How much a Resize, Upsample, ConvTranspose or DepthToSpace enlarges its input: an integer factor
+    when the file fixes it (scales, strides, blocksize); 0 when its output size is taken from another
+    tensor (Resize with ``sizes``), which fits any input size; None when it is not an upsampling."""
+    from onnx import helper
+
+    def attribute(name: str):
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+    if node.op_type in ("Resize", "Upsample"):
+        given = attribute("scales")  # Upsample before opset 9
+        if given is None:
+            names = list(node.input)
+            where = 2 if node.op_type == "Resize" and len(names) > 2 else 1
+            given = _static_values(model, names[where]) if len(names) > where else None
+            if (given is None or np.size(given) == 0) and node.op_type == "Resize":
+                return 0  # sizes: the output follows another tensor's size (or is unknown)
+        scales = np.asarray(given if given is not None else [], dtype=np.float64).reshape(-1)
+        if scales.size == 0 or not np.all(np.isfinite(scales)):
+            return 0
+        return max(1, int(round(float(scales.max()))))
+    if node.op_type == "ConvTranspose":
+        strides = attribute("strides")
+        ok = isinstance(strides, list) and strides and all(isinstance(v, int) for v in strides)
+        return max(1, max(strides)) if ok else 1
+    if node.op_type == "DepthToSpace":
+        blocksize = attribute("blocksize")
+        return max(1, blocksize) if isinstance(blocksize, int) else 1
+    return None
+
+
 def size_multiple(model: "Model") -> tuple[int, str]:
     """The multiple that the input's height and width must be, and why.
 
-    A model that downsamples and later upsamples (Resize, Upsample, ConvTranspose, ...) and joins
-    the paths (an FPN, a U-Net) needs a size divisible by its total downsampling, or the joins
-    fail. That total is the largest product of strides on any path from an input. A model that
-    only downsamples takes any size, so the multiple is 1.
+    A model that downsamples, upsamples by a factor fixed in the file (Resize or Upsample with scales,
+    ConvTranspose, DepthToSpace) and joins the paths (an FPN, a U-Net) needs the map it upsamples to
+    have been divided exactly: the size must be a multiple of how much that map was downsampled. That
+    is the multiple: the largest downsampling of any map that is upsampled by a fixed factor (an
+    upsampling divides the downsampling it carries; more downsampling after the last upsampling, as a
+    detector's extra levels, needs nothing). A model that only downsamples, or resizes to sizes taken
+    from other tensors, takes any size: the multiple is 1.
     """
     from onnx import helper
 
     factor: dict[str, int] = {i.name: 1 for i in runtime_inputs(model)}
-    largest = 1
-    upsamples = None
+    needed, where = 1, ""
     for node in model.graph.node:
         f = max((factor.get(n, 0) for n in node.input if n), default=0)
         if f == 0:
             continue
-        if node.op_type in _NEEDS_MULTIPLE and upsamples is None:
-            upsamples = node.op_type
-        if node.op_type in _DOWNSAMPLING and node.op_type != "ConvTranspose":
+        enlarges = _upsampling(model, node)
+        if enlarges is not None:
+            if enlarges > 1 and f > needed:
+                needed, where = f, f"{node.op_type} {node.name}".rstrip()
+            f = max(1, f // enlarges) if enlarges else 1
+        elif node.op_type in _DOWNSAMPLING:
             strides = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "strides"), None)
             if isinstance(strides, list) and strides and all(isinstance(s, int) for s in strides):  # a damaged file can hold anything
                 f *= max(1, max(strides))
@@ -322,10 +411,9 @@ def size_multiple(model: "Model") -> tuple[int, str]:
         for out in node.output:
             if out:
                 factor[out] = f
-        largest = max(largest, f)
-    if upsamples is None or largest == 1:
-        return 1, "the model only downsamples, so any size works"
-    return largest, f"it downsamples by {largest} and upsamples again ({upsamples})"
+    if needed == 1:
+        return 1, "the model does not upsample a downsampled map by a fixed factor, so any size works"
+    return needed, f"it upsamples ({where}) a map downsampled by {needed} and joins it with others"
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -344,7 +432,7 @@ def _producer_guess(model: "Model") -> tuple[str, str] | None:
     return None
 
 
-def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> PreprocessChoice:
+def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> SettledPreprocess:
     """The preprocessing for ``model``, with where it came from.
 
     Order: a named ``preset``; else the exporter's metadata (``onnxvis.preprocess``); else a guess:
@@ -353,16 +441,17 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
     mean and std. The channels follow the model (a grey model gets a grey preprocessing), and a
     size the model fixes is used exactly.
     """
-    guessed = False
+    source: PreprocessSource = "metadata"
     chosen: Preprocess | None
     if preset is not None:
+        source = "preset"
         chosen = pp.preset(preset)
         origin = f"preset {chosen.name}"
     else:
         chosen = pp.from_metadata(model.metadata)
         origin = f"the model's {pp.METADATA_KEY} metadata"
         if chosen is None:
-            guessed = True
+            source = "guess"
             by_producer = _producer_guess(model)
             if spec.dtype.kind in "iu":
                 chosen, origin = pp.preset("raw"), f"guessed: the input is {spec.dtype.name}, so raw 0..255"
@@ -374,11 +463,59 @@ def explain_preprocess(model: "Model", spec: InputSpec, preset: str | None = Non
             else:
                 chosen, origin = pp.preset("imagenet"), "guessed: ImageNet mean and std, the most common"
             chosen = chosen.replace(name=f"{chosen.name} (guessed)")
-    chosen = _match_channels(chosen, spec)
+    chosen = match_channels(chosen, spec)
     height, width = spec.size
     if height and width and _final_size(chosen) != (height, width):
         chosen = chosen.replace(resize=(height, width), crop=None)
-    return PreprocessChoice(chosen, origin, guessed)
+    elif height is None and width is None:
+        chosen = free_size(model, chosen, whole=source == "guess")
+    return SettledPreprocess(chosen, origin, source)
+
+
+def free_size(model: "Model", chosen: "Preprocess", whole: bool = False) -> "Preprocess":
+    """The size settled for an input whose height and width are both free.
+
+    ``whole`` (a guessed preprocessing), or no size in ``chosen`` (a preset or metadata without one):
+    keep the whole image, its longer side at most :data:`DEFAULT_MAX_SIDE` pixels, rather than
+    centre-crop away the sides of a page or a wide photo. A size the preset or the metadata gives is
+    kept. Either way height and width are rounded to the multiple the graph needs
+    (:func:`size_multiple`), so that every command feeds, and prints, the same preprocessing.
+    """
+    multiple = size_multiple(model)[0]
+    if whole or (chosen.resize is None and chosen.crop is None and chosen.max_side is None):
+        return chosen.replace(resize=None, crop=None, max_side=chosen.max_side or DEFAULT_MAX_SIDE, multiple=multiple)
+    return chosen.replace(multiple=multiple) if multiple > 1 else chosen
+
+
+def settle_preprocess(
+    model: "Model",
+    spec: InputSpec,
+    preprocess: "Preprocess | None" = None,
+    preset: str | None = None,
+    changes: Mapping[str, object] | None = None,
+    origin: str | None = None,
+) -> SettledPreprocess:
+    """The preprocessing for ``spec``, the model's image input, as the user's settings make it.
+
+    A ``preprocess`` given whole is the caller's: used as it is, with ``changes`` applied, under its
+    own name, and ``origin`` says where it came from (default "given by the caller"). Otherwise
+    :func:`explain_preprocess` chooses one (from ``preset``, the model's metadata or a guess), and ``changes``
+    replace some of its fields, as a user's flags do. Either way the
+    channels follow the model's.
+
+    Raises:
+        OnnxvisError: an unknown preset, malformed metadata, or a change that makes no valid preprocessing.
+    """
+    if preprocess is not None:
+        given = preprocess.replace(**changes) if changes else preprocess
+        return SettledPreprocess(match_channels(given, spec), origin or "given by the caller", "argument")
+    choice = explain_preprocess(model, spec, preset)
+    if not changes:
+        return choice
+    sized = {"max_side": None, "multiple": 1} if "resize" in changes or "crop" in changes else {}  # the user's size, exactly
+    chosen = choice.preprocess.replace(**{**sized, **changes}, name=f"{choice.preprocess.name} + flags")
+    origin = f"{choice.origin}, with some settings changed by the user"
+    return SettledPreprocess(match_channels(chosen, spec), origin, "flags")
 
 
 def choose_preprocess(model: "Model", spec: InputSpec, preset: str | None = None) -> "Preprocess":
@@ -386,7 +523,7 @@ def choose_preprocess(model: "Model", spec: InputSpec, preset: str | None = None
     return explain_preprocess(model, spec, preset).preprocess
 
 
-def _match_channels(chosen: "Preprocess", spec: InputSpec) -> "Preprocess":
+def match_channels(chosen: "Preprocess", spec: InputSpec) -> "Preprocess":
     """A grey preprocessing for a grey model, a colour one for a colour model."""
     if spec.channels == 1 and chosen.color != "L":
         if len(set(chosen.mean)) > 1 or len(set(chosen.std)) > 1:
@@ -432,6 +569,8 @@ def fit_size(
         if explicit or _final_size(chosen) == (fixed_h, fixed_w):
             return chosen
         return chosen.replace(resize=(fixed_h, fixed_w), crop=None)
+    if not fixed_h and not fixed_w and (chosen.max_side is not None or chosen.multiple > 1):
+        return chosen  # settled for a free size: the preprocessing itself keeps the whole image and rounds it
     final = _final_size(chosen)
     if final is None:
         width, height = image_size if chosen.resize is None else pp.resized_size(*image_size, chosen.resize)
@@ -449,6 +588,46 @@ def fit_size(
     return chosen.replace(resize=(height, width), crop=None)
 
 
+def fit_array(spec: InputSpec, array: np.ndarray, multiple: int = 1, what: str = "the array") -> np.ndarray:
+    """An array given for the image input, checked and made ready to feed as it is: no preprocessing.
+
+    It must be in the model's layout, with or without the batch axis (a batch of 1 is added); its fixed
+    dimensions must be the input's, and a free height or width must be a multiple of ``multiple`` (the
+    size the graph needs). The values are cast to the input's dtype.
+
+    Raises:
+        OnnxvisError: a rank, a size or values that do not fit the input, with the shape it wants.
+    """
+    array = np.asarray(array)
+    rank = len(spec.shape)
+    if array.dtype.kind not in "fiub":
+        raise OnnxvisError(f"{what} holds {array.dtype} values; the image input takes numbers")
+    wanted = "x".join("?" if d is None else str(d) for d in spec.shape)
+    if array.ndim == rank - 1:
+        array = array[None]
+    if array.ndim != rank or array.shape[0] != 1:
+        raise OnnxvisError(
+            f"{what} has shape {list(np.shape(array))}, but input {spec.name!r} is [{wanted}] ({spec.layout}); "
+            "give one example in the model's layout, with or without a batch of 1"
+        )
+    for axis, (want, have) in enumerate(zip(spec.shape[1:], array.shape[1:], strict=True), 1):
+        if want is not None and want != have:
+            raise OnnxvisError(
+                f"{what} has shape {list(array.shape)}, but input {spec.name!r} is [{wanted}] ({spec.layout}): "
+                f"dimension {axis} must be {want}"
+            )
+    height, width = spec.size
+    spatial = (1, 2) if spec.layout == "NHWC" else (2, 3)
+    if multiple > 1:
+        for axis, fixed in zip(spatial, (height, width), strict=True):
+            if fixed is None and array.shape[axis] % multiple:
+                raise OnnxvisError(
+                    f"{what} has shape {list(array.shape)}; input {spec.name!r} needs a height and width that are "
+                    f"multiples of {multiple}, as the graph downsamples and upsamples again"
+                )
+    return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+
+
 # ------------------------------------------------------------------------------- other inputs
 
 
@@ -463,7 +642,7 @@ def parse_input_values(items: Iterable[str] | None) -> dict[str, "float | np.nda
         name, sep, text = item.partition("=")
         name, text = name.strip(), text.strip()
         if not sep or not name or not text:
-            raise OnnxvisError(f"--input wants NAME=VALUE (a number, or a .npy file), got {item!r}")
+            raise OnnxvisError(f"a value for a model input is NAME=VALUE (a number, or a .npy file), got {item!r}", setting="inputs")
         try:
             values[name] = float(text)
             continue
@@ -471,11 +650,16 @@ def parse_input_values(items: Iterable[str] | None) -> dict[str, "float | np.nda
             pass
         path = Path(text).expanduser()
         if not path.is_file():
-            raise OnnxvisError(f"--input {name}={text}: the value is neither a number nor an existing .npy file")
+            raise OnnxvisError(
+                f"the value {text!r} for the model input {name!r} is neither a number nor an existing .npy file", setting="inputs"
+            )
         try:
             values[name] = np.load(path, allow_pickle=False)
         except Exception as exc:
-            raise OnnxvisError(f"--input {name}={text}: cannot read it as a .npy file ({type(exc).__name__}: {exc})") from None
+            raise OnnxvisError(
+                f"the value {text!r} for the model input {name!r} cannot be read as a .npy file ({type(exc).__name__}: {exc})",
+                setting="inputs",
+            ) from None
     return values
 
 
@@ -488,14 +672,23 @@ def fill_inputs(
     the input's type and must fit its fixed dimensions.
 
     Raises:
-        OnnxvisError: a needed input has no value (the message names it, its shape and the flag),
+        OnnxvisError: a needed input has no value (the message names it and its shape),
             a value names no input, or an array does not fit.
     """
     inputs = {i.name: i for i in runtime_inputs(model)}
     unknown = [n for n in values if n not in inputs]
     if unknown:
         known = ", ".join(repr(n) for n in inputs) or "none"
-        raise OnnxvisError(f"--input {unknown[0]}: the model has no run-time input of that name; its inputs are {known}")
+        raise OnnxvisError(
+            f"a value is given for {unknown[0]!r}, but the model has no run-time input of that name; its inputs are {known}",
+            setting="inputs",
+        )
+    if image_name is not None and image_name in values:
+        raise OnnxvisError(
+            f"a value is given for {image_name!r}, the image input; give the array as the image instead "
+            "(a .npy file where the images go is fed as it is)",
+            setting="inputs",
+        )
     feeds: dict[str, np.ndarray] = {}
     missing = []
     for name in names:
@@ -508,7 +701,7 @@ def fill_inputs(
         shape = input_shape(value_info)
         dtype = input_dtype(value_info)
         if dtype is None:
-            raise OnnxvisError(f"input {_describe_value(value_info)} is not a numeric tensor; onnxvis cannot feed it")
+            raise OnnxvisError(f"input {describe_value(value_info)} is not a numeric tensor; onnxvis cannot feed it")
         value = values[name]
         if isinstance(value, np.ndarray):
             array = value
@@ -516,20 +709,25 @@ def fill_inputs(
                 array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True))
             ):
                 raise OnnxvisError(
-                    f"--input {name}: the array has shape {list(array.shape)}, but the input is {_describe_value(value_info)}"
+                    f"the value for the model input {name!r} has shape {list(array.shape)}, but the input is "
+                    f"{describe_value(value_info)}",
+                    setting="inputs",
                 )
             array = array.astype(dtype)
         else:
             if shape is None:
-                raise OnnxvisError(f"--input {name}={value:g}: the input's shape is not declared; give a .npy file instead")
+                raise OnnxvisError(
+                    f"the model input {name!r} declares no shape for the number {value:g} to fill; give a .npy file instead",
+                    setting="inputs",
+                )
             array = np.full(tuple(d or 1 for d in shape), value, dtype=dtype)
         feeds[name] = np.ascontiguousarray(array)
     if missing:
-        described = ", ".join(_describe_value(v) for v in missing)
-        example = missing[0].name
+        described = ", ".join(describe_value(v) for v in missing)
         raise OnnxvisError(
             f"the model needs {'input' if len(missing) == 1 else 'inputs'} {described} besides the image; "
-            f"give {'it' if len(missing) == 1 else 'each'} with --input {example}=VALUE (a number fills it, or a .npy file)"
+            f"give {'it' if len(missing) == 1 else 'each'} a value: a number fills it, or a .npy file",
+            setting="inputs",
         )
     return feeds
 

@@ -43,7 +43,11 @@ __all__ = [
     "Preprocess",
     "default_image_path",
     "from_metadata",
+    "array_picture",
+    "is_array_file",
+    "load_array",
     "load_image",
+    "load_source",
     "preprocess",
     "preset",
     "to_layout",
@@ -130,6 +134,11 @@ class Preprocess:
         scale: the value of white before normalising: 1 gives 0..1 like ``ToTensor``, 255 keeps
             0..255; other positive values give 0..scale.
         name: a preset name or where the settings came from, e.g. ``"metadata"``.
+        max_side: ``None``, or keep the whole image, scaled down (never up) so that its longer side is
+            at most this many pixels, keeping the aspect ratio: the default for a model whose input
+            height and width are free. Only without ``resize`` and ``crop``.
+        multiple: round the final height and width to a multiple of this (the size the graph needs;
+            see :func:`onnxvis.image.inputs.size_multiple`), resizing once more; 1: no rounding.
     """
 
     resize: tuple[int, ...] | None = None
@@ -139,6 +148,8 @@ class Preprocess:
     color: str = "RGB"
     scale: float = 1.0
     name: str = "custom"
+    max_side: int | None = None
+    multiple: int = 1
 
     def __post_init__(self) -> None:
         resize = None if self.resize is None else _int_tuple(self.resize, "resize", (1, 2))
@@ -166,8 +177,12 @@ class Preprocess:
             raise OnnxvisError(f"scale must be a positive number (1 for 0..1, 255 for 0..255), got {self.scale!r}")
         if not isinstance(self.name, str):
             raise OnnxvisError(f"name must be a string, got {self.name!r}")
+        max_side = None if self.max_side is None else _positive_int(self.max_side, "max_side")
+        if max_side is not None and (resize is not None or crop is not None):
+            raise OnnxvisError("max_side (keep the whole image, longer side at most N) goes without resize and crop; give one or the other")
+        multiple = _positive_int(self.multiple, "multiple")
         for field, value in (("resize", resize), ("crop", crop), ("color", color), ("mean", mean),
-                             ("std", std), ("scale", scale)):
+                             ("std", std), ("scale", scale), ("max_side", max_side), ("multiple", multiple)):
             object.__setattr__(self, field, value)
 
     @property
@@ -178,7 +193,9 @@ class Preprocess:
     def describe(self) -> str:
         """One human-readable line, e.g. ``imagenet: resize 256, crop 224x224, RGB, 0..1, mean [...], std [...]``."""
         parts = []
-        if self.resize is None:
+        if self.max_side is not None:
+            parts.append(f"the whole image, longer side at most {self.max_side}")
+        elif self.resize is None:
             parts.append("no resize")
         elif len(self.resize) == 1:
             parts.append(f"resize {self.resize[0]}")
@@ -186,6 +203,8 @@ class Preprocess:
             parts.append(f"resize {self.resize[0]}x{self.resize[1]}")
         if self.crop is not None:
             parts.append(f"crop {self.crop[0]}x{self.crop[1]}")
+        if self.multiple > 1:
+            parts.append(f"height and width rounded to a multiple of {self.multiple}")
         parts.append(self.color)
         parts.append(f"0..{_fmt(self.scale)}")
         parts.append("mean [" + ", ".join(_fmt(m) for m in self.mean) + "]")
@@ -195,7 +214,7 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict of the ``onnxvis.preprocess`` schema, plus ``name``."""
         scale: float | int = int(self.scale) if self.scale.is_integer() else self.scale
-        return {
+        data: dict[str, Any] = {
             "resize": None if self.resize is None else list(self.resize),
             "crop": None if self.crop is None else list(self.crop),
             "mean": list(self.mean),
@@ -204,6 +223,11 @@ class Preprocess:
             "scale": scale,
             "name": self.name,
         }
+        if self.max_side is not None:  # only when set: the schema that onnxvis export writes stays as it was
+            data["max_side"] = self.max_side
+        if self.multiple > 1:
+            data["multiple"] = self.multiple
+        return data
 
     def to_json(self) -> str:
         """JSON text of :meth:`to_dict`; :meth:`from_json` reads it back to an equal object."""
@@ -387,9 +411,66 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 """File suffixes taken as images when a folder is walked (any case)."""
 
+ARRAY_SUFFIX = ".npy"
+"""A numpy array saved with ``np.save``: fed to the image input as it is (spectrograms, audio features, ...)."""
+
+MAX_ARRAY_BYTES = 1 << 30
+"""An array file larger than this is refused before it is read."""
+
+
+def is_array_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a ``.npy`` array (any case), which is fed as it is instead of being decoded as a photo."""
+    return Path(path).suffix.lower() == ARRAY_SUFFIX
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """A numeric array from a ``.npy`` file (no pickles: loading one runs code from the file).
+
+    Raises:
+        OnnxvisError: the file is missing, too large, not a .npy array, or not numeric.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise OnnxvisError(f"array file not found: {path}; check the path")
+    if path.stat().st_size > MAX_ARRAY_BYTES:
+        raise OnnxvisError(f"{path} is larger than {MAX_ARRAY_BYTES >> 30} GiB; give a smaller array")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise OnnxvisError(f"{path} cannot be read as a .npy array ({_one_line(exc)}); save it with numpy.save") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
+        raise OnnxvisError(f"{path} holds {getattr(array, 'dtype', type(array).__name__)} values; give an array of numbers")
+    return array
+
+
+def load_source(path: str | os.PathLike) -> "Image.Image | np.ndarray":
+    """What a file gives the model: a ``.npy`` array as it is (:func:`load_array`), else the decoded photo (:func:`load_image`)."""
+    return load_array(path) if is_array_file(path) else load_image(path)
+
+
+def array_picture(array: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+    """An array fed as it is, shown as a picture: uint8 (H, W, 3).
+
+    The first row of the batch; its first three channels as R, G, B when it has three or more, else its
+    first channel in grey; min-max scaled over the channels shown (a constant array is black).
+    """
+    x = np.asarray(array, dtype=np.float64)
+    while x.ndim > 3:
+        x = x[0]
+    if x.ndim == 2:
+        x = x[None] if layout.upper() == "NCHW" else x[:, :, None]
+    if x.ndim != 3:
+        raise ValueError(f"expected an array of rank 3 or 4, got shape {np.shape(array)}")
+    hwc = x.transpose(1, 2, 0) if layout.upper() == "NCHW" else x
+    shown = hwc[:, :, :3] if hwc.shape[2] >= 3 else np.repeat(hwc[:, :, :1], 3, axis=2)
+    finite = shown[np.isfinite(shown)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return np.ascontiguousarray(_rescale_to_uint8(shown, lo, hi))
+
 
 def image_files(paths: "list[str | Path] | tuple[str | Path, ...]") -> list[Path]:
-    """The images named by ``paths``: a file as it is, a folder walked for image files in sorted order.
+    """The images named by ``paths``: a file as it is, a folder walked for image files (and ``.npy`` arrays,
+    fed as they are) in sorted order.
 
     Hidden files and folders (a leading dot) are skipped in a walk; symbolic links to folders are not followed.
 
@@ -407,11 +488,12 @@ def image_files(paths: "list[str | Path] | tuple[str | Path, ...]") -> list[Path
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(
                     Path(folder) / name for name in sorted(files)
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES | {ARRAY_SUFFIX}
                 )
             if len(found) == before:
                 raise OnnxvisError(
-                    f"folder {path} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}); give another folder or image files"
+                    f"folder {path} holds no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) and no {ARRAY_SUFFIX} array; "
+                    "give another folder or image files"
                 )
         elif path.exists():
             found.append(path)
@@ -530,7 +612,8 @@ def _check_size(size: tuple[int, int], what: str) -> None:
     if width * height > DEFAULT_MAX_PIXELS:
         raise OnnxvisError(
             f"{what} would make a {height}x{width} image, more than the limit of {DEFAULT_MAX_PIXELS / 1e6:g} "
-            "megapixels; the model's declared input size or --resize/--crop is too large, give a smaller --resize H,W"
+            "megapixels; the model's declared input size or the resize or crop setting is too large, give a smaller size",
+            setting="resize",
         )
 
 
@@ -569,7 +652,24 @@ def resize_and_crop(image: Image.Image, pp: Preprocess) -> Image.Image:
     if pp.crop is not None:
         _check_size((pp.crop[1], pp.crop[0]), "cropping")
         img = center_crop(img, pp.crop)
+    if pp.max_side is not None or pp.multiple > 1:
+        size = whole_image_size(img.width, img.height, pp.max_side, pp.multiple)
+        _check_size(size, "resizing")
+        if size != img.size:
+            img = img.resize(size, _BILINEAR)
     return img
+
+
+def whole_image_size(width: int, height: int, max_side: int | None, multiple: int = 1) -> tuple[int, int]:
+    """The ``(width, height)`` that keeps a whole image: scaled down (never up) so that its longer side is at
+    most ``max_side`` (None: as it is), then each side rounded to the nearest multiple of ``multiple`` (at least one)."""
+    if max_side is not None and max(width, height) > max_side:
+        ratio = max_side / max(width, height)
+        width, height = max(1, int(round(width * ratio))), max(1, int(round(height * ratio)))
+    if multiple > 1:
+        width = max(multiple, int(round(width / multiple)) * multiple)
+        height = max(multiple, int(round(height / multiple)) * multiple)
+    return width, height
 
 
 def normalize(pixels: np.ndarray, pp: Preprocess) -> np.ndarray:

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 _WHOLE_BYTE_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 24})
 
 
+def model_name(path: str | os.PathLike) -> str:
+    """A model's name: its file name without ``.onnx`` (what the default output folder is named after)."""
+    name = Path(path).name
+    return name[: -len(".onnx")] if name.endswith(".onnx") else Path(path).stem
+
+
 def _np_dtype_for_raw(data_type: int) -> np.dtype | None:
     """The numpy dtype that to_array uses with frombuffer for this data_type, or None."""
     if data_type not in _WHOLE_BYTE_TYPES or sys.byteorder != "little":
@@ -138,7 +144,7 @@ class Model:
         one's data lies in the file.
         """
         self.path = Path(path)
-        self.name = self.path.name[: -len(".onnx")] if self.path.name.endswith(".onnx") else self.path.stem
+        self.name = model_name(self.path)
         self.proto = proto
         self._initializers = initializers
         self._spans = _spans

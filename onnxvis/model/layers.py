@@ -8,8 +8,12 @@ its weight comes from, so that ``layers``, ``info`` and the report show it witho
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.graph import CONV_BIAS_INPUT, CONV_DOMAINS, CONV_WEIGHT_INPUT, GraphIndex, subgraphs
@@ -17,6 +21,7 @@ from onnxvis.model.tracing import WeightSource, trace_weight
 
 if TYPE_CHECKING:
     import onnx
+    from numpy.typing import DTypeLike
 
     from onnxvis.model.file import Model
 
@@ -96,6 +101,11 @@ class ConvLayer:
     @property
     def in_main_graph(self) -> bool:
         return self.graph_path == ""
+
+    @property
+    def channels_last(self) -> bool:
+        """The layer's output is (N, H, W, C): com.microsoft's NhwcConv. Every other conv gives (N, C, H, W)."""
+        return self.op_type == "NhwcConv"
 
     @property
     def out_channels(self) -> int | None:
@@ -188,19 +198,76 @@ def find_conv_layers(model: "Model") -> list[ConvLayer]:
     return layers
 
 
+class MapSource(Protocol):
+    """What :func:`channels_first` needs of a layer: a :class:`ConvLayer`, or a picklable summary of one."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def channels_last(self) -> bool: ...
+
+
+def no_conv_layer(model: str = "the model", consequence: str = "nothing to draw") -> OnnxvisError:
+    """The error for a model without a conv layer; ``consequence`` says what cannot be done."""
+    return OnnxvisError(f"{model} has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); {consequence}")
+
+
+def require_main_graph(
+    layers: Iterable[ConvLayer],
+    consequence: str = "its feature maps cannot be exposed, but 'onnxvis kernels' draws its kernels",
+    setting: str | None = None,
+) -> None:
+    """Raise for the first layer inside a subgraph (an If / Loop / Scan body), whose output only exists
+    inside that body, so no run of the model can return it; ``consequence`` says what that means here."""
+    for layer in layers:
+        if not layer.in_main_graph:
+            raise OnnxvisError(
+                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); {consequence}", setting=setting
+            )
+
+
+def channels_first(layer: MapSource, value: np.ndarray, dtype: "DTypeLike | None" = np.float32, rank: int | None = None) -> np.ndarray:
+    """One image's output of ``layer`` (batch removed) as maps, channels first: (C, H, W) whatever the
+    layer's layout (an NhwcConv gives (H, W, C)).
+
+    Args:
+        layer: the conv layer the value is the output of.
+        value: its raw output for one image.
+        dtype: the maps' type (float32 by default); None keeps the model's.
+        rank: the number of dimensions the caller needs (3 for 2-D maps); any of 2 and more by default.
+
+    Raises:
+        OnnxvisError: the value is empty, or has too few (or not ``rank``) dimensions to be maps.
+    """
+    value = np.asarray(value)
+    if value.ndim < 2 or value.size == 0 or (rank is not None and value.ndim != rank):
+        raise OnnxvisError(
+            f"layer {layer.index} ({layer.name}) gave an output of shape {(1, *value.shape)}, not feature maps; check the model"
+        )
+    if layer.channels_last:
+        value = np.moveaxis(value, -1, 0)
+    return value if dtype is None else value.astype(dtype, copy=False)
+
+
 def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all") -> list[ConvLayer]:
-    """Select layers by a comma list of indexes, node names, or ``all``.
+    """Select layers by a comma list of indexes, ranges of indexes, node names, or ``all``.
+
+    An index counts from 0; a negative one from the end (-1 is the last conv layer). A range ``A-B``
+    takes A to B, both included (``0-3``: the first four; ``-3--1``: the last three). A node name wins
+    over an index or a range that reads the same.
 
     Args:
         layers: the model's conv layers.
-        spec: e.g. "0,1", "conv1,features.3", "all"; None means ``default``.
+        spec: e.g. "0,1", "0-3,7", "conv1,features.3", "-1", "all"; None means ``default``.
         default: used when ``spec`` is None: "all" or "first".
 
     Raises:
         OnnxvisError: the model has no conv layer, or an item names no layer.
     """
     if not layers:
-        raise OnnxvisError("the model has no convolution layer (Conv, ConvTranspose, QLinearConv, ConvInteger); nothing to draw")
+        raise no_conv_layer()
     spec = default if spec is None else spec
     if spec.strip() == "first":
         return [layers[0]]
@@ -209,26 +276,43 @@ def select_layers(layers: list[ConvLayer], spec: str | None, default: str = "all
     by_name: dict[str, ConvLayer] = {}
     for layer in layers:
         by_name.setdefault(layer.name, layer)
+
+    def at(i: int) -> int:
+        """``i`` as a position in ``layers`` (a negative index counts from the end)."""
+        if not -len(layers) <= i < len(layers):
+            raise OnnxvisError(
+                f"layer index {i} is out of range: the model has {len(layers)} conv layers (0 to {len(layers) - 1}, or -1 "
+                f"for the last); run 'onnxvis layers MODEL' to list them",
+                setting="layers",
+            )
+        return i % len(layers)
+
     chosen: list[ConvLayer] = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
+        span = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", item)
         if item in by_name:
-            layer = by_name[item]
+            picked = [by_name[item]]
         elif item.lstrip("-").isdigit():
-            i = int(item)
-            if not -len(layers) <= i < len(layers):
+            picked = [layers[at(int(item))]]
+        elif span:
+            first, last = at(int(span.group(1))), at(int(span.group(2)))
+            if first > last:
                 raise OnnxvisError(
-                    f"layer index {i} is out of range: the model has {len(layers)} conv layers (0 to {len(layers) - 1}); "
-                    "run 'onnxvis layers MODEL' to list them"
+                    f"the layer range {item!r} runs backwards (from layer {first} to layer {last}); give it as "
+                    f"{last}-{first}", setting="layers",
                 )
-            layer = layers[i]
+            picked = layers[first : last + 1]
         else:
-            raise OnnxvisError(f"no conv layer is named {item!r}; run 'onnxvis layers MODEL' to list names and indexes")
-        if layer not in chosen:
-            chosen.append(layer)
+            raise OnnxvisError(
+                f"no conv layer is named {item!r}; run 'onnxvis layers MODEL' to list names and indexes, and give indexes "
+                "(0, or -1 for the last), ranges (0-3) or names",
+                setting="layers",
+            )
+        chosen.extend(layer for layer in picked if layer not in chosen)
     if not chosen:
-        raise OnnxvisError(f"the layer selection {spec!r} selects no layer; give indexes, names or 'all'", setting="layers")
+        raise OnnxvisError(f"the layer selection {spec!r} selects no layer; give indexes, ranges, names or 'all'", setting="layers")
     return chosen
 
 

@@ -293,13 +293,14 @@ def _trace_dequantize(model: "Model", scope: GraphIndex, node: "onnx.NodeProto",
     return WeightSource("quantized", detail, stored.shape, stored.dtype, how, load)
 
 
-def _trace_qlinear(model: "Model", scope: GraphIndex, node: "onnx.NodeProto") -> WeightSource:
-    """QLinearConv: weight input 3, w_scale input 4 (scalar or one per output channel), w_zero_point input 5."""
+def _trace_qlinear(model: "Model", scope: GraphIndex, node: "onnx.NodeProto", axis: int = 0) -> WeightSource:
+    """QLinearConv (and QLinearMatMul, QGemm): weight input 3, w_scale input 4 (scalar or one per output
+    channel, along ``axis`` of the stored weight), w_zero_point input 5."""
     stored = _trace_tensor(model, scope, node.input[3])
     scale_src = _trace_tensor(model, scope, node.input[4]) if len(node.input) > 4 and node.input[4] else None
     zp_src = _trace_tensor(model, scope, node.input[5]) if len(node.input) > 5 and node.input[5] else None
-    how = f"{stored.dtype or '?'} {scale_layout(scale_src.shape if scale_src else (), 0)}"
-    detail = f"{how} in QLinearConv (w_scale, w_zero_point)"
+    how = f"{stored.dtype or '?'} {scale_layout(scale_src.shape if scale_src else (), axis)}"
+    detail = f"{how} in {node.op_type} (w_scale, w_zero_point)"
     parts = [stored] + [p for p in (scale_src, zp_src) if p is not None]
     blocker = next((p for p in parts if not p.loadable), None)
     if blocker is not None or scale_src is None:
@@ -307,7 +308,7 @@ def _trace_qlinear(model: "Model", scope: GraphIndex, node: "onnx.NodeProto") ->
         return WeightSource("quantized", f"{detail}; {why}", stored.shape, stored.dtype, how)
 
     def load() -> np.ndarray:
-        return dequantize(stored._raw(), scale_src._raw(), zp_src._raw() if zp_src else None, 0)
+        return dequantize(stored._raw(), scale_src._raw(), zp_src._raw() if zp_src else None, axis)
 
     return WeightSource("quantized", detail, stored.shape, stored.dtype, how, load)
 
@@ -405,9 +406,13 @@ def _trace_computed(model: "Model", scope: GraphIndex, name: str) -> WeightSourc
 
 
 def trace_weight(model: "Model", scope: GraphIndex, node: "onnx.NodeProto") -> WeightSource:
-    """Find where the weight of conv-like ``node`` comes from. Decodes nothing big."""
+    """Find where the weight of conv-like ``node`` (or of a Gemm / MatMul, input 1) comes from. Decodes nothing big."""
     if node.op_type == "QLinearConv":
         return _trace_qlinear(model, scope, node)
+    if node.op_type == "QLinearMatMul":  # b is (K, N), its scale one per column (output)
+        return _trace_qlinear(model, scope, node, axis=1)
+    if node.op_type == "QGemm":  # com.microsoft: B is (N, K) with transB, else (K, N)
+        return _trace_qlinear(model, scope, node, axis=0 if _attr(node, "transB", 0) else 1)
     if node.op_type == "ConvInteger":
         return _trace_conv_integer(model, scope, node)
     return _trace_tensor(model, scope, node.input[1])

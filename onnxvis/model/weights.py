@@ -39,7 +39,8 @@ def _check_kernel_size(layer: "ConvLayer", shape: tuple[int, ...] | None) -> Non
     if shape is not None and math.prod(shape) > MAX_KERNEL_VALUES:
         raise OnnxvisError(
             f"layer {layer.index} ({layer.name}) has a weight of shape {_fmt_shape(shape)}, {math.prod(shape):,} values, "
-            f"more than the {MAX_KERNEL_VALUES:,} onnxvis draws; choose other layers with --layers"
+            f"more than the {MAX_KERNEL_VALUES:,} onnxvis draws; choose other layers",
+            setting="layers",
         )
 
 

@@ -273,6 +273,8 @@ def is_loopback(host: str) -> bool:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket, so that a busy port is a clear error before the server starts."""
+    if not 0 <= port <= 65535:
+        raise OnnxvisError(f"the port must be between 0 and 65535, got {port}", setting="port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -287,7 +289,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise OnnxvisError(f"cannot listen on {host} port {port} ({exc.strerror}); choose another --port") from None
+        raise OnnxvisError(f"cannot listen on {host} port {port} ({exc.strerror}); choose another port", setting="port") from None
     sock.set_inheritable(True)
     return sock
 

@@ -29,14 +29,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from onnxvis.analysis.cam.maths import overlay
+from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.analysis.stats import weight_stats
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
-from onnxvis.engine.classes import top_k
+from onnxvis.engine.classes import check_class_scores, top_k
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector, Prepared
 from onnxvis.errors import OnnxvisError
 from onnxvis.image.preprocess import PRESETS, Preprocess, default_image_path, load_image
+from onnxvis.model.layers import channels_first, require_main_graph
 from onnxvis.write.png import encode_png
 
 if TYPE_CHECKING:
@@ -67,18 +71,24 @@ class NotFound(OnnxvisError):
 
 
 class Unavailable(OnnxvisError):
-    """A feature this installation lacks (class activation maps before onnxvis.analysis.cam.maths exists)."""
+    """A feature this page was built without (an Explorer given no class activation map function)."""
 
 
 CamFunction = Callable[["Inspector", "Image.Image", "int | None"], "tuple[np.ndarray, int]"]
 """``cam(inspector, photo, target) -> (uint8 (H, W, 3) map drawn over the prepared photo, the class)``;
 ``target`` None means the predicted class. The plug-in point for onnxvis's class activation maps."""
 
-PAGE_CAM_METHOD = "ablation"
-"""The page's CAM method: class-specific, and cheap (only the graph after the layer runs per channel)."""
+# names a flag: the page speaks to the person who started `onnxvis serve`, and only that flag can fix it
+LABELS_GUESS_HINT = "start onnxvis serve with --labels FILE if these are not ImageNet's classes"
+"""What the page says after guessed class names."""
+
+PAGE_CAM_METHOD = "grad"
+"""The page's CAM method: Grad-CAM, one forward and one short backward pass; AblationCAM
+(:data:`PAGE_CAM_FALLBACK`) where the model cannot be differentiated (control flow, an op without a rule)."""
+PAGE_CAM_FALLBACK = "ablation"
 
 
-class _LRU:
+class LRU:
     """A thread-safe LRU of computed values bounded by their total size in bytes.
 
     ``get(key, compute)`` computes a missing value once: other threads asking for the same key wait
@@ -163,29 +173,19 @@ def photo_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cam_from_module() -> CamFunction | None:
-    """The class activation map of onnxvis's CAM modules (:mod:`onnxvis.analysis.cam.runs`), when this onnxvis
-    has them: their ``page_cam``, or AblationCAM at the default layer drawn with ``cam.overlay``.
-    None otherwise: the page then says CAM is not available."""
-    import importlib
-    import importlib.util
+def page_cam(inspector: Inspector, image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
+    """The page's class activation map (:data:`CamFunction`): :data:`PAGE_CAM_METHOD` at the default
+    layer (:func:`onnxvis.analysis.cam.runs.default_layer`), else :data:`PAGE_CAM_FALLBACK` where the model
+    cannot be differentiated, drawn over the photo as ``onnxvis cam`` draws it."""
+    from onnxvis.analysis.cam.gradcams import gradient_cams
 
-    if importlib.util.find_spec("onnxvis.analysis.cam.runs") is None:
-        return None
-    cammodel = importlib.import_module("onnxvis.analysis.cam.runs")
-    cam = importlib.import_module("onnxvis.analysis.cam.maths")
-    own = getattr(cammodel, "page_cam", None)
-    if own is not None:
-        return own
-    if not all(hasattr(cammodel, n) for n in ("compute_cams", "places_for", "default_layer")) or not hasattr(cam, "overlay"):
-        return None
-
-    def page_cam(inspector: "Inspector", image: "Image.Image", target: int | None) -> tuple[np.ndarray, int]:
-        places = cammodel.places_for(inspector, [cammodel.default_layer(inspector)])
-        result = next(iter(cammodel.compute_cams(inspector, [image], places, PAGE_CAM_METHOD, target)))
-        return cam.overlay(result.rgb, result.cam), int(result.target)
-
-    return page_cam
+    output = inspector.class_output()
+    places = places_for(inspector, [default_layer(inspector, output)])
+    try:
+        result = next(iter(gradient_cams(inspector, [image], places, PAGE_CAM_METHOD, target, output)))
+    except OnnxvisError:  # AblationCAM says a mistake of the user's (a target out of range) the same way
+        result = next(iter(Cam(inspector, places, target, output, method=PAGE_CAM_FALLBACK)([image])))
+    return overlay(result.rgb, result.cam), int(result.target)
 
 
 class Explorer:
@@ -194,8 +194,8 @@ class Explorer:
     Args:
         inspector: the opened model; the Explorer closes it in :meth:`close`.
         grid: make_grid's options for every picture.
-        cam: the class activation map function (see :data:`CamFunction`); by default ``page_cam``
-            of onnxvis's CAM modules when they have it, else None (the page says CAM is not available).
+        cam: the class activation map function (see :data:`CamFunction`), :func:`page_cam` by default;
+            None for none (the page says CAM is not available).
         cache_bytes, max_photos, max_upload: the bounds above.
     """
 
@@ -203,14 +203,14 @@ class Explorer:
         self,
         inspector: Inspector,
         grid: GridOptions | None = None,
-        cam: CamFunction | None | str = "auto",
+        cam: CamFunction | None = page_cam,
         cache_bytes: int = CACHE_BYTES,
         max_photos: int = MAX_PHOTOS,
         max_upload: int = MAX_UPLOAD_BYTES,
     ):
         self.inspector = inspector
         self.grid = grid or GridOptions()
-        self.cam: CamFunction | None = _cam_from_module() if isinstance(cam, str) else cam
+        self.cam = cam
         self.max_photos = max_photos
         self.max_upload = max_upload
         # onnxruntime's run is thread-safe, and each run already uses every core: one lock around the
@@ -218,7 +218,7 @@ class Explorer:
         self._engine = threading.Lock()
         self._photos_lock = threading.Lock()
         self._photos: OrderedDict[str, Photo] = OrderedDict()
-        self._cache = _LRU(cache_bytes)
+        self._cache = LRU(cache_bytes)
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxvis-serve-")
         self.folder = Path(self._tmp.name)
         self._preparers: dict[str, Inspector] = {}
@@ -246,14 +246,15 @@ class Explorer:
         def compute() -> dict[str, Any]:
             with self._engine:
                 rows = self.inspector.summary()
-                labels = self.inspector.labels
+                names = self.inspector.class_names
+                labels = names.names
                 try:
                     preprocessing = self.inspector.preprocessing.preprocess.describe()
                     no_photos = None
                 except OnnxvisError as exc:  # e.g. a 1-D conv model: its kernels still show
                     preprocessing, no_photos = "", str(exc)
                 try:
-                    self.inspector.class_output()
+                    self.inspector.score_output()
                     no_classes = no_photos
                 except OnnxvisError as exc:  # a detector, an embedding: the page shows no top-5
                     no_classes = str(exc)
@@ -266,6 +267,9 @@ class Explorer:
                 "preprocessing": preprocessing,
                 "presets": sorted(PRESETS),
                 "labels": len(labels) if labels else 0,
+                "labels_origin": names.describe() if labels else None,
+                "labels_guessed": names.guessed,
+                "labels_note": f"class names: {names.describe()}; {LABELS_GUESS_HINT}" if names.guessed else None,
                 "cam": self.cam is not None,
                 "max_upload": self.max_upload,
             }
@@ -420,8 +424,11 @@ class Explorer:
             found = self._preparers.get(preset)
             if found is None:
                 found = self._preparers[preset] = Inspector(
-                    self.inspector.model, preset=preset, layout=self.inspector.image_input.layout
+                    self.inspector.model, InspectorConfig(preset=preset, layout=self.inspector.image_input.layout)
                 )
+                names = self.inspector.class_names
+                if names.source == "file" and names.names:  # the user's names, for a CAM target by name
+                    found.use_labels(names.names, names.origin)
         return found
 
     def prepared(self, ident: str, preset: str | None = None) -> Prepared:
@@ -441,17 +448,12 @@ class Explorer:
         """The feature-map grid of layer ``index`` for a photo, as PNG bytes."""
         photo = self.photo(ident)
         layer = self.layer(index)
-        if not layer.in_main_graph:
-            raise OnnxvisError(f"layer {index} ({layer.name}) is inside a subgraph; its feature maps cannot be shown, its kernels can")
+        require_main_graph([layer], "its feature maps cannot be shown, its kernels can")
 
         def compute() -> bytes:
-            maps = self._run(self.prepared(photo.id, preset), [layer.output_name])[layer.output_name]
-            if maps.ndim < 2 or maps.size == 0:
-                raise OnnxvisError(f"layer {index} ({layer.name}) gave an output of shape {maps.shape}, not feature maps")
-            if layer.op_type == "NhwcConv":
-                maps = np.moveaxis(maps, -1, 0)
+            maps = channels_first(layer, self._run(self.prepared(photo.id, preset), [layer.output_name])[layer.output_name])
             g = self.grid
-            picture = grids.fmap_grid(maps.astype(np.float32, copy=False), g.nrow, g.padding, g.normalize, g.scale_each, g.pad_value)
+            picture = grids.fmap_grid(maps, g.nrow, g.padding, g.normalize, g.scale_each, g.pad_value)
             return encode_png(grids.to_uint8(picture))
 
         return self._cache.get(("fmaps", photo.id, index, preset or ""), compute)
@@ -461,8 +463,10 @@ class Explorer:
         photo = self.photo(ident)
 
         def compute() -> dict[str, Any]:
-            name = self.inspector.class_output()
+            name = self.inspector.score_output()
             scores = self._run(self.prepared(photo.id, preset), [name])[name]
+            check_class_scores(scores, name)
+            self.inspector.check_labels(scores)
             top = top_k(scores, self.inspector.labels, TOP)
             return {
                 "photo": photo.id,
@@ -476,11 +480,11 @@ class Explorer:
         """The class activation map over the photo, as PNG bytes, and the class it is for.
 
         Raises:
-            Unavailable: this onnxvis has no class activation maps.
+            Unavailable: the Explorer was given no class activation map function.
         """
         cam = self.cam
         if cam is None:
-            raise Unavailable("class activation maps are not available in this version of onnxvis")
+            raise Unavailable("class activation maps are not available on this page")
         photo = self.photo(ident)
         if target is not None and target < 0:
             raise OnnxvisError(f"the class must be 0 or more, got {target}")

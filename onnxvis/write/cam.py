@@ -28,12 +28,16 @@ def parse_cam_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
     if "model-explorer" in chosen:
         raise OnnxvisError(
-            "cam has no per-node numbers for Model Explorer: a class activation map belongs to an image, not to a node of "
-            "the graph; 'onnxvis stats MODEL IMAGES --format model-explorer' writes the per-node numbers"
+            "a class activation map has no per-node numbers for Model Explorer: it belongs to an image, not to a node of "
+            "the graph; onnxvis stats writes the per-node numbers (weights, activations) in Model Explorer's format",
+            setting="formats",
         )
     unknown = [i for i in chosen if i not in CAM_FORMATS]
     if unknown or not chosen:
-        raise OnnxvisError(f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(CAM_FORMATS)}, e.g. png,npy")
+        raise OnnxvisError(
+            f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(CAM_FORMATS)}, e.g. png,npy",
+            setting="formats",
+        )
     return chosen
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from onnxvis.image.preprocess import Preprocess
     from onnxvis.outdir import OutputDir
 
-__all__ = ["Layout", "draw_examples", "encode_jpeg", "example_lines", "layout", "tile_crop", "tile_masked", "tile_slice"]
+__all__ = ["Layout", "draw_examples", "encode_jpeg", "example_lines", "layout", "shrink_photo", "tile_crop", "tile_masked", "tile_slice"]
 
 DEFAULT_TILE = 64
 _PAD = 2  # pixels between tiles
@@ -90,7 +90,12 @@ def layout(channels: int, k: int, tile: int) -> Layout:
     return Layout(channels, k, tile, max(1, math.ceil(math.sqrt(channels / max(k, 1)))))
 
 
-def _photo(path: str, preprocess: "Preprocess") -> "Image.Image":
+def _photo(path: str, preprocess: "Preprocess", layout: str = "NCHW") -> "Image.Image":
+    """The image as the model saw it: the photo resized and cropped, or a .npy array shown as a picture."""
+    from PIL import Image
+
+    if pp.is_array_file(path):
+        return Image.fromarray(pp.array_picture(pp.load_array(path), layout), "RGB")
     return pp.resize_and_crop(pp.load_image(path), preprocess).convert("RGB")
 
 
@@ -110,7 +115,7 @@ def tile_crop(photo: "Image.Image", box: tuple[int, int, int, int], tile: int) -
     return out
 
 
-def _shrunk(photo: "Image.Image", scale: float) -> np.ndarray:
+def shrink_photo(photo: "Image.Image", scale: float) -> np.ndarray:
     """The photo scaled by ``scale`` < 1, once per photo and layer: every tile of the layer is then a
     slice of it, instead of one resize per tile."""
     from PIL import Image
@@ -120,7 +125,7 @@ def _shrunk(photo: "Image.Image", scale: float) -> np.ndarray:
 
 
 def tile_slice(shrunk: np.ndarray, scale: float, box: tuple[int, int, int, int], tile: int) -> np.ndarray:
-    """What :func:`tile_crop` draws, cut from a photo already scaled by ``scale`` (black past the border)."""
+    """What :func:`tile_crop` draws, cut from the photo that :func:`shrink_photo` scaled by ``scale`` (black past the border)."""
     top, left, bottom, right = box
     h, w = max(1, round((bottom - top) * scale)), max(1, round((right - left) * scale))
     y0, x0 = (tile - h) // 2, (tile - w) // 2
@@ -147,13 +152,15 @@ def tile_masked(photo: "Image.Image", mask: np.ndarray, tile: int) -> np.ndarray
     return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
 
 
-def _prefetched(paths: list[tuple[int, str]], preprocess: "Preprocess", threads: int) -> Iterator[tuple[int, "Image.Image"]]:
+def _prefetched(
+    paths: list[tuple[int, str]], preprocess: "Preprocess", threads: int, layout: str = "NCHW"
+) -> Iterator[tuple[int, "Image.Image"]]:
     """Decode photos in a few threads (PIL releases the GIL), in order, a bounded window ahead."""
     window = 4 * threads
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending = []
         for item in paths:
-            pending.append((item[0], pool.submit(_photo, item[1], preprocess)))
+            pending.append((item[0], pool.submit(_photo, item[1], preprocess, layout)))
             if len(pending) >= window:
                 image_id, future = pending.pop(0)
                 yield image_id, future.result()
@@ -192,7 +199,7 @@ def draw_grids(
                 wanted.setdefault(int(images[c, r]), []).append((layer, int(c), int(r), int(ys[c, r]), int(xs[c, r])))
         order = [(i, state.catalog[i]) for i in sorted(wanted)]
         with Progress(len(order), "pictures", enabled=None if progress else False) as bar:
-            for image_id, photo in _prefetched(order, preprocess, min(4, os.cpu_count() or 1)):
+            for image_id, photo in _prefetched(order, preprocess, min(4, os.cpu_count() or 1), state.layout):
                 shrunk: dict[str, np.ndarray] = {}
                 for layer, c, r, y, x in wanted[image_id]:
                     field = fields.get(layer.output)
@@ -200,7 +207,7 @@ def draw_grids(
                         scale = tile / max(field.size)
                         if scale < 1:
                             if layer.output not in shrunk:
-                                shrunk[layer.output] = _shrunk(photo, scale)
+                                shrunk[layer.output] = shrink_photo(photo, scale)
                             pixels = tile_slice(shrunk[layer.output], scale, field.box(y, x), tile)
                         else:  # a small field: crop first, then enlarge the few pixels
                             pixels = tile_crop(photo, field.box(y, x), tile)
@@ -288,7 +295,7 @@ def draw_examples(state: "ExamplesState", out: "OutputDir", k: int, tile: int = 
     """
     keep = int(state.meta["keep"])
     if not 1 <= k <= keep:
-        raise OnnxvisError(f"K must be between 1 and {keep} (the entries this run kept per channel), got {k}")
+        raise OnnxvisError(f"K must be between 1 and {keep} (the entries this run kept per channel), got {k}", setting="top")
     if not 8 <= tile <= 1024:
         raise OnnxvisError(f"the tile size must be between 8 and 1024 pixels, got {tile}")
     written = []

@@ -17,7 +17,7 @@ import numpy as np
 
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
-from onnxvis.draw.layers import kernel_pixels, split_pixels
+from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels, split_pixels
 from onnxvis.engine.inspector import FeatureMaps
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.layers import layer_stem
@@ -49,11 +49,11 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
         if not item:
             continue
         if item not in FORMATS:
-            raise OnnxvisError(f"unknown output format {item!r}; choose from {', '.join(FORMATS)}, e.g. --format png,tensorboard")
+            raise OnnxvisError(f"unknown output format {item!r}; choose from {', '.join(FORMATS)}, e.g. png,tensorboard", setting="formats")
         if item not in chosen:
             chosen.append(item)
     if not chosen:
-        raise OnnxvisError(f"no output format given; choose from {', '.join(FORMATS)}")
+        raise OnnxvisError(f"no output format given; choose from {', '.join(FORMATS)}", setting="formats")
     return tuple(chosen)
 
 
@@ -78,11 +78,14 @@ class Sinks:
             self.events = EventFile()
         self.written: list[Path] = []
 
-    def add(self, pixels: np.ndarray, stem: str, tag: str, step: int = 0, subdir: str | None = None) -> None:
-        """One picture: ``stem`` (and ``subdir``) name its PNG, ``tag`` and ``step`` place it in TensorBoard."""
+    def add(
+        self, pixels: np.ndarray, stem: str, tag: str, step: int = 0, subdir: str | None = None, made_from: str | None = None
+    ) -> None:
+        """One picture: ``stem`` (and ``subdir``) name its PNG, ``tag`` and ``step`` place it in TensorBoard;
+        ``made_from`` (an image's path) keeps a PNG of another image from being replaced by it (see :class:`OutputDir`)."""
         data = encode_png(pixels)
         if self.png:
-            self.written.append(self.out.write_bytes(self.out.path_for(stem, ".png", subdir), data))
+            self.written.append(self.out.write_bytes(self.out.path_for(stem, ".png", subdir), data, made_from))
         if self.events is not None:
             channels = 1 if pixels.ndim == 2 else pixels.shape[2]
             self.events.add_png(tag, data, pixels.shape[0], pixels.shape[1], channels, step)
@@ -110,6 +113,7 @@ def draw_kernels(
     formats: str | Sequence[str] = ("png",),
     colormap: str = "grey",
     progress: bool = False,
+    rgb_from_bgr: Sequence["ConvLayer"] = (),
 ) -> list[Path]:
     """Write a kernel grid per layer, and with ``split`` the per-output-channel grids.
 
@@ -122,7 +126,10 @@ def draw_kernels(
         formats: "png", "tensorboard" or both.
         colormap: "grey" or "diverging" (see :func:`kernel_pixels`).
         progress: show a progress bar on stderr when it is a terminal.
+        rgb_from_bgr: layers whose 3 input channels are B, G, R (they read a BGR image): drawn in R, G, B
+            order, so that an RGB tile shows the colours the kernel responds to (see :func:`in_rgb_order`).
     """
+    check_max_tiles(max_tiles)
     sinks = Sinks(out, formats, "kernels")
     failures: list[OnnxvisError] = []
     # "skipped" notes wait until a layer is drawn: when none is, the error alone is shown, on one line.
@@ -145,11 +152,13 @@ def draw_kernels(
             for note in pending or ():
                 say(note)
             pending = None
+            if layer in rgb_from_bgr:
+                weight = in_rgb_order(weight)
             pixels, picture = kernel_pixels(weight, grid, max_tiles, colormap)
             if picture.truncated:
                 say(
                     f"layer {layer.index} ({layer.name}): drew the first {picture.shown_out_channels} of "
-                    f"{picture.total_out_channels} output channels; --max-tiles 0 draws all"
+                    f"{picture.total_out_channels} output channels; a tile cap (max_tiles) of 0 draws all"
                 )
             sinks.add(pixels, f"kernels_{layer_stem(layer)}", layer_tag(layer, "kernels"))
             if split:
@@ -162,6 +171,16 @@ def draw_kernels(
     if not written and failures:
         raise failures[0]
     return written
+
+
+def made_from(image: Path) -> str | None:
+    """What a picture of ``image`` records as made from: the file's resolved path (None for an in-memory image)."""
+    if str(image).startswith("<"):
+        return None
+    try:
+        return str(Path(image).resolve())
+    except (OSError, RuntimeError):
+        return str(image)
 
 
 def image_folders(images: Sequence[Path]) -> list[str]:
@@ -193,6 +212,10 @@ def draw_fmaps(
     Several (an iterable, consumed as it comes): each image's pictures in its own folder,
     ``<folder>/<prefix>_<idx>_<layer>.png`` (``folders``, one per image, default from the file names),
     and in TensorBoard one step per image under the same tags.
+
+    Each PNG records the image it was drawn from, so that a later run with another image (a second
+    photo drawn into the same folder, or another ``cat.jpg`` whose folder is also ``cat/``) is refused
+    instead of silently replacing the first image's pictures; the same image's pictures are replaced.
     """
     single = isinstance(results, FeatureMaps)
     items: Iterable[FeatureMaps] = [results] if isinstance(results, FeatureMaps) else results
@@ -201,7 +224,9 @@ def draw_fmaps(
     with Progress(total or 0, prefix, enabled=None if progress and total else False) as bar:
         for step, result in enumerate(items):
             subdir = None if single else (folders[step] if folders is not None else image_folders([result.image])[0])
+            source = made_from(result.image)
             for layer, maps in result.maps.items():
-                sinks.add(grids.fmap_pixels(maps, grid), f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix), step, subdir)
+                pixels = grids.fmap_pixels(maps, grid)
+                sinks.add(pixels, f"{prefix}_{layer_stem(layer)}", layer_tag(layer, prefix), step, subdir, source)
             bar.advance(result.image.name)
     return sinks.close()

@@ -103,7 +103,8 @@ def parse_stats_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     unknown = [i for i in chosen if i not in STATS_FORMATS]
     if unknown or not chosen:
         raise OnnxvisError(
-            f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(STATS_FORMATS)}, e.g. text,model-explorer"
+            f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(STATS_FORMATS)}, e.g. text,model-explorer",
+            setting="formats",
         )
     return chosen
 
@@ -139,7 +140,7 @@ def text_table(stats: Sequence["NodeStats"], images: int) -> list[str]:
     width = max([4, *map(len, names)])
     ops = max([2, *(len(s.node.op_type) for s in stats)])
     shapes = [("x".join(map(str, s.node.layer.weight_shape)) if s.node.layer and s.node.layer.weight_shape else
-               ("x".join(map(str, s.node.weight.shape)) if s.node.weight is not None and s.node.weight.shape else "")) for s in stats]
+               ("x".join(map(str, s.node.dense.shape)) if s.node.dense is not None and s.node.dense.shape else "")) for s in stats]
     shape_w = max([6, *map(len, shapes)])
     metrics = list(_WEIGHT_METRICS) + (list(_ACTIVATION_METRICS) if images else [])
     head = f"{'node':<{width}}  {'op':<{ops}}  {'weight':<{shape_w}}" + "".join(f" {m.column:>9}" for m in metrics)

@@ -34,7 +34,9 @@ def _protos():
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
     except ImportError:
-        raise OnnxvisError(f"--format tensorboard needs the tensorboard package; install it with: {INSTALL_HINT}") from None
+        raise OnnxvisError(
+            f"the tensorboard format needs the tensorboard package; install it with: {INSTALL_HINT}", setting="formats"
+        ) from None
     return event_pb2, summary_pb2
 
 
@@ -80,6 +82,7 @@ class EventFile:
         self._records: list[bytes] = []
         self.images = 0
         self.histograms = 0
+        self.scalars = 0
         self._add(self._event_pb2.Event(wall_time=time.time(), file_version=FILE_VERSION))
 
     def _add(self, event) -> None:
@@ -117,6 +120,13 @@ class EventFile:
         value = summary.Summary.Value(tag=tag, histo=proto)
         self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary.Summary(value=[value])))
         self.histograms += 1
+
+    def add_scalar(self, tag: str, value: float, step: int = 0) -> None:
+        """Add one number under ``tag`` at ``step`` (TensorBoard's Scalars tab draws a tag's steps as a line)."""
+        summary = self._summary_pb2
+        item = summary.Summary.Value(tag=tag, simple_value=float(value))
+        self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary.Summary(value=[item])))
+        self.scalars += 1
 
     def to_bytes(self) -> bytes:
         return b"".join(self._records)

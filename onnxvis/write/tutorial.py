@@ -1,10 +1,13 @@
 """The tutorial's TensorBoard run, from the ONNX file: same tags, same steps, same pixels.
 
-The PyTorch tutorial onnxvis started from (an AlexNet visualisation script that writes TensorBoard
-with ``SummaryWriter``) writes, for each of the first two ``nn.Conv2d`` layers ``n``:
+The tutorial onnxvis started from (an AlexNet visualisation whose two PyTorch scripts write TensorBoard
+with ``SummaryWriter``; its text, the reference, is ../shared/seed/tutorial.txt, and
+benchmarks/tutorial_run.py runs its code as written) writes, for each of the first two ``nn.Conv2d``
+layers ``n``:
 
 * ``n_Convlayer_split_in_channel``, one step per output channel ``o``:
-  ``make_grid(w[o].unsqueeze(1), normalize=True, scale_each=True, nrow=C_in)``;
+  ``make_grid(w[o].unsqueeze(1), normalize=True, scale_each=True, nrow=8)``: the kernel's input-channel
+  slices, 8 per row (conv2's 64 slices make an 8 x 8 grid of 58 x 58 pixels);
 * ``n_all`` at step 620: ``make_grid(w.view(-1, 3, k, k), normalize=True, scale_each=True, nrow=8)``,
   which for a layer with other than 3 input channels takes three consecutive input channels as RGB;
 
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxvis.draw import grids
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.image.preprocess import PRESETS
@@ -138,7 +142,7 @@ def groups_of_three(shape: tuple[int, ...]) -> bool:
 
 
 def split_images(weight: np.ndarray, n: int) -> list[TutorialImage]:
-    """``n_Convlayer_split_in_channel``: per output channel, its input-channel slices side by side.
+    """``n_Convlayer_split_in_channel``: per output channel, its input-channel slices, 8 per row.
 
     Args:
         weight: (C_out, C_in, kh, kw).
@@ -146,8 +150,8 @@ def split_images(weight: np.ndarray, n: int) -> list[TutorialImage]:
     """
     weight = _check_2d_kernels(weight)
     tag = split_tag(n)
-    # nrow=C_in: the tutorial puts one kernel's slices on one row
-    return [TutorialImage(tag, o, add_image_pixels(_rgb(g))) for o, g in grids.split_grids(weight, nrow=weight.shape[1])]
+    # nrow=8 as the tutorial's text writes it (a copy of its code with nrow=c_int puts one kernel's slices on one row)
+    return [TutorialImage(tag, o, add_image_pixels(_rgb(g))) for o, g in grids.split_grids(weight, nrow=NROW)]
 
 
 def all_image(weight: np.ndarray, n: int) -> TutorialImage:
@@ -236,7 +240,9 @@ def tutorial_run(
         OnnxvisError: no 2-D conv layer, a weight that cannot be read, a bad photo, or a model that
             does not take 224x224 images.
     """
-    with Inspector(model, preprocess=PRESETS["cifar10"], inputs=inputs, explicit_size=True) as inspector:
+    # The size is set, so it is kept exactly: a model that cannot take 224x224 fails rather than run at another size.
+    config = InspectorConfig(preprocess=PRESETS["cifar10"], changes={"resize": SIZE}, inputs=inputs or {})
+    with Inspector(model, config) as inspector:
         layers = tutorial_layers(inspector.layers)
         spec = inspector.image_input
         height, width = spec.size

@@ -4,7 +4,7 @@ Every function here follows pytorch-grad-cam 1.5.x (``pytorch_grad_cam``) step f
 the maps equal its maps on the same activations and scores; the reference's own rules are kept even
 where they look odd (they are marked "as grad-cam"). Activations are one image's (C, h, w), channels
 first. The forward passes are the caller's: ScoreCAM and AblationCAM take a function that scores a
-batch (see :mod:`onnxvis.analysis.cam.runs`, which runs them with onnxruntime).
+batch (see :mod:`onnxvis.analysis.cam.runs`, which runs them with onnxruntime and lists the methods).
 
 A method gives a raw (h, w) map; :func:`finish` turns it into grad-cam's output: ReLU, min-max,
 OpenCV's bilinear resize to the input size, ReLU and min-max again (its ``aggregate_multi_layers``
@@ -21,7 +21,6 @@ from onnxvis.errors import OnnxvisError
 
 __all__ = [
     "JET",
-    "METHODS",
     "ScoreFn",
     "ablation_cam_weights",
     "ablation_values",
@@ -37,8 +36,6 @@ __all__ = [
     "upsample_align_corners",
     "weighted_sum",
 ]
-
-METHODS = ("score", "ablation", "eigen", "fem", "kpca")
 
 # A batch of arrays in -> the target's score for each, shape (N,).
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -72,14 +69,14 @@ def _check_acts(acts: np.ndarray) -> np.ndarray:
     return acts.astype(np.float32, copy=False)
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
     height, width = (int(v) for v in size)
     if height < 1 or width < 1:
         raise OnnxvisError(f"a map size must be positive, got {height}x{width}")
     return height, width
 
 
-def _cv2_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def cv2_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """OpenCV's INTER_LINEAR taps along one axis: half-pixel centres, clamped at the borders."""
     f = ((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5).astype(np.float32)
     s = np.floor(f).astype(np.int64)
@@ -96,9 +93,9 @@ def resize_bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     img = np.asarray(img, dtype=np.float32)
     if img.ndim != 2 or 0 in img.shape:
         raise OnnxvisError(f"resize_bilinear takes a 2-D array, got shape {img.shape}")
-    height, width = _check_size(size)
-    x0, x1, a0, a1 = _cv2_axis(img.shape[1], width)
-    y0, y1, b0, b1 = _cv2_axis(img.shape[0], height)
+    height, width = check_size(size)
+    x0, x1, a0, a1 = cv2_axis(img.shape[1], width)
+    y0, y1, b0, b1 = cv2_axis(img.shape[0], height)
     rows = img[:, x0] * a0 + img[:, x1] * a1  # OpenCV: horizontal pass first, then vertical
     return (rows[y0] * b0[:, None] + rows[y1] * b1[:, None]).astype(np.float32)
 
@@ -115,7 +112,7 @@ def _align_corners_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.
 def upsample_align_corners(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """torch's ``UpsamplingBilinear2d(size)`` (bilinear, corners aligned): (C, h, w) -> (C, H, W) float32."""
     acts = _check_acts(acts)
-    height, width = _check_size(size)
+    height, width = check_size(size)
     y0, y1, b0, b1 = _align_corners_axis(acts.shape[1], height)
     x0, x1, a0, a1 = _align_corners_axis(acts.shape[2], width)
     top = acts[:, y0][:, :, x0] * a0 + acts[:, y0][:, :, x1] * a1
@@ -146,7 +143,7 @@ def finish(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         raise OnnxvisError(f"a raw class activation map must be 2-D, got shape {raw.shape}")
     if not np.all(np.isfinite(raw)):
         raise OnnxvisError("the class activation map has NaN or infinite values; the model's activations or scores overflow")
-    scaled = scale_cam_image(np.maximum(raw, 0)[None], _check_size(size))
+    scaled = scale_cam_image(np.maximum(raw, 0)[None], check_size(size))
     return scale_cam_image(np.maximum(scaled, 0))[0]
 
 

@@ -1,10 +1,18 @@
 """Class activation maps of an ONNX model: the forward passes of :mod:`onnxvis.analysis.cam.maths`, run by the Inspector.
 
-ScoreCAM feeds the image times each mask to the whole model, in batches, through one cached
-session. AblationCAM changes only the chosen tensor, so it runs only the graph after it (the tail):
-the ablated copies are fed at that tensor, with the other tensors the tail reads (a residual
-branch, say) computed once from the image and repeated. EigenCAM, FEM and KPCA-CAM need only the
-activations.
+Shaped like pytorch-grad-cam's ``BaseCAM``: one :class:`Cam` holds the Inspector, the places, the
+target and the scores output, and ``Cam(...)(images)`` gives the maps. The method is a small
+:class:`CamMethod` that says what it ``needs`` and how it weights the channels (grad-cam's
+``get_cam_weights``) or makes the map (``get_cam_image``):
+
+- ScoreCAM feeds the image times each mask to the whole model, in batches, through one cached session;
+- AblationCAM changes only the chosen tensor, so it runs only the graph after it (the tail): the
+  ablated copies are fed at that tensor, with the other tensors the tail reads (a residual branch,
+  say) computed once from the image and repeated;
+- EigenCAM, FEM and KPCA-CAM need only the activations.
+
+Gradient methods plug in the same way: a method that needs ``"gradients"`` reads
+:attr:`CamInputs.gradients`, which the :class:`GradientEngine` given to :class:`Cam` computes.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -24,11 +32,13 @@ from onnxvis.model.graph import outer_names, required_nodes
 if TYPE_CHECKING:
     import onnx
 
-    from onnxvis.engine.inspector import Inspector, Prepared
+    from onnxvis.engine.inspector import ImageLike, Inspector, Prepared
     from onnxvis.model.layers import ConvLayer
 
 __all__ = [
-    "CamResult", "Place", "cam_tensors", "cams_of", "class_scores", "compute_cams", "default_layer", "places_for", "tail_inputs",
+    "CAM_METHODS", "AblationCam", "Cam", "CamInputs", "CamMethod", "CamResult", "EigenCam", "FemCam", "GradientEngine", "KpcaCam",
+    "Need", "Place", "ScoreCam", "check_batch_size", "class_scores", "default_layer", "masked_inputs", "method_named", "places_for",
+    "tail_inputs",
     "target_index",
 ]
 
@@ -74,15 +84,10 @@ class CamResult:
 
 def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Sequence[str] = ()) -> list[Place]:
     """Places for conv layers and named tensors (checked to exist in the main graph)."""
-    from onnxvis.model.layers import layer_stem
+    from onnxvis.model.layers import layer_stem, require_main_graph
 
-    places = []
-    for layer in layers:
-        if not layer.in_main_graph:
-            raise OnnxvisError(
-                f"layer {layer.index} ({layer.name}) is inside a subgraph; a class activation map needs a tensor of the main graph"
-            )
-        places.append(Place(layer.output_name, layer_stem(layer), layer.op_type == "NhwcConv"))
+    require_main_graph(layers, "a class activation map needs a tensor of the main graph")
+    places = [Place(layer.output_name, layer_stem(layer), layer.channels_last) for layer in layers]
     graph = insp.model.graph
     known = {out for node in graph.node for out in node.output if out}
     for name in tensors:
@@ -94,12 +99,16 @@ def places_for(insp: Inspector, layers: Sequence[ConvLayer] = (), tensors: Seque
     return places
 
 
-def default_layer(insp: Inspector) -> ConvLayer:
+def default_layer(insp: Inspector, output: str | None = None) -> ConvLayer:
     """The last conv layer of the main graph whose output is spatial (wider than 1x1), by the shapes
-    onnx infers; a layer whose shape is unknown counts as spatial (the run checks it)."""
+    onnx infers; a layer whose shape is unknown counts as spatial (the run checks it). With ``output``,
+    only the layers that lead to it (a detector's box head does not lead to its scores)."""
     import onnx
 
     main = [layer for layer in insp.layers if layer.in_main_graph]
+    if output is not None:
+        _, read = required_nodes(insp.model.graph, [output])
+        main = [layer for layer in main if layer.output_name in read]
     if not main:
         raise OnnxvisError("the model has no conv layer in its main graph; a class activation map needs a conv layer or a spatial tensor")
     try:
@@ -110,7 +119,7 @@ def default_layer(insp: Inspector) -> ConvLayer:
         shapes = {}
     for layer in reversed(main):
         dims = shapes.get(layer.output_name)
-        spatial = dims[2:] if dims and layer.op_type != "NhwcConv" else (dims[1:-1] if dims else None)
+        spatial = dims[2:] if dims and not layer.channels_last else (dims[1:-1] if dims else None)
         if not spatial or len(spatial) != 2 or any(d is None or d > 1 for d in spatial):
             return layer
     raise OnnxvisError("no conv layer of the model has a spatial output (all are 1x1); a class activation map needs one")
@@ -160,14 +169,19 @@ def target_index(target: int | str | None, scores: np.ndarray, labels: Sequence[
     return index
 
 
-def class_scores(value: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+def class_scores(value: np.ndarray, layout: str = "NCHW", axis: int | None = None) -> np.ndarray:
     """An output (N, classes) -> (N, classes) float32; singleton trailing dims are dropped.
 
     A spatial output -- one score per class at each position, (N, classes, h, w), or (N, h, w,
     classes) for an NHWC model -- gives each class the sum over the positions (grad-cam's
-    SemanticSegmentationTarget with the whole image as the mask).
+    SemanticSegmentationTarget with the whole image as the mask). ``axis``, when known (the axis of
+    the Softmax that ends the model, e.g. a detector's (N, anchors, classes) scores), is the class
+    axis, whatever the layout.
     """
     value = np.asarray(value)
+    if axis is not None and value.ndim >= 2 and axis % value.ndim != 0:
+        moved = np.moveaxis(value, axis % value.ndim, 1)
+        return moved.reshape(moved.shape[0], moved.shape[1], -1).sum(axis=2, dtype=np.float64).astype(np.float32)
     if value.ndim < 2:
         return value.reshape(1, -1).astype(np.float32)
     squeezed = value.reshape(value.shape[:2] + tuple(d for d in value.shape[2:] if d != 1)) if layout == "NCHW" else value
@@ -193,150 +207,301 @@ class _Scorer:
     """feeds -> the target's scores. The Inspector batches the rows, or runs them one by one when the
     graph fixes its batch (e.g. a Reshape to [1, 512] after the chosen tensor)."""
 
-    def __init__(self, insp: Inspector, output: str, target: int, batch_size: int):
-        self.insp, self.output, self.target, self.batch_size = insp, output, target, batch_size
+    def __init__(self, insp: Inspector, output: str, target: int):
+        self.insp, self.output, self.target = insp, output, target
 
-    def __call__(self, varying: dict[str, np.ndarray], fixed: dict[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, varying: dict[str, np.ndarray], fixed: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
         n = len(next(iter(varying.values())))
         feeds = {**{k: _batched(v, n) for k, v in fixed.items()}, **varying}
-        value = self.insp.run_arrays(feeds, [self.output], batch_size=self.batch_size)[self.output]
+        value = self.insp.run_arrays(feeds, [self.output], batch_size=batch_size)[self.output]
         return class_scores(value, self.insp.image_input.layout)[:, self.target]
 
 
-def _to_layout(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
+def masked_inputs(masks: np.ndarray, image: np.ndarray, layout: str) -> np.ndarray:
     """The batch-1 image times each mask (n, H, W), in the image's layout and dtype."""
     img = image[:1].astype(np.float32)
     product = img * (masks[:, None] if layout == "NCHW" else masks[..., None])
     return product.astype(image.dtype)
 
 
-def compute_cams(
-    insp: Inspector,
-    images: Iterable,
-    places: Sequence[Place],
-    method: str,
-    target: int | str | None = None,
-    output: str | None = None,
-    batch_size: int = 16,
-) -> Iterator[CamResult]:
-    """The class activation map of each image at each place, as pytorch-grad-cam computes it.
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch of masked images below 1 (:class:`Cam` checks it; a caller may check it first)."""
+    if batch_size < 1:
+        raise OnnxvisError(f"the batch size must be 1 or more, got {batch_size}", setting="batch_size")
 
-    Args:
-        insp: the Inspector of the model.
-        images: photos (paths or PIL images).
-        places: where to take the maps (:func:`places_for`).
-        method: one of :data:`onnxvis.analysis.cam.maths.METHODS`.
-        target: a class index or label; by default each image's highest-scoring class.
-        output: the scores output; by default the Inspector's class output.
-        batch_size: masked images per run for ScoreCAM (AblationCAM keeps grad-cam's 32).
 
-    Raises:
-        OnnxvisError: an unknown method, a place whose tensor is not (C, h, w), a target out of range.
+# ------------------------------------------------------------------------------------------------
+# The methods: what each needs, and how it makes the map (grad-cam's subclasses of BaseCAM)
+# ------------------------------------------------------------------------------------------------
+
+Need = Literal["activations", "model", "tail", "gradients"]
+"""What a method reads besides the image's one pass: ``activations`` (the place's tensor), ``model``
+(runs of the whole model on changed inputs), ``tail`` (runs of the graph after the place, fed there),
+``gradients`` (d score / d activations, from a :class:`GradientEngine`)."""
+
+
+class GradientEngine(Protocol):
+    """Where gradient methods plug in: ``engine(inputs, tensor, output, target)`` is d (the target's
+    score in ``output``, summed over the batch, as grad-cam's loss) / d ``tensor``, at the model input
+    ``inputs``, with the tensor's own shape and layout (as grad-cam's hook sees it)."""
+
+    def __call__(self, inputs: np.ndarray, tensor: str, output: str, target: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class CamInputs:
+    """What a method reads to make one image's map at one place (the arguments grad-cam's BaseCAM
+    hands to ``get_cam_weights``).
+
+    Attributes:
+        activations: (C, h, w) float32, channels first.
+        dtype: the tensor's own dtype, for the copies fed back at the place.
+        input: the array fed to the model (batch 1, the model's layout and dtype).
+        size: the model input's (H, W).
+        score: the target's score on the image.
+        batch_size: rows per run for methods that run the model on many inputs (ScoreCAM).
+        gradients: (C, h, w) float32, d score / d activations, for methods that need them; else None.
     """
-    if not places:
-        raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
-    if method == "kpca":
+
+    place: Place
+    activations: np.ndarray
+    dtype: np.dtype
+    input: np.ndarray
+    layout: str
+    size: tuple[int, int]
+    target: int
+    score: float
+    batch_size: int
+    scorer: _Scorer
+    sides: Mapping[str, np.ndarray]
+    gradients: np.ndarray | None = None
+
+    def score_inputs(self, arrays: np.ndarray, batch_size: int) -> np.ndarray:
+        """The target's score on each model input (n, ...), the whole model run on them."""
+        return self.scorer({self.scorer.insp.image_input.name: arrays}, {}, batch_size)
+
+    def score_at_place(self, copies: np.ndarray, batch_size: int) -> np.ndarray:
+        """The target's score with each copy (n, C, h, w) fed at the place: only the graph after it
+        runs, with what it reads from before the place (:func:`tail_inputs`) taken from the image's pass."""
+        if self.place.channels_last:
+            copies = np.ascontiguousarray(np.moveaxis(copies, 1, -1))
+        return self.scorer({self.place.tensor: copies}, self.sides, batch_size)
+
+
+class CamMethod:
+    """One CAM method, as a grad-cam subclass of BaseCAM: ``needs`` says what it reads, ``weights``
+    (grad-cam's ``get_cam_weights``) weights the channels, ``raw_map`` (``get_cam_image``) makes the
+    (h, w) map before :func:`onnxvis.analysis.cam.maths.finish`; by default the weighted sum."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[Need]]
+
+    def check(self) -> None:
+        """Raise now, before the first pass, when the method cannot run in this installation."""
+
+    def weights(self, at: CamInputs) -> np.ndarray:
+        """One weight per channel, (C,)."""
+        raise NotImplementedError(f"{type(self).__name__} makes its map without channel weights")
+
+    def raw_map(self, at: CamInputs) -> np.ndarray:
+        return cam.weighted_sum(self.weights(at), at.activations)
+
+
+class ScoreCam(CamMethod):
+    """ScoreCAM: the softmax of the target's scores on the image times each channel's mask; the whole
+    model runs once per channel, ``batch_size`` masked images at a time."""
+
+    name = "score"
+    needs = frozenset({"activations", "model"})
+
+    def weights(self, at: CamInputs) -> np.ndarray:
+        def score_masked(masks: np.ndarray) -> np.ndarray:
+            return at.score_inputs(masked_inputs(masks, at.input, at.layout), at.batch_size)
+
+        return cam.score_cam_weights(at.activations, at.size, score_masked, at.batch_size)
+
+
+class AblationCam(CamMethod):
+    """AblationCAM: the target's relative drop when each channel is ablated; only the graph after the
+    place runs, on grad-cam's batches of 32 copies (the batch also sets grad-cam's ablation values)."""
+
+    name = "ablation"
+    needs = frozenset({"activations", "tail"})
+    batch_size = 32
+
+    def weights(self, at: CamInputs) -> np.ndarray:
+        def score_ablated(copies: np.ndarray) -> np.ndarray:
+            return at.score_at_place(copies, self.batch_size)
+
+        return cam.ablation_cam_weights(at.activations, at.score, score_ablated, self.batch_size, dtype=at.dtype)
+
+
+class EigenCam(CamMethod):
+    """EigenCAM: the activations' first principal component (not class-specific)."""
+
+    name = "eigen"
+    needs = frozenset({"activations"})
+
+    def raw_map(self, at: CamInputs) -> np.ndarray:
+        return cam.eigen_projection(at.activations)
+
+
+class FemCam(CamMethod):
+    """FEM: each channel weighted by the share of its positions far above its mean (not class-specific)."""
+
+    name = "fem"
+    needs = frozenset({"activations"})
+
+    def raw_map(self, at: CamInputs) -> np.ndarray:
+        return cam.fem_map(at.activations)
+
+
+class KpcaCam(CamMethod):
+    """KPCA-CAM: the activations' first kernel principal component, with scikit-learn (not class-specific)."""
+
+    name = "kpca"
+    needs = frozenset({"activations"})
+
+    def check(self) -> None:
         import importlib.util
 
-        if importlib.util.find_spec("sklearn") is None:  # say it before the first pass, not after
+        if importlib.util.find_spec("sklearn") is None:
             raise OnnxvisError("the kpca method needs scikit-learn: pip install 'onnxvis[cam]'")
-    output = insp.class_output(output)
-    wanted = cam_tensors(insp, places, method, output)
-    sides = _tail_sides(insp, places, method, output)  # once, not per image
-    for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
-        values = insp.run_arrays({insp.image_input.name: prepared.array[:1]}, wanted)
-        yield from cams_of(insp, prepared, values, places, method, target, output, batch_size, sides)
+
+    def raw_map(self, at: CamInputs) -> np.ndarray:
+        return cam.kpca_projection(at.activations)
 
 
-def _tail_sides(insp: Inspector, places: Sequence[Place], method: str, output: str) -> dict[str, list[str]]:
-    """For AblationCAM, per place: the tensors the graph's tail reads from before the place."""
-    if method != "ablation":
-        return {}
-    return {p.tensor: tail_inputs(insp.model.graph, p.tensor, [output]) for p in places}
+CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in (ScoreCam(), AblationCam(), EigenCam(), FemCam(), KpcaCam())}
+"""The methods by name, as the cam command takes them."""
 
 
-def cam_tensors(insp: Inspector, places: Sequence[Place], method: str, output: str) -> list[str]:
-    """The tensors one pass over an image must give for its maps at ``places``: the scores, the
-    places' activations, and (for AblationCAM) what the graph's tail reads from before the place."""
-    if method not in cam.METHODS:
-        raise OnnxvisError(f"unknown CAM method {method!r}; choose from {', '.join(cam.METHODS)}")
-    sides = [n for names in _tail_sides(insp, places, method, output).values() for n in names]
-    spec_name = insp.image_input.name
-    return [n for n in dict.fromkeys([output, *(p.tensor for p in places), *sides]) if n != spec_name]
+def method_named(name: str) -> CamMethod:
+    """The method called ``name`` in :data:`CAM_METHODS`."""
+    if name not in CAM_METHODS:
+        raise OnnxvisError(f"unknown CAM method {name!r}; choose from {', '.join(CAM_METHODS)}")
+    return CAM_METHODS[name]
 
 
-def cams_of(
-    insp: Inspector,
-    prepared: Prepared,
-    values: Mapping[str, np.ndarray],
-    places: Sequence[Place],
-    method: str,
-    target: int | str | None = None,
-    output: str | None = None,
-    batch_size: int = 16,
-    sides: Mapping[str, list[str]] | None = None,
-) -> Iterator[CamResult]:
-    """The maps of one prepared image, from the values of one pass over it (:func:`cam_tensors`, each
-    with its batch dimension); only the passes the method itself needs run here. ``sides``: what
-    :func:`_tail_sides` gives, when the caller has it already."""
-    output = insp.class_output(output)
-    spec = insp.image_input
-    if sides is None:
-        sides = _tail_sides(insp, places, method, output)
-    array = prepared.array[:1]
-    values = dict(values)
-    values[spec.name] = array
-    scores = class_scores(values[output], spec.layout)[0]
-    index = target_index(target, scores, insp.labels)
-    label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
-    size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
-    scorer = _Scorer(insp, output, index, batch_size if method == "score" else 32)
-    for place in places:
-        raw_value = np.asarray(values[place.tensor])
-        acts = raw_value[0]
-        if acts.ndim != 3 or min(acts.shape) < 1:
-            raise OnnxvisError(
-                f"tensor {place.tensor!r} has shape {raw_value.shape}, not (batch, channels, height, width): a class "
-                "activation map needs a spatial tensor; choose a conv layer or a tensor before the global pooling"
+# ------------------------------------------------------------------------------------------------
+# The run: grad-cam's BaseCAM
+# ------------------------------------------------------------------------------------------------
+
+
+class Cam:
+    """The class activation maps of a model at some places, as pytorch-grad-cam computes them:
+    ``Cam(inspector, places, target, output, method="ablation")(images)`` gives a :class:`CamResult`
+    per image and place, like grad-cam's ``AblationCAM(model, target_layers)(input, targets)``.
+
+    One pass over each image gives the scores, the places' activations and what the method needs of
+    it (:attr:`tensors`); only the passes the method itself needs run after it. A caller that makes
+    its own pass (the report, with the feature maps) asks for :attr:`tensors` and calls :meth:`maps`.
+
+    Args:
+        inspector: the Inspector of the model.
+        places: where to take the maps (:func:`places_for`).
+        target: a class index or label; by default each image's highest-scoring class.
+        output: the scores output; by default the Inspector's class output.
+        method: a name in :data:`CAM_METHODS`, or a :class:`CamMethod`.
+        batch_size: masked images per run for ScoreCAM (AblationCAM keeps grad-cam's 32).
+        gradients: the engine that gives d score / d activations, for methods that need them.
+
+    Raises:
+        OnnxvisError: no place, an unknown method or one that cannot run here, no scores output, a
+            place that does not lead to it (AblationCAM). The first pass raises for a place whose
+            tensor is not (C, h, w) and for a target out of range.
+    """
+
+    def __init__(
+        self,
+        inspector: Inspector,
+        places: Sequence[Place],
+        target: int | str | None = None,
+        output: str | None = None,
+        *,
+        method: str | CamMethod = "ablation",
+        batch_size: int = 16,
+        gradients: GradientEngine | None = None,
+    ):
+        if not places:
+            raise OnnxvisError("no place to take a class activation map from; give a conv layer or a tensor")
+        self.method = method_named(method) if isinstance(method, str) else method
+        self.method.check()  # say it before the first pass, not after
+        if "gradients" in self.method.needs and gradients is None:
+            raise OnnxvisError(f"the {self.method.name} method needs the gradient of the class score, and no gradient engine was given")
+        self.inspector = inspector
+        self.places = list(places)
+        self.target = target
+        self.output = inspector.class_output(output)
+        check_batch_size(batch_size)
+        self.batch_size = batch_size
+        self.gradients = gradients
+        self.sides = self._tail_sides()  # once, not per image
+        self.tensors = self._pass_tensors()
+
+    def _tail_sides(self) -> dict[str, list[str]]:
+        """Per place, for methods that run the tail: the tensors it reads from before the place."""
+        if "tail" not in self.method.needs:
+            return {}
+        return {p.tensor: tail_inputs(self.inspector.model.graph, p.tensor, [self.output]) for p in self.places}
+
+    def _pass_tensors(self) -> list[str]:
+        """The tensors one pass over an image must give: the scores, the places' activations, and
+        what the tail reads from before each place."""
+        sides = [n for names in self.sides.values() for n in names]
+        fed = self.inspector.image_input.name
+        return [n for n in dict.fromkeys([self.output, *(p.tensor for p in self.places), *sides]) if n != fed]
+
+    def __call__(self, images: Iterable[ImageLike]) -> Iterator[CamResult]:
+        """The map of each image (paths or PIL images) at each place, streamed."""
+        insp = self.inspector
+        for prepared in map_images(lambda p: p, images, insp):  # the next photo is decoded while this one runs
+            values = insp.run_arrays({insp.image_input.name: prepared.array[:1]}, self.tensors)
+            yield from self.maps(prepared, values)
+
+    def maps(self, prepared: Prepared, values: Mapping[str, np.ndarray]) -> Iterator[CamResult]:
+        """The maps of one prepared image, from the values of one pass over it (:attr:`tensors`, each
+        with its batch dimension)."""
+        insp, spec = self.inspector, self.inspector.image_input
+        array = prepared.array[:1]
+        values = {**values, spec.name: array}  # the tail may read the image input itself
+        scores = class_scores(values[self.output], spec.layout)[0]
+        index = target_index(self.target, scores, insp.labels)
+        label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
+        size = (array.shape[2], array.shape[3]) if spec.layout == "NCHW" else (array.shape[1], array.shape[2])
+        scorer = _Scorer(insp, self.output, index)
+        for place in self.places:
+            raw_value = np.asarray(values[place.tensor])
+            at = CamInputs(
+                place=place, activations=_channels_first(place, raw_value), dtype=raw_value.dtype, input=array, layout=spec.layout,
+                size=size, target=index, score=float(scores[index]), batch_size=self.batch_size, scorer=scorer,
+                sides={n: values[n] for n in self.sides.get(place.tensor, [])},
+                gradients=self._gradients(array, place, index, raw_value.shape),
             )
-        if place.channels_last:
-            acts = np.moveaxis(acts, -1, 0)
-        acts = acts.astype(np.float32)
-        raw = _raw_map(method, acts, scorer, array, spec.layout, size, batch_size, float(scores[index]), place, raw_value.dtype,
-                       {n: values[n] for n in sides.get(place.tensor, [])}, spec.name)
-        yield CamResult(
-            image=prepared.image, method=method, place=place, target=index, target_label=label, score=float(scores[index]),
-            cam=cam.finish(raw, size), rgb=prepared.rgb, input=array, activations=acts,
+            yield CamResult(
+                image=prepared.image, method=self.method.name, place=place, target=index, target_label=label, score=at.score,
+                cam=cam.finish(self.method.raw_map(at), size), rgb=prepared.rgb, input=array, activations=at.activations,
+            )
+
+    def _gradients(self, array: np.ndarray, place: Place, target: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        """d score / d activations at ``place``, channels first, for methods that need them. ``shape``:
+        the tensor's, as the graph gives it."""
+        if self.gradients is None or "gradients" not in self.method.needs:
+            return None
+        value = np.asarray(self.gradients(array, place.tensor, self.output, target))
+        if value.shape != shape:
+            raise OnnxvisError(f"the gradient at {place.tensor!r} has shape {value.shape}, not the tensor's {shape}")
+        return _channels_first(place, value)
+
+
+def _channels_first(place: Place, value: np.ndarray) -> np.ndarray:
+    """A batch-1 value at ``place`` -> its (C, h, w) float32."""
+    first = value[0]
+    if first.ndim != 3 or min(first.shape) < 1:
+        raise OnnxvisError(
+            f"tensor {place.tensor!r} has shape {value.shape}, not (batch, channels, height, width): a class "
+            "activation map needs a spatial tensor; choose a conv layer or a tensor before the global pooling"
         )
-
-
-def _raw_map(
-    method: str,
-    acts: np.ndarray,
-    scorer: _Scorer,
-    array: np.ndarray,
-    layout: str,
-    size: tuple[int, int],
-    batch_size: int,
-    original: float,
-    place: Place,
-    dtype: np.dtype,
-    side_values: dict[str, np.ndarray],
-    input_name: str,
-) -> np.ndarray:
-    if method == "eigen":
-        return cam.eigen_projection(acts)
-    if method == "fem":
-        return cam.fem_map(acts)
-    if method == "kpca":
-        return cam.kpca_projection(acts)
-    if method == "score":
-        weights = cam.score_cam_weights(acts, size, lambda masks: scorer({input_name: _to_layout(masks, array, layout)}, {}), batch_size)
-        return cam.weighted_sum(weights, acts)
-
-    def ablated(copies: np.ndarray) -> np.ndarray:
-        if place.channels_last:
-            copies = np.ascontiguousarray(np.moveaxis(copies, 1, -1))
-        return scorer({place.tensor: copies}, side_values)
-
-    return cam.weighted_sum(cam.ablation_cam_weights(acts, original, ablated, dtype=dtype), acts)
+    if place.channels_last:
+        first = np.moveaxis(first, -1, 0)
+    return first.astype(np.float32)

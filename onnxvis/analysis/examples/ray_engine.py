@@ -2,8 +2,9 @@
 
 The image paths become a Ray dataset (``ray.data.from_items``); ``map_batches`` hands blocks of
 them to a pool of actors (``compute=ray.data.ActorPoolStrategy(size=N)``), each of which opens one
-:class:`~onnxvis.engine.inspector.Inspector` (one onnxruntime session, its intra-op threads set to the
-actor's CPUs) and runs :func:`onnxvis.analysis.examples.run.score_images` on its block: the same decoding,
+:class:`~onnxvis.engine.inspector.Inspector` from the run's pickled
+:class:`~onnxvis.engine.config.InspectorConfig` (one onnxruntime session, its intra-op threads set to
+the actor's CPUs) and runs :func:`onnxvis.analysis.examples.run.score_images` on its block: the same decoding,
 preprocessing and arithmetic as the local engine. Each block returns its partial top-K, which this
 process merges into the global one as blocks finish; since the merge is associative and ties break
 by image id, the result equals the local engine's, channel for channel.
@@ -13,6 +14,7 @@ Ray is an optional extra (``pip install 'onnxvis[ray]'``), imported only here.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -40,10 +42,15 @@ def check_available() -> None:
     try:
         import ray.data  # noqa: F401
     except ImportError:
-        raise OnnxvisError("--engine ray needs Ray Data; install it with: pip install 'onnxvis[ray]'") from None
+        raise OnnxvisError("the Ray engine needs Ray Data; install it with: pip install 'onnxvis[ray]'", setting="engine") from None
 
 
 _ERROR = b"error:"  # a blob that carries a worker's OnnxvisError instead of a result (npz starts with PK)
+
+
+def _error_blob(exc: OnnxvisError) -> bytes:
+    """A worker's error as bytes: its setting (so that the CLI still names the flag), a newline, its message."""
+    return _ERROR + (exc.setting or "").encode("utf-8") + b"\n" + str(exc).encode("utf-8", "replace")
 
 
 def _pack(partial: Partial) -> bytes:
@@ -57,14 +64,15 @@ def _pack(partial: Partial) -> bytes:
 
 def _unpack(blob: bytes) -> Partial:
     if blob.startswith(_ERROR):
-        raise OnnxvisError(blob[len(_ERROR):].decode("utf-8", "replace"))
+        setting, _, message = blob[len(_ERROR):].partition(b"\n")
+        raise OnnxvisError(message.decode("utf-8", "replace"), setting=setting.decode("utf-8") or None)
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     return Partial(TopK.from_arrays(arrays), arrays["ids"].tolist(), [str(m) for m in arrays["unreadable"].tolist()])
 
 
 class _Scorer:
-    """One actor: one Inspector, opened once, scoring the blocks Ray hands it."""
+    """One actor: one Inspector, opened once from the plan's config, scoring the blocks Ray hands it."""
 
     def __init__(self, plan: Plan, threads: int):
         self.plan = plan
@@ -75,7 +83,7 @@ class _Scorer:
         try:
             blobs = [_pack(partial) for partial in score_images(self.inspector, self.plan, todo, chunk=len(todo) or 1)]
         except OnnxvisError as exc:  # Ray would wrap it beyond recognition: carry the message home
-            blobs = [_ERROR + str(exc).encode("utf-8", "replace")]
+            blobs = [_error_blob(exc)]
         return {"blob": np.array(blobs, dtype=object)}
 
 
@@ -98,17 +106,17 @@ def _connect(address: str | None) -> None:
             ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        hint = "check --ray-address or run 'ray start --head'"
+        hint = "check the cluster's address or run 'ray start --head'"
         if address:  # Ray 2.59+ starts clusters with token authentication; the error does not always say so
             hint += (
                 "; a cluster with token authentication also needs RAY_AUTH_MODE=token here "
                 "(the token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
             )
-        raise OnnxvisError(f"cannot start or join {where} ({one_line(str(exc))[:200]}); {hint}") from None
+        raise OnnxvisError(f"cannot start or join {where} ({one_line(str(exc))[:200]}); {hint}", setting="ray_address") from None
 
 
 def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1) -> Engine:
-    """An engine for :func:`onnxvis.analysis.examples.run.collect_examples` that scores images on Ray Data.
+    """An engine for :func:`onnxvis.analysis.examples.find.find_examples` that scores images on Ray Data.
 
     Args:
         address: a Ray cluster to join ("auto", "ray://host:10001", "host:6379"); None starts
@@ -137,10 +145,7 @@ def ray_engine(address: str | None = None, workers: int | None = None, cpus_per_
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         cpus = float(ray.cluster_resources().get("CPU", 1))
         size = workers or max(1, int(cpus // cpus_per_worker))
-        shared = Plan(
-            os.path.abspath(plan.model), plan.preprocess, plan.layout, plan.inputs, plan.explicit_size,
-            plan.layers, plan.keep, plan.batch_size,
-        )
+        shared = dataclasses.replace(plan, model=os.path.abspath(plan.model))
         items = [{"id": i, "path": os.path.abspath(p)} for i, p in todo]
         blocks = max(1, min(len(items) // _BLOCK_IMAGES + 1, 4 * size * 8))
         dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(

@@ -2,9 +2,9 @@
 
 The work is split so that it streams, resumes and scales out:
 
-- :class:`Plan` is everything a worker needs to score images (the model, the preprocessing, the
-  layers), small and picklable, so that a Ray actor builds the same :class:`~onnxvis.engine.inspector.Inspector`
-  and gets the same numbers as this process.
+- :class:`Plan` is everything a worker needs to score images (the model, the Inspector's
+  :class:`~onnxvis.engine.config.InspectorConfig`, the layers), small and picklable, so that a Ray
+  actor builds the same :class:`~onnxvis.engine.inspector.Inspector` and gets the same numbers as this process.
 - :func:`score_images` runs an Inspector over (image id, path) pairs and yields :class:`Partial`
   results (a :class:`~onnxvis.analysis.examples.topk.TopK` and the ids it covers), chunk by chunk: the local engine
   and each Ray actor call it. Each image's maps are reduced to per-channel maxima as soon as it is
@@ -12,7 +12,8 @@ The work is split so that it streams, resumes and scales out:
 - :class:`ExamplesState` holds the merged top-K, the list of images and which were seen. It is saved
   atomically as ``examples-state.npz`` in the output folder, during the run and at its end: an
   interrupted run continues from it, and a finished one is redrawn from it without the model.
-- :func:`collect_examples` ties them together for any engine.
+- :func:`onnxvis.analysis.examples.find.find_examples` ties them together for any engine: it is the
+  one way in, which the command, the tests and both engines go through.
 
 Memory is bounded by layers x channels x K (the list of image paths aside, a few bytes per image).
 """
@@ -33,27 +34,31 @@ import numpy as np
 
 from onnxvis.analysis.examples.receptive import Field, receptive_fields
 from onnxvis.analysis.examples.topk import TopK, channel_maxima
+from onnxvis.engine.config import InspectorConfig
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
 from onnxvis.image import preprocess as pp
 from onnxvis.image.preprocess import Preprocess
+from onnxvis.model.layers import channels_first, require_main_graph
+from onnxvis.outdir import OutputDir
 from onnxvis.progress import Progress
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from onnxvis.model.layers import ConvLayer
-    from onnxvis.outdir import OutputDir
 
 __all__ = [
     "STATE_FILE",
+    "Engine",
     "ExamplesState",
     "LayerInfo",
     "Partial",
     "Plan",
-    "collect_examples",
+    "check_counts",
     "find_images",
     "load_state",
+    "local_engine",
     "score_images",
 ]
 
@@ -97,27 +102,17 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a worker needs to score images: the model, the preprocessing, the layers, K."""
+    """What a worker needs to score images: the model, the Inspector's settings, the layers, K."""
 
     model: str
-    preprocess: "Preprocess"
-    layout: str | None
-    inputs: dict = field(default_factory=dict)
-    explicit_size: bool = False
+    config: InspectorConfig
     layers: tuple[LayerInfo, ...] = ()
     keep: int = DEFAULT_KEEP
-    batch_size: int = 8
 
     def inspector(self, threads: int | None = None) -> "Inspector":
-        return Inspector(
-            self.model,
-            preprocess=self.preprocess,
-            layout=self.layout,
-            inputs=self.inputs,
-            explicit_size=self.explicit_size,
-            batch_size=self.batch_size,
-            threads=threads,
-        )
+        """An Inspector opened as the planning one was (``threads`` aside): it settles the same
+        preprocessing from the same settings, so it gets the same numbers."""
+        return Inspector(self.model, self.config if threads is None else self.config.replace(threads=threads))
 
 
 def _mask(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -135,11 +130,7 @@ def image_candidates(values: dict[str, np.ndarray], layers: Sequence[LayerInfo])
     """
     found: list[tuple[np.ndarray, ...]] = []
     for layer in layers:
-        value = np.asarray(values[layer.output])
-        if value.ndim != 3:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not (C, H, W) maps")
-        if layer.channels_last:
-            value = np.moveaxis(value, -1, 0)
+        value = channels_first(layer, values[layer.output], dtype=None, rank=3)  # the model's dtype: its own maxima
         scores, ys, xs = channel_maxima(value[None])
         if layer.mask_shape is None:
             found.append((scores[0], ys[0], xs[0]))
@@ -181,10 +172,10 @@ def score_images(inspector: "Inspector", plan: Plan, todo: Iterable[tuple[int, s
     fed: deque[int] = deque()
     bad: list[tuple[int, str]] = []
 
-    def photos() -> Iterator[Image.Image]:
+    def photos() -> Iterator["Image.Image | np.ndarray"]:
         for image_id, path in todo:
             try:
-                image = pp.load_image(path)
+                image = pp.load_source(path)  # a .npy array is fed as it is
             except OnnxvisError as exc:
                 bad.append((image_id, str(exc)))
                 continue
@@ -256,6 +247,11 @@ class ExamplesState:
     def preprocess(self) -> "Preprocess":
         return Preprocess.from_json(self.meta["preprocess"])
 
+    @property
+    def layout(self) -> str:
+        """The image input's layout (a state saved before it was recorded: NCHW)."""
+        return str(self.meta.get("layout", "NCHW"))
+
     def extend(self, images: Sequence[str]) -> None:
         """Add images not yet known; ids are renumbered so that the catalog stays sorted by path."""
         new = sorted(set(images) - set(self.catalog))
@@ -283,7 +279,9 @@ class ExamplesState:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("version") != STATE_VERSION:
-                    raise OnnxvisError(f"{path} was written by another version of onnxvis; remove it or choose another folder with -o")
+                    raise OnnxvisError(
+                        f"{path} was written by another version of onnxvis; remove it or choose another output folder", setting="output"
+                    )
                 top = TopK.from_arrays({k[4:]: data[k] for k in data.files if k.startswith("top.")})
                 catalog = [str(p) for p in data["catalog"].tolist()]
                 seen = np.asarray(data["seen"], bool)
@@ -296,6 +294,21 @@ class ExamplesState:
         return cls(meta, catalog, seen, top)
 
 
+def check_counts(top: int, keep: int) -> None:
+    """Refuse, before a run, ``top`` images per channel that a run keeping ``keep`` entries per channel
+    could not draw (the pictures are drawn after the run, which may take hours).
+
+    Raises:
+        OnnxvisError: ``top`` is below 1, or ``keep`` below ``top``.
+    """
+    if top < 1:
+        raise OnnxvisError(f"the images drawn per channel (K) must be 1 or more, got {top}", setting="top")
+    if keep < top:
+        raise OnnxvisError(
+            f"the entries kept per channel ({keep}) must be at least the images drawn per channel ({top})", setting="keep"
+        )
+
+
 def load_state(folder: str | os.PathLike) -> ExamplesState:
     """The state saved in an output folder by a previous run.
 
@@ -304,7 +317,10 @@ def load_state(folder: str | os.PathLike) -> ExamplesState:
     """
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise OnnxvisError(f"no {STATE_FILE} in {folder}: run 'onnxvis examples MODEL FOLDER -o {folder}' first")
+        raise OnnxvisError(
+            f"no {STATE_FILE} in {folder}: collect the examples into this output folder first, then draw them again",
+            setting="output",
+        )
     return ExamplesState.from_file(path)
 
 
@@ -312,31 +328,17 @@ def _field_json(f: "Field | None") -> dict | None:
     return None if f is None else {"jump": list(f.jump), "start": list(f.start), "size": list(f.size)}
 
 
-def make_plan(
-    inspector: "Inspector",
-    layers: Sequence["ConvLayer"],
-    images: Sequence[str | os.PathLike],
-    keep: int,
-    *,
-    inputs: dict | None = None,
-    layout: str | None = None,
-    explicit_size: bool = False,
-) -> tuple[Plan, dict]:
+def make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Sequence[str | os.PathLike], keep: int) -> tuple[Plan, dict]:
     """The plan of a run, and the metadata saved with its state (fields, map sizes, preprocessing).
 
     Runs the model once on the first readable image: this finds the map sizes and the input size that the
     receptive fields need, and reports a bad model or preprocessing before any long work starts.
     """
-    for layer in layers:
-        if not layer.in_main_graph:
-            raise OnnxvisError(
-                f"layer {layer.index} ({layer.name}) is inside a subgraph ({layer.graph_path}); "
-                "its feature maps cannot be exposed; choose other layers with --layers"
-            )
+    require_main_graph(layers, "its feature maps cannot be exposed; choose other layers", setting="layers")
     first = None
     for path in images:
         try:
-            first = pp.load_image(Path(path))
+            first = pp.load_source(Path(path))
             break
         except OnnxvisError:
             continue
@@ -349,32 +351,21 @@ def make_plan(
     infos = []
     map_sizes = {}
     for layer in layers:
-        value = np.asarray(probe.values[layer.output_name])
-        if value.ndim != 3:
-            raise OnnxvisError(f"layer {layer.index} ({layer.name}) gave an output of shape {value.shape}, not (C, H, W) maps")
-        channels_last = layer.op_type == "NhwcConv"
-        h, w = (value.shape[0], value.shape[1]) if channels_last else (value.shape[1], value.shape[2])
+        _, h, w = channels_first(layer, probe.values[layer.output_name], dtype=None, rank=3).shape
         map_sizes[layer.output_name] = [int(h), int(w)]
         mask = None if fields[layer.output_name] is not None else (min(h, MASK_SIDE), min(w, MASK_SIDE))
-        infos.append(LayerInfo(layer.index, layer.name, layer.output_name, channels_last, mask))
-    plan = Plan(
-        str(inspector.model.path),
-        # the settled settings, not the first image's fitted ones: each worker fits every image
-        # exactly as the local engine does (a dynamic-size model rounds each image's own size)
-        inspector.preprocessing.preprocess,
-        layout,
-        dict(inputs or {}),
-        explicit_size,
-        tuple(infos),
-        keep,
-        inspector.batch_size,
-    )
+        infos.append(LayerInfo(layer.index, layer.name, layer.output_name, layer.channels_last, mask))
+    # The Inspector's settings, not the first image's fitted preprocessing: each worker settles the
+    # same preprocessing and fits every image as the local engine does (a dynamic-size model rounds
+    # each image's own size).
+    plan = Plan(str(inspector.model.path), inspector.config, tuple(infos), keep)
     meta = {
         "version": STATE_VERSION,
         "model": str(inspector.model.path),
         "model_sha256": _model_digest(inspector.model.path),
         "preprocess": inspector.preprocessing.preprocess.to_json(),
         "input_size": [int(size[0]), int(size[1])],
+        "layout": spec.layout,  # how a .npy array among the images is shown as a picture
         "keep": keep,
         "layers": [
             {"index": i.index, "name": i.name, "output": i.output, "channels_last": i.channels_last,
@@ -446,7 +437,7 @@ def collect_examples(
         why = _same_run(state.meta, meta)
         if why is not None:
             raise OnnxvisError(
-                f"{path} holds a run with {why}; continue it with the same settings, or start afresh with --fresh"
+                f"{path} holds a run with {why}; continue it with the same settings, or start afresh", setting="fresh"
             )
     if state is None:
         state = ExamplesState(meta, [], np.zeros(0, bool), TopK(plan.keep))
@@ -458,8 +449,8 @@ def collect_examples(
     if log is not None and len(todo) < len(wanted):
         log(f"continuing {path}: {len(wanted) - len(todo)} of {len(wanted)} images already scored")
     unreadable = 0
-    with _Rate(len(todo), "examples", progress) as bar:
-        say = bar.bar.write if bar.bar.enabled else (log or (lambda message: None))
+    with Progress(len(todo), "examples", enabled=None if progress else False, unit="image") as bar:  # tqdm shows images/s
+        say = bar.write if bar.enabled else (log or (lambda message: None))
         try:
             for partial in engine(plan, todo):
                 state.top.merge(partial.top)
@@ -468,7 +459,7 @@ def collect_examples(
                     unreadable += 1
                     if unreadable <= _MAX_NOTES:
                         say(f"skipped: {message}")
-                bar.advance(len(partial.ids))
+                bar.advance(steps=len(partial.ids))
                 if time.monotonic() - last_save > _CHECKPOINT_SECONDS:
                     out.write_bytes(target, state.to_bytes())
                     last_save = time.monotonic()
@@ -483,21 +474,3 @@ def collect_examples(
         raise OnnxvisError("none of the files could be read as an image; give folders of photos")
     return state
 
-
-class _Rate:
-    """onnxvis's progress bar, with images per second."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.bar = Progress(total, label, enabled=None if enabled else False)
-        self.start = time.monotonic()
-
-    def __enter__(self) -> "_Rate":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
-
-    def advance(self, steps: int) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        self.bar.advance(f"{(self.bar.done + steps) / elapsed:.1f} images/s", steps=steps)

@@ -168,6 +168,7 @@ async function showPredictions() {
   const result = await getJSON(`/api/predictions/${state.photo}?preset=${encodeURIComponent(preset())}`);
   const list = $("predictions");
   list.replaceChildren();
+  $("labels-note").textContent = (state.summary && state.summary.labels_note) || "";
   for (const p of result.top) {
     const li = document.createElement("li");
     li.dataset.index = p.index;

@@ -1,0 +1,1 @@
+"""Compare two models layer by layer: matching their layers, the errors of weights and activations, the run."""
