@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxvis.analysis.stats import DEAD_FRACTION, WeightStats, weight_stats
 from onnxvis.draw.colormaps import check_colormap
 from onnxvis.draw.grids import GridOptions, fmap_pixels
 from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 REPORT_MAX_TILES = 8192
 """Tiles per kernel grid in a report: VGG16's 512x512 layers show their first 16 filters."""
-DEAD_FRACTION = 0.01
-"""A filter is near-dead when its L2 norm is below this fraction of the median filter norm of its layer."""
 _THUMBNAIL = 256
 # Feature-map grids wider than this, or with more pixels, are shown at 1/2, 1/3, ... resolution.
 _FMAP_WIDTH = 1024
@@ -59,37 +58,6 @@ def _stderr(message: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # Numbers
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WeightStats:
-    """Statistics of one conv layer's weight.
-
-    Attributes:
-        min, max, mean, std: over all weights.
-        norms: the L2 norm of each filter (``weight[o]``), one per output channel.
-        dead: per filter, whether it is near-dead: its norm is below ``DEAD_FRACTION`` x the layer's
-            median filter norm, or zero.
-    """
-
-    min: float
-    max: float
-    mean: float
-    std: float
-    norms: np.ndarray
-    dead: np.ndarray
-
-    @property
-    def near_dead(self) -> int:
-        return int(np.count_nonzero(self.dead))
-
-
-def weight_stats(weight: np.ndarray) -> WeightStats:
-    w = np.asarray(weight, dtype=np.float32)
-    flat = w.reshape(w.shape[0], -1).astype(np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", flat, flat))
-    dead = (norms < DEAD_FRACTION * np.median(norms)) | (norms == 0)
-    return WeightStats(float(flat.min()), float(flat.max()), float(flat.mean()), float(flat.std()), norms, dead)
 
 
 @dataclass(frozen=True)
@@ -375,6 +343,7 @@ def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan 
         method, how = plan.cams.method.name, "from forward passes"
     label = f" ({cam.target_label})" if cam.target_label else ""
     title = f"Where the model looks: {method} CAM of class {cam.target}{label} at {cam.place.label}"
+    # names a flag: the page tells a reader of the report which command-line choice draws another map
     blank = (f"<p class=warn>the map is all zeros: the {_e(method)} method finds nothing at {_e(cam.place.label)} for class "
              f"{cam.target}; <code>onnxvis cam</code> takes another layer (<code>--layers</code>, <code>--tensor</code>) or "
              f"target (<code>--target</code>)</p>") if cam.blank else ""

@@ -7,6 +7,8 @@
 #      A test module that imports one of those at its top level is marked as a whole (tests/conftest.py).
 # Each environment is created on first use and reused after. Extra arguments go to pytest in both
 # (-m "not slow": the quick loop; --reverse: every test in reverse order; -k: some tests).
+# Model Explorer and its ONNX adapter get a third venv, .venv-explorer, that the node-data tests run as a
+# subprocess: model-explorer-onnx installs a console command called onnxvis, so it never goes beside onnxvis.
 # Each run lists every skip and its reason (-ra in pyproject.toml). With CI=true a skip that
 # tests/skips.py does not allow for this environment fails the run (tests/conftest.py).
 set -euo pipefail
@@ -51,6 +53,8 @@ if .venv-core/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util
   echo "scripts/test.sh: torch is installed in .venv-core; the core must be tested without it" >&2
   exit 1
 fi
+echo "== Model Explorer with its ONNX adapter, in a venv of their own (pins in tests/explorer.py): .venv-explorer"
+.venv-core/bin/python tests/explorer.py
 pytest_in .venv-core -q --suite core "$@"
 
 echo "== full environment (torch, torchvision, the serve, cam and ray extras, grad-cam): .venv"

@@ -54,9 +54,17 @@ def _find(*names: str) -> str | None:
     return None
 
 
+# WebGL pages (Model Explorer) get it from SwiftShader, Chromium's software renderer, said outright:
+# Chromium's silent fallback to it when the GPU is disabled is deprecated.
+WEBGL_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
 @contextmanager
-def chromium(window: tuple[int, int] = (1280, 1400)) -> Iterator[Any]:
-    """A selenium WebDriver for a fresh headless Chromium with its own profile; quits it after."""
+def chromium(window: tuple[int, int] = (1280, 1400), webgl: bool = False) -> Iterator[Any]:
+    """A selenium WebDriver for a fresh headless Chromium with its own profile; quits it after.
+
+    ``webgl``: render WebGL in software (SwiftShader) instead of disabling the GPU.
+    """
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -70,8 +78,8 @@ def chromium(window: tuple[int, int] = (1280, 1400)) -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="onnxvis-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium_path
-    args = [a for a in CHROMIUM_ARGS if not a.startswith("--window-size=")]
-    for arg in [*args, f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}"]:
+    args = [a for a in CHROMIUM_ARGS if not a.startswith("--window-size=") and not (webgl and a == "--disable-gpu")]
+    for arg in [*args, *(WEBGL_ARGS if webgl else []), f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}"]:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:

@@ -354,6 +354,13 @@ def browser():
         yield driver
 
 
+@pytest.fixture(scope="module")
+def browser_webgl():
+    """As ``browser``, 1400x900, rendering WebGL in software (Model Explorer draws its graph with WebGL)."""
+    with chromium(window=(1400, 900), webgl=True) as driver:
+        yield driver
+
+
 _SKIPS: list[tuple[str, str]] = []  # (test id, reason) of every skip of the run
 _BROWSER_OUTCOMES: list[str] = []
 
@@ -373,7 +380,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     ran_or_never_could = report.when == "call" or (report.when == "setup" and not report.passed)
-    if ran_or_never_could and "browser" in getattr(item, "fixturenames", ()):
+    if ran_or_never_could and any(f == "browser" or f.startswith("browser_") for f in getattr(item, "fixturenames", ())):
         _BROWSER_OUTCOMES.append(report.outcome)
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onnxvis.cli import cam, compare, examples, export, fmaps, info, kernels, layers, predict, report, saliency, serve, tutorial
+from onnxvis.cli import cam, compare, examples, export, fmaps, info, kernels, layers, predict, report, saliency, serve, stats, tutorial
 from onnxvis.cli.common import with_flag
 from onnxvis.errors import OnnxvisError, one_line
 
@@ -37,6 +37,7 @@ quick tour:
   onnxvis compare float.onnx int8.onnx cat.jpg where two versions of a model part, layer by layer
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
   onnxvis serve models/alexnet.onnx           explore it in the browser (needs the serve extra)
+  onnxvis stats models/alexnet.onnx photos/   numbers per node: weights, activations (Model Explorer, TensorBoard)
 """
 
 
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     examples.add_parser(sub)
     compare.add_parser(sub)
+    stats.add_parser(sub)
     for command in sub.choices.values():
         # Also after the command, where the error text's advice ("run it again with --debug") puts it;
         # SUPPRESS keeps the value given before the command when it is not given again.
@@ -171,6 +173,7 @@ COMMANDS = {
     "serve": serve.run,
     "examples": examples.run,
     "compare": compare.run,
+    "stats": stats.run,
 }
 
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from onnxvis.model.file import Model
 
-__all__ = ["WeightSource", "trace_weight"]
+__all__ = ["WeightSource", "trace_weight", "trace_tensor"]
 
 # Ops that change only the arrangement of a stored weight, not its values.
 _SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}
@@ -416,3 +416,8 @@ def trace_weight(model: "Model", scope: GraphIndex, node: "onnx.NodeProto") -> W
     if node.op_type == "ConvInteger":
         return _trace_conv_integer(model, scope, node)
     return _trace_tensor(model, scope, node.input[1])
+
+
+def trace_tensor(model: "Model", scope: GraphIndex, name: str) -> WeightSource:
+    """Find where any tensor of ``scope`` comes from (a Gemm or MatMul weight, a quantization scale). Decodes nothing big."""
+    return _trace_tensor(model, scope, name)

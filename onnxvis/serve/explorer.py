@@ -31,6 +31,7 @@ import numpy as np
 
 from onnxvis.analysis.cam.maths import overlay
 from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
+from onnxvis.analysis.stats import weight_stats
 from onnxvis.draw import grids
 from onnxvis.draw.grids import GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
@@ -40,7 +41,6 @@ from onnxvis.engine.inspector import Inspector, Prepared
 from onnxvis.errors import OnnxvisError
 from onnxvis.image.preprocess import PRESETS, Preprocess, default_image_path, load_image
 from onnxvis.model.layers import channels_first, require_main_graph
-from onnxvis.report import weight_stats
 from onnxvis.write.png import encode_png
 
 if TYPE_CHECKING:

@@ -26,6 +26,12 @@ def parse_cam_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     """``"png,npy"`` -> ``("png", "npy")``, checked."""
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     chosen = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
+    if "model-explorer" in chosen:
+        raise OnnxvisError(
+            "a class activation map has no per-node numbers for Model Explorer: it belongs to an image, not to a node of "
+            "the graph; onnxvis stats writes the per-node numbers (weights, activations) in Model Explorer's format",
+            setting="formats",
+        )
     unknown = [i for i in chosen if i not in CAM_FORMATS]
     if unknown or not chosen:
         raise OnnxvisError(

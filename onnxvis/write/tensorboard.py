@@ -1,4 +1,4 @@
-"""Write pictures to a TensorBoard event file, without torch or TensorFlow.
+"""Write pictures and histograms to a TensorBoard event file, without torch or TensorFlow.
 
 An event file is a TFRecord file of ``Event`` protocol buffers. The messages come from the
 tensorboard package's own protos (``tensorboard.compat.proto``), so the file is what TensorBoard
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from onnxvis.errors import OnnxvisError
 
 if TYPE_CHECKING:
+    from onnxvis.analysis.stats import Histogram
     from onnxvis.outdir import OutputDir
 
 INSTALL_HINT = "pip install 'onnxvis[tensorboard]'"
@@ -69,7 +70,7 @@ def tfrecord(data: bytes, crc32c: Callable[[bytes], int] | None = None) -> bytes
 
 
 class EventFile:
-    """Image summaries collected in memory, then saved as one TensorBoard event file.
+    """Image and histogram summaries collected in memory, then saved as one TensorBoard event file.
 
     Raises:
         OnnxvisError: the tensorboard package is not installed (when the object is made, before any work).
@@ -80,6 +81,7 @@ class EventFile:
         self._crc32c = _crc32c_function()
         self._records: list[bytes] = []
         self.images = 0
+        self.histograms = 0
         self.scalars = 0
         self._add(self._event_pb2.Event(wall_time=time.time(), file_version=FILE_VERSION))
 
@@ -101,6 +103,23 @@ class EventFile:
         value = summary.Summary.Value(tag=tag, image=image)
         self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary.Summary(value=[value])))
         self.images += 1
+
+    def add_histogram(self, tag: str, histogram: "Histogram", step: int = 0) -> None:
+        """Add one histogram under ``tag`` at ``step``, as ``SummaryWriter.add_histogram`` stores it.
+
+        Args:
+            tag: the name TensorBoard shows, e.g. "weights/00_conv1".
+            histogram: made by :func:`onnxvis.analysis.stats.histogram` (or a running one), which
+                buckets values as add_histogram does.
+        """
+        summary = self._summary_pb2
+        proto = summary.HistogramProto(
+            min=histogram.min, max=histogram.max, num=histogram.num, sum=histogram.sum,
+            sum_squares=histogram.sum_squares, bucket_limit=list(histogram.bucket_limit), bucket=list(histogram.bucket),
+        )
+        value = summary.Summary.Value(tag=tag, histo=proto)
+        self._add(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary.Summary(value=[value])))
+        self.histograms += 1
 
     def add_scalar(self, tag: str, value: float, step: int = 0) -> None:
         """Add one number under ``tag`` at ``step`` (TensorBoard's Scalars tab draws a tag's steps as a line)."""
