@@ -214,22 +214,20 @@ def test_the_pages_show_grad_cam_and_ablation_cam_where_there_is_no_gradient(tmp
     from onnxvis.analysis.cam import runs as cammodel
     from onnxvis.analysis.cam.maths import overlay
     from onnxvis.report import build_report
-    from onnxvis.serve.explorer import _cam_from_module
+    from onnxvis.serve.explorer import page_cam
 
-    page_cam = _cam_from_module()
-    assert page_cam is not None
     path, _ = _classifier(tmp_path / "net.onnx")
-    with Inspector(path, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+    with Inspector(path, preset="unit", changes={"resize": (16, 16)}) as insp:
         drawn, target = page_cam(insp, Image.open(photo), 3)
         places = cammodel.places_for(insp, [cammodel.default_layer(insp, "logits")])
         (expected,) = gradient_cams(insp, [photo], places, "grad", target=3)
         assert target == 3 and np.array_equal(drawn, overlay(expected.rgb, expected.cam))
-        text = build_report(insp, [photo])
+        text = build_report(insp, [photo], cam_method="grad")
     assert "Where the model looks: grad CAM of class" in text and "one backward pass" in text
     refused = _with_control_flow(tmp_path / "if.onnx")
-    with Inspector(refused, preset="unit", changes={"resize": (16, 16)}, explicit_size=True) as insp:
+    with Inspector(refused, preset="unit", changes={"resize": (16, 16)}) as insp:
         drawn, _ = page_cam(insp, Image.open(photo), None)
         assert drawn.shape == (16, 16, 3)
-        text = build_report(insp, [photo])
+        text = build_report(insp, [photo], cam_method="grad")
     assert "no grad CAM: cannot differentiate through the If node" in text and "AblationCAM instead" in text
     assert "Where the model looks: ablation CAM of class" in text

@@ -125,13 +125,11 @@ def run(args: argparse.Namespace) -> None:
         places = places_for(inspector, layers, args.tensors or [])
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
     written: list = []
-    seen: set[str] = set()
     with Progress(len(images) * max(1, len(places)), f"cam {args.method}") as bar:
 
         def each(result) -> None:
             name = result.image.name
-            if str(result.image) not in seen:  # once per image: the class its maps are of
-                seen.add(str(result.image))
+            if not places or result.place == places[0]:  # once per image: the class its maps are of
                 bar.write(f"{name}: {result.target_text()}" + (" (the predicted class)" if args.target is None else ""))
             if result.blank:
                 bar.write(
