@@ -127,12 +127,12 @@ def test_default_target_is_the_predicted_class(tmp_path, photo):
         assert result.target == insp.predict(photo, top=1).top[0][0]
 
 
-def test_an_nhwc_model_keeps_its_layout():
+def test_an_nhwc_model_keeps_its_layout(tmp_path):
     """MTCNN's P-Net (Keras, NHWC input, two outputs, a Softmax over the last axis)."""
     model = asset("models/mtcnn_pnet_keras2onnx.onnx")
     image = asset("images/matplotlib_grace_hopper.jpg")
     done = run_onnxvis("saliency", model, image, "--target-output", "softmax", "--target", "1", "--resize", "48,48",
-                       "--format", "npy", "-o", "out")
+                       "--format", "npy", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     attribution = _npy(done)
     assert attribution.shape == (48, 48, 3) and np.abs(attribution).max() > 0
