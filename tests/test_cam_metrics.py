@@ -40,6 +40,7 @@ def picture(tmp_path):
     return photo(tmp_path / "photo.png")
 
 
+@pytest.mark.full
 def test_road_on_a_map_of_zeros_equals_grad_cams(tmp_path, picture):
     torch = pytest.importorskip("torch")
     pytest.importorskip("pytorch_grad_cam")
@@ -74,6 +75,7 @@ def test_road_on_a_map_of_zeros_equals_grad_cams(tmp_path, picture):
     assert not mine.undefined and mine.combined is not None
 
 
+@pytest.mark.full
 def test_imputing_every_pixel_is_grad_cams_zero():
     torch = pytest.importorskip("torch")
     pytest.importorskip("pytorch_grad_cam")

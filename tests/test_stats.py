@@ -181,6 +181,7 @@ def test_empty_histograms_are_refused():
 # ------------------------------------------------------------------ the oracle: torch's SummaryWriter
 
 
+@pytest.mark.full
 def test_weight_and_activation_histograms_equal_summarywriters(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("tensorboard")

@@ -310,12 +310,26 @@ def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000, say: Ca
             print(BEYOND_LOOPBACK.format(host=host, port=sock.getsockname()[1]), file=sys.stderr, flush=True)
         app = create_app(explorer, None if loopback else ["*"])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=5)
-        server = uvicorn.Server(config)
-        with _sigterm_exits():  # before the URL is out: a client may stop us as soon as it reads it
-            say(url_of(sock))
+        server = _AnnouncingServer(config, lambda: say(url_of(sock)))
+        with _sigterm_exits():
             server.run(sockets=[sock])
     finally:
         explorer.close()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Says the URL once uvicorn listens and holds its signal handlers: a client may stop the server
+    as soon as it reads the URL, and a signal that came while the event loop was still being built
+    left a traceback from the half-made loop."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[], None]):
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._announce()
 
 
 @contextlib.contextmanager
