@@ -27,6 +27,7 @@ from onnxvis.analysis.compare.matching import find_compare_layers, match_layers,
 from onnxvis.analysis.compare.metrics import ActivationSums, kl_divergence, sqnr_db, weight_errors
 from onnxvis.draw.compare import fmap_comparison, kernel_comparison
 from onnxvis.model.file import Model
+from onnxvis.model.nodeids import explorer_ids
 
 MNIST = "models/mnist_cntk.onnx"
 MNIST_QLINEAR = "models/mnist_cntk_int8_qlinearconv.onnx"
@@ -482,3 +483,50 @@ def test_qdq_resnet_sqnrs_equal_onnxruntimes_qdq_loss_debug(resnets, tmp_path, p
     print(f"{'per-channel' if per_channel else 'per-tensor'} QDQ ResNet-18, {len(result.layers)} layers: weight SQNR "
           f"max |diff| {max(weight_diffs):.2e} dB, output SQNR max |diff| {max(activation_diffs):.2e} dB "
           f"(weights {min(w_range):.2f}..{max(w_range):.2f} dB, outputs {min(a_range):.2f}..{max(a_range):.2f} dB)")
+
+
+# ------------------------------------------------------------------------------------ Model Explorer node data
+
+
+@pytest.mark.parametrize("quantized", [MNIST_QLINEAR, MNIST_QDQ])
+def test_node_data_sits_on_each_models_graph_as_model_explorer_names_it(cli, tmp_path, quantized):
+    """Every key is a node id of model-explorer-onnx's graph of its own model; every matched layer has
+    its SQNRs there, equal to compare.jsonl's; Model Explorer's classes read each file."""
+    from explorer import adapter_graphs, load_node_data
+
+    a, b = asset(MNIST), asset(quantized)
+    out = tmp_path / "out"
+    done = cli("compare", a, b, asset("images/skimage_camera.png"), "--format", "jsonl,model-explorer", "-o", out)
+    assert done.returncode == 0, done.stderr
+    files = {p.name: p for p in map(Path, done.stdout.split()) if p.name.startswith("nodedata_")}
+    assert set(files) == {f"nodedata_{k}_sqnr_db_{s}.json" for k in ("weight", "output") for s in "ab"}
+    graphs = adapter_graphs(a, b)
+    lines = _lines(out / "compare.jsonl")
+    for side, model in (("a", a), ("b", b)):
+        ids = explorer_ids(onnx.load(str(model), load_external_data=False))
+        adapter = {g: set(nodes) for g, nodes in graphs[str(model)].items()}
+        for key, column in (("weight", "weight_sqnr_db"), ("output", "activation_sqnr_db")):
+            data = json.loads(files[f"nodedata_{key}_sqnr_db_{side}.json"].read_text())
+            [(graph_id, graph)] = data.items()
+            assert graph_id in adapter and set(graph["results"]) <= adapter[graph_id]
+            assert graph["name"].startswith("onnxvis: ") and graph["thresholds"][-1] == {"value": 1e308, "bgColor": "#053061"}
+            for line in lines:  # each matched layer's node carries its number
+                name = line["layer"] if side == "a" else line["layer_b"]
+                node = next(n for n in (ids.producer(o) for o in _outputs_of(model, name)) if n is not None)
+                assert graph["results"][node.node]["value"] == pytest.approx(line[column], rel=1e-5), (side, key, name)
+            assert len(graph["results"]) == len(lines)
+    loaded = load_node_data(*files.values())
+    for path in files.values():
+        ours = json.loads(path.read_text())
+        assert {g: {k: loaded[str(path)][g][k] for k in d} for g, d in ours.items()} == ours
+
+
+def _outputs_of(model: Path, node_name: str) -> list[str]:
+    return next(list(n.output) for n in onnx.load(str(model), load_external_data=False).graph.node if n.name == node_name)
+
+
+def test_an_exact_layer_is_written_as_the_largest_number_not_left_out(tmp_path):
+    """Equal weights (infinite SQNR) take the scale's faithful end; JSON has no infinity."""
+    from onnxvis.write.compare import _sqnr_value
+
+    assert _sqnr_value(math.inf) == 1e308 and _sqnr_value(12.5) == 12.5 and _sqnr_value(None) is None

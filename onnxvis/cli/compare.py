@@ -31,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "page and, with --format, JSON lines, CSV, PNG pictures and a TensorBoard run; prints a line per layer.",
         epilog="examples:\n  onnxvis compare resnet18.onnx resnet18_int8.onnx photos/\n"
         "  onnxvis compare squeezenet_fp16.onnx squeezenet_fp32.onnx photos/ --format html,jsonl,csv\n"
-        "  onnxvis compare base.onnx finetuned.onnx cat.jpg --preset-b imagenet",
+        "  onnxvis compare base.onnx finetuned.onnx cat.jpg --preset-b imagenet\n"
+        "  onnxvis compare mnist.onnx mnist_int8.onnx digits/ --format html,model-explorer -o cmp/\n"
+        "  model-explorer mnist_int8.onnx --extensions=model_explorer_onnx --node_data_paths=cmp/nodedata_output_sqnr_db_b.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL_A", help="the reference model (.onnx), e.g. the float one")
@@ -40,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="photos or folders of photos to run both models on (default: matplotlib's sample portrait)")
     p.add_argument("--preset-b", metavar="NAME",
                    help="B's preprocessing preset, when B takes another input than A (default: B's metadata, else A's)")
-    p.add_argument("--format", dest="formats", default="html", metavar="html,jsonl,csv,png,tensorboard",
-                   help="what to write, comma-separated (default html)")
+    p.add_argument("--format", dest="formats", default="html", metavar="html,jsonl,csv,png,tensorboard,model-explorer",
+                   help="what to write, comma-separated (default html); model-explorer writes each layer's weight and "
+                   "output SQNR as node data for Google's Model Explorer, on A's graph (nodedata_*_a.json) and on B's "
+                   "(nodedata_*_b.json)")
     p.add_argument("--worst", type=_positive, default=4, metavar="N",
                    help="how many of the worst layers get pictures of their kernels and feature maps (default 4)")
     p.add_argument("--channels", type=_positive, default=16, metavar="N",

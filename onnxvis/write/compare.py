@@ -13,6 +13,12 @@ Files, by ``--format``:
 - ``csv``: ``compare.csv``, the layer lines' numbers, one row per matched layer.
 - ``png``: ``kernels_<idx>_<layer>.png`` and ``fmaps_<idx>_<layer>.png`` for the worst layers.
 - ``tensorboard``: the same pictures, and the SQNRs as scalars whose step is the layer's index.
+- ``model-explorer``: node data for Google's Model Explorer (see :mod:`onnxvis.write.nodedata`): the
+  weight and the output SQNR of each matched layer, once on A's graph and once on B's
+  (``nodedata_weight_sqnr_db_a.json``, ``..._b.json``, ``nodedata_output_sqnr_db_a.json``, ``..._b.json``),
+  each keyed by the node ids model-explorer-onnx gives that model. Open a file with its own model. An
+  exact layer (infinite SQNR) is written 1e308, the largest number JSON holds: it takes the
+  faithful end of the colour scale.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from onnxvis.draw.compare import Picture, fmap_comparison, kernel_comparison
 from onnxvis.errors import OnnxvisError
 from onnxvis.outdir import sanitize
 from onnxvis.write.html import CSP, img_tag
+from onnxvis.write.nodedata import SQNR_DB, NodeMetric, node_data_bytes, node_data_name
 from onnxvis.write.png import encode_png
 
 if TYPE_CHECKING:
@@ -41,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMATS", "parse_formats", "layer_record", "layer_lines", "build_outputs", "write_comparison"]
 
-FORMATS = ("html", "jsonl", "csv", "png", "tensorboard")
+FORMATS = ("html", "jsonl", "csv", "png", "tensorboard", "model-explorer")
 DEFAULT_CHANNELS = 16
 _MAX_FLIPS_SHOWN = 200
 _CSV_FIELDS = [
@@ -477,6 +484,8 @@ def build_outputs(
     pngs = [(d, encode_png(d.picture.pixels)) for d in drawn]
     if "png" in formats:
         files.extend((d.stem, ".png", data) for d, data in pngs)
+    if "model-explorer" in formats:
+        files.extend(node_data_files(result))
     if "tensorboard" in formats:
         from onnxvis.write.tensorboard import EventFile
 
@@ -490,6 +499,39 @@ def build_outputs(
                     events.add_scalar(f"compare/{tag}", value, layer.index)
         files.append(("events.out.tfevents.compare", ".onnxvis", events.to_bytes()))
     return files
+
+
+def _sqnr_value(db: float | None) -> float | None:
+    return 1e308 if db == math.inf else db  # exact: JSON has no infinity, and the scale's faithful end is above 40 dB
+
+
+def node_data_files(result: "Comparison") -> list[tuple[str, str, bytes]]:
+    """The weight and output SQNR of each matched layer as Model Explorer node data, on each model's graph."""
+    from onnxvis.model.nodeids import explorer_ids
+
+    files: list[tuple[str, str, bytes]] = []
+    for side, model in (("a", result.model_a), ("b", result.model_b)):
+        ids = explorer_ids(model.proto)
+        for key, title, of in (
+            ("weight_sqnr_db", "weight SQNR", lambda layer: layer.weight_sqnr_db),
+            ("output_sqnr_db", "output SQNR", lambda layer: layer.activation_sqnr_db),
+        ):
+            values = {}
+            for layer in result.layers:
+                node = ids.node("", (layer.pair.a if side == "a" else layer.pair.b).position)
+                value = _sqnr_value(of(layer))
+                if node is not None and value is not None:
+                    values[node] = value
+            versus = f"B ({_name(result.model_b)}) against this model" if side == "a" else f"this model against A ({_name(result.model_a)})"
+            metric = NodeMetric(f"{key}_{side}", f"onnxvis: {title} of {versus}, dB", SQNR_DB)
+            data = node_data_bytes(metric, values)
+            if data is not None:
+                files.append((node_data_name(metric), ".json", data))
+    return files
+
+
+def _name(model: Any) -> str:
+    return Path(model.path).name
 
 
 def write_comparison(out: "OutputDir", files: list[tuple[str, str, bytes]]) -> list[Path]:

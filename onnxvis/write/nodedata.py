@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Colours", "NodeMetric", "SEQUENTIAL_BLUE", "SEQUENTIAL_BLUE_REVERSED", "SEQUENTIAL_ORANGE", "DIVERGING",
-    "SQNR_DB", "share_thresholds", "node_data", "write_node_data", "node_data_name",
+    "SQNR_DB", "share_thresholds", "node_data", "node_data_bytes", "write_node_data", "node_data_name",
 ]
 
 
@@ -127,10 +127,15 @@ def node_data_name(metric: NodeMetric) -> str:
     return f"nodedata_{metric.key}"
 
 
-def write_node_data(out: "OutputDir", metric: NodeMetric, values: Mapping["ExplorerNode", float]) -> Path | None:
-    """Write ``nodedata_<key>.json`` into the output folder (atomically); None when no value is finite."""
+def node_data_bytes(metric: NodeMetric, values: Mapping["ExplorerNode", float]) -> bytes | None:
+    """The file :func:`write_node_data` writes, made in memory; None when no value is finite."""
     data = node_data(metric, values)
     if not data:
         return None
-    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
-    return out.write_bytes(out.path_for(node_data_name(metric), ".json"), (text + "\n").encode())
+    return (json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def write_node_data(out: "OutputDir", metric: NodeMetric, values: Mapping["ExplorerNode", float]) -> Path | None:
+    """Write ``nodedata_<key>.json`` into the output folder (atomically); None when no value is finite."""
+    data = node_data_bytes(metric, values)
+    return None if data is None else out.write_bytes(out.path_for(node_data_name(metric), ".json"), data)
