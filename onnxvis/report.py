@@ -373,7 +373,7 @@ def build_report(
     full_paths: bool = False,
     progress: bool = False,
     log: Log = _stderr,
-    cam_method: str | None = "ablation",
+    cam_method: str | None = "grad",
     rgb_from_bgr: Sequence["ConvLayer"] = (),
 ) -> str:
     """The report's HTML text.
@@ -391,7 +391,8 @@ def build_report(
         full_paths: show the full paths of the model and the images, not only their file names.
         progress: show a progress bar on stderr when it is a terminal.
         log: where messages go.
-        cam_method: the class activation map drawn for each image (see :mod:`onnxvis.analysis.cam.maths`), None for none.
+        cam_method: the class activation map drawn for each image (default Grad-CAM, as the command; AblationCAM
+            where the model cannot be differentiated; see :mod:`onnxvis.analysis.cam.maths`), None for none.
         rgb_from_bgr: layers whose kernels are drawn with their 3 input channels reversed, B, G, R to R, G, B
             (the convs that read a BGR image: see :meth:`Inspector.bgr_layers`).
 

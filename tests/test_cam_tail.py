@@ -147,9 +147,9 @@ def test_report_says_it_in_the_same_words(tmp_path, picture):
     from onnxvis.report import build_report
 
     with Inspector(classifier(tmp_path / "values.onnx", "values"), **SETTINGS) as insp:
-        failed = build_report(insp, [picture])
+        failed = build_report(insp, [picture], cam_method="ablation")
     with Inspector(classifier(tmp_path / "b1.onnx", "batch1"), **SETTINGS) as insp:
-        drawn = build_report(insp, [picture])
+        drawn = build_report(insp, [picture], cam_method="ablation")
     assert "no class activation map: the graph after tensor &#x27;c1&#x27; does not run on its changed copies" in failed
     assert "Gather node &#x27;pick&#x27; stops: indices element out of data bounds" in failed
     assert not any(raw in failed for raw in RAW)

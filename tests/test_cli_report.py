@@ -316,3 +316,14 @@ def test_the_report_shows_file_names_unless_full_paths_are_asked_for(cli, tmp_pa
     assert str(tmp_path) not in shared_text  # nothing of this machine's folders
     assert "tiny.onnx" in shared_text and "a.png" in shared_text
     assert str(model) in full_text and str(image) in full_text
+
+
+def test_the_librarys_report_draws_the_cam_the_command_draws():
+    """build_report's default CAM is the command's (--cam), so a notebook's report is the CLI's."""
+    import inspect
+
+    from onnxvis.cli import build_parser
+    from onnxvis.report import build_report
+
+    args = build_parser().parse_args(["report", "model.onnx"])
+    assert inspect.signature(build_report).parameters["cam_method"].default == args.cam == "grad"
