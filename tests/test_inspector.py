@@ -115,6 +115,30 @@ def test_a_fixed_batch_of_one_takes_arrays_of_any_length(tmp_path):
         np.testing.assert_allclose(scores[i], inspector.run_arrays({"x": x[i : i + 1]}, ["scores"])["scores"][0], rtol=1e-5)
 
 
+def _with_a_computed_weight(path, reshape_to_one: bool = False):
+    """_net plus a tensor that does not depend on the batch: conv a's weight times 2 (a computed weight)."""
+    model = onnx.load(str(_net(path, reshape_to_one=reshape_to_one)))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
+    model.graph.node.append(helper.make_node("Mul", ["wa", "two"], ["wa2"]))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("reshape_to_one", [False, True])
+def test_a_tensor_without_rows_comes_back_whole(tmp_path, reshape_to_one):
+    """A tensor that does not depend on the batch (4, 3, 3, 3) is not cut by rows, batched or one by one."""
+    inspector = Inspector(_with_a_computed_weight(tmp_path / "m.onnx", reshape_to_one), batch_size=4)
+    wa2 = 2 * numpy_helper.to_array(next(t for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer if t.name == "wa"))
+    for count in (1, 3, 6):
+        x = np.random.default_rng(count).standard_normal((count, 3, 16, 16)).astype(np.float32)
+        got = inspector.run_arrays({"x": x}, ["wa2", "scores"])
+        assert got["scores"].shape == (count, 5)
+        np.testing.assert_array_equal(got["wa2"], wa2)
+    for result in inspector.run(_photos(tmp_path / "photos", 5), ["wa2", "scores"]):
+        assert result.values["scores"].shape == (5,)
+        np.testing.assert_array_equal(result.values["wa2"], wa2)
+
+
 def test_a_run_can_start_in_the_middle_of_the_graph(tmp_path):
     """Feeding an intermediate tensor runs only the tail: the result equals the whole model's."""
     inspector = Inspector(_net(tmp_path / "m.onnx"))

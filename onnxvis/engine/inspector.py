@@ -57,7 +57,7 @@ from onnxvis.image.inputs import (
     tensors_fed_by,
 )
 from onnxvis.model.file import Model
-from onnxvis.model.graph import required_nodes
+from onnxvis.model.graph import downstream, required_nodes
 from onnxvis.model.layers import ConvLayer, channels_first, find_conv_layers, no_conv_layer, require_main_graph, select_layers
 from onnxvis.model.metadata import DESCRIBED_KEYS, LABELS_KEY, labels_from_metadata, labels_origin, preprocess_origin
 from onnxvis.model.weights import kernel_weights
@@ -246,6 +246,7 @@ class Inspector:
         self._sessions: dict[tuple, Session] = {}
         self._gradients: dict[tuple, GradientGraph] = {}
         self._unbatchable: set[tuple] = set()
+        self._downstream: dict[tuple[str, ...], set[str]] = {}
         self._kernels: dict[ConvLayer, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -544,6 +545,7 @@ class Inspector:
         session = self.session(targets, given)
         others = self._other_feeds(targets, given)
         fixed = self._fixed_batch(feeds, graph_inputs)
+        batched = self._computed_from(list(feeds))
         step = fixed or max(1, batch_size or self.batch_size)
         key = (tuple(targets), tuple(sorted(given)))
         if key in self._unbatchable or others:
@@ -555,20 +557,32 @@ class Inspector:
             real = len(next(iter(chunk.values())))
             if fixed and real < fixed:  # pad a fixed batch with copies of the last row
                 chunk = {n: np.concatenate([a, np.repeat(a[-1:], fixed - real, axis=0)]) for n, a in chunk.items()}
-            values = self._run_rows(session, key, chunk, others, 1 if fixed else real)  # a fixed batch is one run
+            sent = len(next(iter(chunk.values())))
+            values = self._run_rows(session, key, chunk, others, 1 if fixed else real, batched)  # a fixed batch is one run
             for t in targets:
-                parts[t].append(np.asarray(values[t])[:real])
+                value = np.asarray(values[t])
+                parts[t].append(value[:real] if t in batched and _has_rows(value, sent) else value)
             start += real
-        return {t: np.concatenate(parts[t]) if len(parts[t]) > 1 else parts[t][0] for t in targets}
+        return {t: _join_rows(parts[t]) if t in batched else parts[t][0] for t in targets}
+
+    def _computed_from(self, fed: Sequence[str]) -> set[str]:
+        """The tensors that carry the fed rows (and so a batch axis): those computed from them."""
+        key = tuple(sorted(fed))
+        if key not in self._downstream:
+            self._downstream[key] = downstream(self.model.graph, fed)
+        return self._downstream[key]
 
     def _run_rows(
-        self, session: Session, key: tuple, rows: Mapping[str, np.ndarray], others: Mapping[str, np.ndarray], count: int
+        self, session: Session, key: tuple, rows: Mapping[str, np.ndarray], others: Mapping[str, np.ndarray], count: int,
+        batched: set[str],
     ) -> dict[str, np.ndarray]:
         """One onnxruntime run of ``count`` rows stacked in ``rows``, beside the unbatched ``others``.
 
         A graph may take one row at a time whatever its input declares (a Reshape that fixes the batch
         to 1 inside it): then the batch fails, its rows run one by one, and so does every later run of
         the same tensors (``key``). With ``count=1`` the run is what it is, and its error is raised.
+        Only the tensors in ``batched`` (computed from the rows) are stacked row by row; the others are
+        the same in every run.
         """
         if count > 1 and key not in self._unbatchable:
             try:
@@ -577,7 +591,8 @@ class Inspector:
                 self._unbatchable.add(key)
         if count == 1:
             return session.run({**others, **rows})
-        return _stack([session.run({**others, **{n: a[i : i + 1] for n, a in rows.items()}}) for i in range(count)])
+        runs = [session.run({**others, **{n: a[i : i + 1] for n, a in rows.items()}}) for i in range(count)]
+        return {t: np.concatenate([r[t] for r in runs]) if t in batched else runs[0][t] for t in runs[0]}
 
     def _fixed_batch(self, feeds: Mapping[str, np.ndarray], graph_inputs: Mapping[str, Any]) -> int | None:
         for name in feeds:
@@ -629,15 +644,18 @@ class Inspector:
         session = self.session(targets, many_runs=many_runs)
         limit = self._batch_limit(others)
         key = (tuple(targets), ())
+        batched = self._computed_from([spec.name])
         batch: list[Prepared] = []
 
         def flush() -> Iterator[ImageResult]:
             if not batch:
                 return
             array = batch[0].array if len(batch) == 1 else np.concatenate([item.array for item in batch])
-            values = self._run_rows(session, key, {spec.name: array}, others, len(batch))
+            values = self._run_rows(session, key, {spec.name: array}, others, len(batch), batched)
+            arrays = {t: np.asarray(v) for t, v in values.items()}
+            rows = {t: t in batched and _has_rows(v, len(batch)) for t, v in arrays.items()}
             for i, item in enumerate(batch):
-                yield ImageResult(item.image, item, {t: np.asarray(v)[i] for t, v in values.items()})
+                yield ImageResult(item.image, item, {t: v[i] if rows[t] else v for t, v in arrays.items()})
             batch.clear()
 
         for item in prepared:
@@ -878,8 +896,15 @@ def _output_shape(model: Model, name: str) -> tuple[int | None, ...] | None:
     return None
 
 
-def _stack(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+def _has_rows(value: np.ndarray, count: int) -> bool:
+    """Whether a tensor computed from the fed rows has one row per fed row: a Shape of them, say, has
+    not. A tensor that does not depend on the rows at all (a weight computed in the graph) is never
+    cut by rows (see :meth:`Inspector._computed_from`)."""
+    return value.ndim >= 1 and value.shape[0] == count
+
+
+def _join_rows(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -26,6 +26,7 @@ __all__ = [
     "subgraphs",
     "outer_names",
     "consumers",
+    "downstream",
     "GraphIndex",
     "np_dtype",
     "dtype_name",
@@ -96,6 +97,16 @@ def consumers(graph: "onnx.GraphProto") -> dict[str, list["onnx.NodeProto"]]:
             if name:
                 out.setdefault(name, []).append(node)
     return out
+
+
+def downstream(graph: "onnx.GraphProto", sources: Iterable[str]) -> set[str]:
+    """The tensors of ``graph`` computed from ``sources`` (the sources included), through any node
+    that reads one of them, in a subgraph too. ONNX lists nodes in topological order, so one pass does."""
+    reached = set(sources)
+    for node in graph.node:
+        if any(name in reached for name in node.input) or (node.attribute and outer_names(node) & reached):
+            reached.update(name for name in node.output if name)
+    return reached
 
 
 class GraphIndex:
