@@ -260,13 +260,20 @@ def _bad(tmp_path: Path, kind: str) -> tuple[Path, str]:
     return path, f"labels file not found: {path}"
 
 
-@pytest.mark.parametrize("command", ["predict", "cam", "report", "serve"])
-@pytest.mark.parametrize("kind", ["count", "binary", "empty", "missing"])
+# Every kind of bad file on predict; on the other commands (the same loading, apply_labels) a wrong count,
+# which needs the command's own class count, and a file that is not UTF-8.
+_BAD_CASES = [("predict", kind) for kind in ("count", "binary", "empty", "missing")] + [
+    (command, kind) for command in ("cam", "saliency", "report", "serve", "compare") for kind in ("count", "binary")
+]
+
+
+@pytest.mark.parametrize("command,kind", _BAD_CASES)
 def test_a_bad_labels_file_is_one_clear_line(tmp_path, photo, command, kind):
     model = scores_model(tmp_path / "five.onnx", 5, 3)
     path, message = _bad(tmp_path, kind)
     out = tmp_path / "out"
-    where = {"predict": [photo], "cam": [photo, "-o", out], "report": [photo, "-o", out], "serve": ["--port", "0"]}
+    where = {"predict": [photo], "cam": [photo, "-o", out], "saliency": [photo, "-o", out], "report": [photo, "-o", out],
+             "serve": ["--port", "0"], "compare": [model, photo, "-o", out]}
     done = run_onnxvis(command, model, *where[command], "--labels", path, *SMALL)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
@@ -297,7 +304,44 @@ def test_cam_target_by_a_name_from_the_labels_file(tmp_path, photo):
     assert "labels:" not in stderr
     unknown = run_onnxvis("cam", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
     assert unknown.returncode == 2 and "no class is labelled 'espresso machine'" in unknown.stderr
-    assert len(unknown.stderr.splitlines()) == 1
+    assert len(unknown.stderr.splitlines()) == 1 and not (tmp_path / "x").exists()  # refused before the folder is made
+
+
+def test_saliency_target_by_a_name_from_the_labels_file(tmp_path, photo):
+    model = scores_model(tmp_path / "five.onnx", 5, 3)
+    labels = names_file(tmp_path / "five.txt", FIVE)
+
+    def attribution(name: str, *args: str) -> np.ndarray:
+        done = run_onnxvis("saliency", model, photo, "--format", "npy", *SMALL, "-o", tmp_path / name, *args)
+        assert done.returncode == 0, done.stderr
+        assert "labels:" not in done.stderr
+        (written,) = done.stdout.split()
+        return np.load(written)
+
+    by_name = attribution("name", "--labels", labels, "--target", "Bird of Prey")
+    np.testing.assert_array_equal(by_name, attribution("index", "--target", "2"))
+    assert not np.array_equal(by_name, attribution("other", "--target", "3"))
+    unknown = run_onnxvis("saliency", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
+    assert unknown.returncode == 2 and "no class is labelled 'espresso machine'" in unknown.stderr
+    assert len(unknown.stderr.splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_compare_names_a_with_labels_and_b_with_labels_b(cli, tmp_path, photo):
+    a = scores_model(tmp_path / "a.onnx", 5, 3)
+    b = scores_model(tmp_path / "b.onnx", 5, 1)
+    five = names_file(tmp_path / "five.txt", FIVE)
+    other = names_file(tmp_path / "other.txt", [f"other {i}" for i in range(5)])
+
+    def tops(*args) -> tuple:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        done = cli("compare", a, b, photo, "--format", "jsonl", *SMALL, "-o", out, *args)
+        assert done.returncode == 0, done.stderr
+        (line,) = [json.loads(x) for x in (out / "compare_images.jsonl").read_text().splitlines()]
+        return line["top_a"]["class"], line["top_a"]["label"], line["top_b"]["class"], line["top_b"]["label"]
+
+    assert tops("--labels", five) == (3, FIVE[3], 1, FIVE[1])  # --labels names both
+    assert tops("--labels", five, "--labels-b", other) == (3, FIVE[3], 1, "other 1")
+    assert tops()[1::2] == (None, None)  # five unnamed scores: no names, no guess
 
 
 def test_cam_target_by_a_guessed_imagenet_name_says_it_is_a_guess(tmp_path, photo):

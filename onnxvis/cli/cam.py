@@ -11,6 +11,7 @@ from onnxvis.cli.common import (
     add_output,
     add_preprocess_options,
     apply_labels,
+    check_target_first,
     floats,
     guess_note,
     image_paths,
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> None:
     images = image_paths(args)
     output = inspector.class_output(args.target_output)
     apply_labels(args, inspector, output)
+    check_target_first(args, inspector, output)
     gradients = args.method in GRADIENT_METHODS
     if args.method == "fullgrad":
         if args.layers or args.tensors:

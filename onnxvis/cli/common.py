@@ -297,6 +297,16 @@ def apply_labels(args: argparse.Namespace, inspector, output: str | None = None,
     return inspector.use_labels(names, f"file {Path(path).name}", output, setting=dest)
 
 
+def check_target_first(args: argparse.Namespace, inspector, output: str) -> None:
+    """--target checked against the class count the graph declares, before the output folder is made
+    (where the graph does not declare it, the run checks it against the scores)."""
+    count = inspector.class_count(output)
+    if args.target is not None and count:
+        from onnxvis.analysis.cam.runs import check_target
+
+        check_target(args.target, count, inspector.labels)
+
+
 def labels_note(inspector) -> list[str]:
     """The line to print when the class names are a guess (once the run worked: an error stays one line)."""
     names = inspector.class_names

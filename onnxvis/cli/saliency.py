@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onnxvis.cli.common import add_output, add_preprocess_options, guess_note, image_paths, open_inspector, output_dir, print_paths
+from onnxvis.cli.common import (
+    add_labels,
+    add_output,
+    add_preprocess_options,
+    apply_labels,
+    check_target_first,
+    guess_note,
+    image_paths,
+    labels_note,
+    open_inspector,
+    output_dir,
+    print_paths,
+)
 from onnxvis.errors import OnnxvisError
 
 
@@ -22,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "shape without the batch axis, in its layout).",
         epilog="examples:\n  onnxvis saliency models/resnet18.onnx cat.jpg\n"
         "  onnxvis saliency models/resnet18.onnx cat.jpg --method integrated-gradients --steps 50 --baseline black\n"
-        "  onnxvis saliency models/resnet18.onnx cat.jpg --method smoothgrad --samples 20 --noise 0.3 --format png,npy",
+        "  onnxvis saliency models/resnet18.onnx cat.jpg --method smoothgrad --samples 20 --noise 0.3 --format png,npy\n"
+        "  onnxvis saliency pets.onnx cat.jpg --labels pets.txt --target Bengal",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
@@ -34,8 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="gradient: Captum's Saliency (abs=False); input-x-gradient: InputXGradient; integrated-gradients: "
         "IntegratedGradients (Gauss-Legendre); smoothgrad: NoiseTunnel over Saliency (default gradient)",
     )
-    p.add_argument("--target", metavar="CLASS", help="class index, or label when the model has labels (default: the predicted class)")
+    p.add_argument(
+        "--target",
+        metavar="CLASS",
+        help="class index, or class name (from --labels, the model's names, or the ImageNet-1k names guessed for "
+        "1000 or 1001 scores; default: the predicted class)",
+    )
     p.add_argument("--target-output", metavar="NAME", help="the output that holds the class scores, for models with several")
+    add_labels(p)
     p.add_argument("--steps", type=int, default=50, metavar="N", help="integrated gradients' quadrature points (default 50, as Captum)")
     p.add_argument(
         "--baseline",
@@ -82,6 +101,8 @@ def run(args: argparse.Namespace) -> None:
     inspector = open_inspector(args)
     images = image_paths(args)
     output = inspector.class_output(args.target_output)
+    apply_labels(args, inspector, output)
+    check_target_first(args, inspector, output)
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
     notes: list[str] = []
     with Progress(len(images), f"saliency {args.method}") as bar:
@@ -97,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
             samples=args.samples, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
         )
         written = write_saliency(results, out, formats, each)
-    for note in [*(f"note: {n}" for n in notes), *guess_note(inspector)]:
+    by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
+    for note in [*(f"note: {n}" for n in notes), *guess_note(inspector), *(labels_note(inspector) if by_name else [])]:
         print(note, file=sys.stderr)
     print_paths(written)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAM_METHODS", "AblationCam", "Cam", "CamInputs", "CamMethod", "CamResult", "EigenCam", "FemCam", "GradientEngine", "KpcaCam",
     "Need", "Place", "ScoreCam", "check_batch_size", "class_scores", "default_layer", "masked_inputs", "method_named", "places_for",
-    "is_runtime_failure", "runtime_reason", "tail_inputs", "target_index",
+    "is_runtime_failure", "runtime_reason", "tail_inputs", "target_index", "check_target",
 ]
 
 
@@ -188,9 +188,18 @@ def tail_inputs(graph: onnx.GraphProto, fed: str, targets: Iterable[str]) -> lis
 
 def target_index(target: int | str | None, scores: np.ndarray, labels: Sequence[str] | None) -> int:
     """A class index from an index, a label or nothing (the highest score)."""
-    count = scores.shape[0]
     if target is None:
         return int(np.argmax(scores))
+    return check_target(target, scores.shape[0], labels)
+
+
+def check_target(target: int | str, count: int, labels: Sequence[str] | None) -> int:
+    """The class index of ``target`` (an index, or a label) among ``count`` classes: known before any run,
+    so that a wrong target is refused before anything is written.
+
+    Raises:
+        OnnxvisError: an unknown label, a label without labels, an index out of range.
+    """
     if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
         if not labels:
             raise OnnxvisError(f"the model has no class labels, so target {target!r} must be a class index 0..{count - 1}")
