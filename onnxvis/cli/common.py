@@ -188,6 +188,19 @@ def layer_rows(layers) -> list[str]:
     return rows
 
 
+def tensor_table(rows) -> list[str]:
+    """The tensor table (``onnxvis tensors``): name, shape, dtype, and the op and node that make it."""
+    names = [printable(r.name) for r in rows]
+    shapes = [r.shape_text() for r in rows]
+    width = max([6, *map(len, names)])
+    swidth = max([5, *map(len, shapes)])
+    lines = [f"{'tensor':<{width}}  {'shape':<{swidth}}  {'dtype':<8} from"]
+    for row, name, shape in zip(rows, names, shapes, strict=True):
+        made = "graph input" if row.op == "input" else f"{row.op} {printable(row.node)}".rstrip()
+        lines.append(f"{name:<{width}}  {shape:<{swidth}}  {row.dtype:<8} {made}")
+    return lines
+
+
 GUESS_HINT = "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
 
 
