@@ -47,3 +47,10 @@ def test_a_free_dimension_keeps_its_name():
     assert all(r.op != "Constant" for r in rows)
     convs = [r for r in rows if r.op == "Conv"]
     assert len(convs) == 53 and all(r.shape is None or len(r.shape) == 4 for r in convs)
+
+
+def test_layers_all_is_the_tensor_list():
+    model = str(asset("models/mnist_cntk.onnx"))
+    listed, every = call_onnxvis("tensors", model), call_onnxvis("layers", model, "--all")
+    assert listed.returncode == every.returncode == 0, listed.stderr + every.stderr
+    assert every.stdout == listed.stdout and "Convolution28" in every.stdout and every.stdout.count("\n") > 5
