@@ -25,7 +25,7 @@ import numpy as np
 
 from onnxvis.analysis.stats import DEAD_FRACTION, WeightStats, weight_stats
 from onnxvis.draw.colormaps import check_colormap
-from onnxvis.draw.grids import GridOptions, fmap_pixels
+from onnxvis.draw.grids import AUTO, GridOptions, columns_for, fmap_pixels
 from onnxvis.draw.layers import check_max_tiles, in_rgb_order, kernel_pixels
 from onnxvis.engine.classes import TOP_K, check_class_scores, top_k
 from onnxvis.errors import OnnxvisError
@@ -236,7 +236,7 @@ def _shrink(maps: np.ndarray, grid: GridOptions) -> tuple[np.ndarray, int]:
     if maps.ndim != 3:
         return maps, 1
     c, h, w = maps.shape
-    columns = min(grid.nrow, c)
+    columns = columns_for(grid.nrow, c, h + grid.padding, w + grid.padding)
     width = columns * (w + grid.padding)
     pixels = c * (h + grid.padding) * (w + grid.padding)
     k = max(-(-width // _FMAP_WIDTH), int(np.ceil(np.sqrt(pixels / _FMAP_PIXELS))))
@@ -401,7 +401,7 @@ def build_report(
     """
     check_colormap(colormap)
     check_max_tiles(max_tiles)
-    grid = grid or GridOptions()
+    grid = grid or GridOptions(nrow=AUTO)
     layers = inspector.layers
     if not layers:
         raise no_conv_layer(str(inspector.model.path), "there is nothing to report; 'onnxvis info MODEL' describes its inputs and outputs")

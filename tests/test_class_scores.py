@@ -108,3 +108,31 @@ def test_info_says_the_class_count_is_a_guess_from_the_shape(tmp_path, capsys):
     code, out, err = run_cli(capsys, "info", stand_in(tmp_path / "anchors.onnx", "anchors"))
     assert code == 0, err
     assert "classes   none: output 'y' [1x256x1] float32 is not class scores, which are (N, K) or (N, K, 1, 1)" in out
+
+
+@pytest.mark.parametrize(
+    "tail, method, rule",
+    [("map", "eigen", "output 'y': the output [1x1x16x16] is spatial: its axis 1 holds the 1 classes, and each class's score is its "
+      "sum over the 16x16 positions (grad-cam's SemanticSegmentationTarget with the whole image as the mask)"),
+     ("map", "grad", "sum over the 16x16 positions"),
+     ("anchors", "ablation", "output 'y': the output [1x256x1] is not (N, K): its 256 values along axis 1 are taken as the classes")],
+)
+def test_cam_says_which_rule_it_used_for_an_output_that_is_not_class_scores(tmp_path, capsys, photo, tail, method, rule):
+    """cam keeps its documented rule for spatial and 3-D outputs (a class's score is its sum over the positions), and says it
+    once per run; a (N, K) output has no rule to say."""
+    model = stand_in(tmp_path / f"{tail}.onnx", tail)
+    code, out, err = run_cli(capsys, "cam", model, photo, photo, "--method", method, "--target", "0", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert rule in err and err.count("note: output 'y':") == 1, err
+    code, out, err = run_cli(capsys, "cam", stand_in(tmp_path / "logits.onnx", "logits"), photo, "--method", method, "-o", tmp_path / "o2")
+    assert code == 0, err
+    assert "note: output" not in err
+
+
+def test_score_rule_names_the_softmax_axis_and_the_nhwc_layout():
+    from onnxvis.analysis.cam.runs import score_rule
+
+    assert score_rule((1, 10)) is None and score_rule((1, 10, 1, 1)) is None
+    assert score_rule((1, 4420, 2), axis=2) == (
+        "its axis 2 (the final Softmax's) holds the 2 classes; each class's score is its sum over the other 4420 values")
+    assert "its last axis holds the 3 classes" in score_rule((1, 8, 8, 3), layout="NHWC")

@@ -1003,10 +1003,10 @@ def test_a_killed_run_leaves_no_half_written_png(box):
 
 def test_usage_mistakes_are_one_line_too(box):
     model = _rgb_model(box.inputs / "m.onnx")
-    assert_user_error(box.run("kernels", model, "--nrow", "x", out=False), r"invalid int value")
+    assert_user_error(box.run("kernels", model, "--nrow", "x", out=False), r"expected a whole number or 'auto'")
     assert_user_error(box.run("fmaps", model, "--layout", "\x1b[2J", out=False), r"invalid choice: '\\x1b\[2J'")
     assert_user_error(box.run("nosuchcommand", out=False), r"invalid choice")
-    assert_user_error(box.run("kernels", model, "--nrow", "0"), r"nrow must be 1 or more, got 0 \(set with --nrow N\)")
+    assert_user_error(box.run("kernels", model, "--nrow", "0"), r"nrow must be 1 or more, or 'auto', got 0 \(set with --nrow N\|auto\)")
 
 
 def test_debug_shows_the_traceback(box):

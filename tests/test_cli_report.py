@@ -115,7 +115,7 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     assert w0_norms in text  # the norm of each filter
 
     # kernel grids: exactly what `onnxvis kernels` draws
-    kernels = cli("kernels", model, "-o", tmp_path / "k")
+    kernels = cli("kernels", model, "--nrow", "auto", "-o", tmp_path / "k")  # the report draws its grids near-square
     pngs = _written(kernels)
     kernel_images = [i for i in page.images if "kernels" in i["alt"]]
     assert len(kernel_images) == len(pngs) == 2
@@ -135,7 +135,7 @@ def test_report_holds_summary_statistics_kernels_maps_and_top5(cli, tmp_path):
     layers = find_conv_layers(opened)
     result = feature_maps(opened, images[0], layers)
     for image, layer in zip(fmap_images[:2], layers, strict=True):
-        assert np.array_equal(_decode(image["src"]), grids.to_uint8(grids.fmap_grid(result.maps[layer])))
+        assert np.array_equal(_decode(image["src"]), grids.to_uint8(grids.fmap_grid(result.maps[layer], nrow="auto")))  # near-square
     channel_rows = [r for r in page.rows if len(r) == 6 and r[0].isdigit()]
     assert len(channel_rows) == 2 * (4 + 6)  # one row per channel, per layer, per image
     maps0 = result.maps[layers[0]]

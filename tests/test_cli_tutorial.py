@@ -210,12 +210,23 @@ def test_without_the_tensorboard_package_one_line_with_the_install_command(tmp_p
     assert not (tmp_path / "run").exists()
 
 
-def test_a_model_that_does_not_take_224_pixels_is_refused_before_writing(cli, tmp_path, weights):
+def test_a_model_that_does_not_take_224_pixels_gets_its_kernels_and_skips_the_feature_map(cli, tmp_path, weights):
+    """Issue 25, item 18: the kernel parts do not depend on the input size; the feature map is skipped in one line."""
     model = two_conv_model(tmp_path / "small.onnx", *weights, size=32)
     done = cli("tutorial", model, "-o", tmp_path / "run")
-    assert done.returncode == 2
-    assert "224x224" in done.stderr and "onnxvis fmaps" in done.stderr and len(done.stderr.splitlines()) == 1
-    assert not list((tmp_path / "run").glob("*tfevents*"))
+    assert done.returncode == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if line.startswith("feature map in conv1:")]
+    assert skipped == ["feature map in conv1: skipped: the tutorial feeds 224x224 images, and input 'x' of this model takes "
+                       "32x32; draw its feature maps with 'onnxvis fmaps'"]
+    assert "image:" not in done.stderr
+    run = read_run(tmp_path / "run")
+    assert "feature map in conv1" not in run
+    assert sorted(run["0_Convlayer_split_in_channel"]) == list(range(8)) and sorted(run["1_Convlayer_split_in_channel"]) == list(range(5))
+    assert run["0_all"][620].shape[2] == 3  # conv1's kernels, as at 224x224
+    at_224 = cli("tutorial", two_conv_model(tmp_path / "big.onnx", *weights), "-o", tmp_path / "run224")
+    assert at_224.returncode == 0, at_224.stderr
+    big = read_run(tmp_path / "run224")
+    assert np.array_equal(big["0_all"][620], run["0_all"][620])
 
 
 def test_a_model_without_2d_convolutions(cli, tmp_path):

@@ -79,3 +79,28 @@ def test_the_rooms_table_names_every_module_and_room():
     assert stale == [], f"the README names modules that do not exist: {stale}"
 
 
+
+
+def test_no_stale_text_waits_for_features_onnxvis_has():
+    """Issue 25, item 19: serve's help and the README spoke of class activation maps as to come."""
+    serve_help = _subcommands()["serve"].format_help()
+    for text in (README, serve_help):
+        assert "once onnxvis has" not in text
+    assert "class activation map" in " ".join(serve_help.split())
+
+
+def test_the_quick_start_has_a_path_without_torch():
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    before_torch = quick.split("scripts/quickstart.sh", 1)[0]
+    assert "pip install ." in before_torch and "onnxvis kernels model.onnx" in before_torch and "torch" in before_torch
+
+
+def test_docs_report_png_shows_no_machine_path():
+    """The picture was retaken once the report named only its files (scripts/screenshot_report.py); its PNG text
+    chunks hold no path either."""
+    from PIL import Image
+
+    with Image.open(ROOT / "docs" / "report.png") as picture:
+        assert picture.width >= 1000
+        assert not any("/" in str(v) for v in picture.info.values() if isinstance(v, str))
+    assert "docs/report.png" in README and "scripts/screenshot_report.py" in README

@@ -350,7 +350,7 @@ def test_feature_maps_and_predictions_are_the_inspectors(client, explorer, tiny,
         answer = client.get(f"/api/fmaps/{ident}/{index}.png")
         assert answer.status_code == 200
         maps = insp.feature_maps(path, [layer]).maps[layer]
-        expected = grids.to_uint8(grids.fmap_grid(maps))
+        expected = grids.to_uint8(grids.fmap_grid(maps, nrow="auto"))  # the page draws near-square grids
         np.testing.assert_array_equal(decode(answer.content), expected)
     top = client.get(f"/api/predictions/{ident}").json()["top"]
     expected_top = insp.predict(path, top=5).top

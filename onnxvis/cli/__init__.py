@@ -11,7 +11,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onnxvis.cli import cam, compare, examples, export, fmaps, info, kernels, layers, predict, report, saliency, serve, stats, tutorial
+from onnxvis.cli import (
+    cam,
+    compare,
+    examples,
+    export,
+    fmaps,
+    info,
+    kernels,
+    layers,
+    predict,
+    report,
+    saliency,
+    serve,
+    stats,
+    tensors,
+    tutorial,
+)
 from onnxvis.cli.common import with_flag
 from onnxvis.errors import OnnxvisError, one_line
 
@@ -28,6 +44,7 @@ and the feature maps that an image produces. No training framework needed.
 quick tour:
   onnxvis export alexnet                      torchvision AlexNet -> models/alexnet.onnx (needs the export extra)
   onnxvis layers models/alexnet.onnx          list the conv layers
+  onnxvis tensors models/alexnet.onnx         list every tensor with its shape (the names --tensor takes)
   onnxvis kernels models/alexnet.onnx         kernel grids of every conv layer -> PNG
   onnxvis fmaps models/alexnet.onnx cat.jpg   conv1 feature maps of a photo -> PNG
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
@@ -57,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export.add_parser(sub)
     layers.add_parser(sub)
+    tensors.add_parser(sub)
     info.add_parser(sub)
     kernels.add_parser(sub)
     fmaps.add_parser(sub)
@@ -162,6 +180,7 @@ def _stdout_errors(errors: str):
 COMMANDS = {
     "export": export.run,
     "layers": layers.run,
+    "tensors": tensors.run,
     "info": info.run,
     "kernels": kernels.run,
     "fmaps": fmaps.run,

@@ -127,11 +127,15 @@ def run(args: argparse.Namespace) -> None:
         places = places_for(inspector, layers, args.tensors or [])
     out = output_dir(args, inspector.model.name, [inspector.model.path, *images])
     written: list = []
+    rules: list[str] = []
     with Progress(len(images) * max(1, len(places)), f"cam {args.method}") as bar:
 
         def each(result) -> None:
             name = result.image.name
             if not places or result.place == places[0]:  # once per image: the class its maps are of
+                if result.score_rule and not rules:  # once per run: how the scores were read from an output of another shape
+                    rules.append(result.score_rule)
+                    bar.write(f"note: output {output!r}: {result.score_rule}")
                 bar.write(f"{name}: {result.target_text()}" + (" (the predicted class)" if args.target is None else ""))
             if result.blank:
                 bar.write(

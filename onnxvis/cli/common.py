@@ -29,9 +29,30 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def add_grid_options(p: argparse.ArgumentParser) -> None:
+def nrow_value(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+
+
+def zoom_value(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def add_grid_options(p: argparse.ArgumentParser, nrow: int | str = 8, zoom: bool = True) -> None:
     g = p.add_argument_group("grid (torchvision make_grid options)")
-    g.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    g.add_argument("--nrow", type=nrow_value, default=nrow, metavar="N|auto",
+                   help=f"images per row, or auto: a near-square grid (default {nrow})")
+    if zoom:
+        g.add_argument("--zoom", type=zoom_value, default=1, metavar="N",
+                       help="draw each pixel as N x N pixels (nearest neighbour), for small kernels and maps (default 1: "
+                       "torchvision's picture)")
     g.add_argument("--padding", type=int, default=2, help="pixels between images (default 2)")
     g.add_argument("--pad-value", type=float, default=0.0, help="value of the padding, 0 black to 1 white (default 0)")
     g.add_argument("--no-normalize", dest="normalize", action="store_false",
@@ -144,7 +165,7 @@ def output_dir(args: argparse.Namespace, model_name: str, protect: list) -> Outp
 def grid_options(args: argparse.Namespace):
     from onnxvis.draw.grids import GridOptions
 
-    return GridOptions(args.nrow, args.padding, args.pad_value, args.normalize, args.scale_each)
+    return GridOptions(args.nrow, args.padding, args.pad_value, args.normalize, args.scale_each, getattr(args, "zoom", 1))
 
 
 def checked_formats(args: argparse.Namespace) -> tuple[str, ...]:
@@ -186,6 +207,19 @@ def layer_rows(layers) -> list[str]:
             f"{','.join(map(str, layer.pads)):<9} {layer.group:>5} {params:>10}  {layer.source.describe()}{where}"
         ))
     return rows
+
+
+def tensor_table(rows) -> list[str]:
+    """The tensor table (``onnxvis tensors``): name, shape, dtype, and the op and node that make it."""
+    names = [printable(r.name) for r in rows]
+    shapes = [r.shape_text() for r in rows]
+    width = max([6, *map(len, names)])
+    swidth = max([5, *map(len, shapes)])
+    lines = [f"{'tensor':<{width}}  {'shape':<{swidth}}  {'dtype':<8} from"]
+    for row, name, shape in zip(rows, names, shapes, strict=True):
+        made = "graph input" if row.op == "input" else f"{row.op} {printable(row.node)}".rstrip()
+        lines.append(f"{name:<{width}}  {shape:<{swidth}}  {row.dtype:<8} {made}")
+    return lines
 
 
 GUESS_HINT = "change it with --preset imagenet|caffe|tf|unit|raw|cifar10, or with --resize, --crop, --mean, --std, --bgr, --scale"
@@ -324,7 +358,8 @@ def image_paths(args: argparse.Namespace) -> list[Path]:
 # The flag that sets each library parameter an error can be about (OnnxvisError.setting): the library
 # speaks of parameters, the command line of flags (tests/test_messages.py checks the library's side).
 FLAGS = {
-    "nrow": "--nrow N",
+    "nrow": "--nrow N|auto",
+    "zoom": "--zoom N",
     "padding": "--padding N",
     "preset": "--preset NAME",
     "layers": "--layers SPEC",

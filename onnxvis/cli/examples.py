@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
     p.add_argument("folders", metavar="FOLDER", nargs="*", help="folders of images (walked recursively) or image files")
-    add_layers(p, "the last conv layer")
+    add_layers(p, "the last spatial conv layer before the classifier, e.g. SqueezeNet's fire9 expand3x3 rather than conv10")
     p.add_argument("--top", type=int, default=9, metavar="K", help="images per channel (default 9)")
     p.add_argument(
         "--keep",

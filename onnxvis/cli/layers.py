@@ -13,13 +13,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="list the conv layers of a model",
         description="Print one line per conv layer: index, node name, op, weight shape, stride, padding, group, "
         "parameter count, and where the weight is stored.",
-        epilog="example:\n  onnxvis layers models/alexnet.onnx",
+        epilog="examples:\n  onnxvis layers models/alexnet.onnx\n  onnxvis layers models/alexnet.onnx --all   # every tensor",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="path of the .onnx file")
+    p.add_argument("--all", dest="all_tensors", action="store_true",
+                   help="list every tensor of the graph with its shape instead, as 'onnxvis tensors' does (the names --tensor takes)")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.all_tensors:
+        from onnxvis.cli import tensors
+
+        args.op = None
+        tensors.run(args)
+        return
     from onnxvis.engine.inspector import Inspector
     from onnxvis.model.layers import no_conv_layer
 

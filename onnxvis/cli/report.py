@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_labels(p)
     add_target_output(p)
     add_preprocess_options(p)
-    add_grid_options(p)
+    add_grid_options(p, nrow="auto")
     add_output(p)
 
 

@@ -14,8 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="explore a model in the browser: layers, kernels, feature maps and top-5 of your photos (needs: pip install 'onnxvis[serve]')",
         description="Start a local web server and print its URL. The page lists the conv layers with their weight "
         "statistics; click one to see its kernels (grey or diverging, whole or split per output channel) and, for "
-        "a photo you drop on the page or the sample photo, its feature maps, the top-5 classes and (once onnxvis has them) the class "
-        "activation map. The model is opened once; pictures are cached. It listens on 127.0.0.1 (this machine "
+        "a photo you drop on the page or the sample photo, its feature maps (in a near-square grid), the top-5 classes and the "
+        "class activation map of the predicted class or of one you choose (Grad-CAM; AblationCAM where the model cannot be "
+        "differentiated). The model is opened once; pictures are cached. It listens on 127.0.0.1 (this machine "
         "only) unless --host says otherwise; Ctrl-C stops it.",
         epilog="examples:\n  onnxvis serve models/alexnet.onnx\n  onnxvis serve model.onnx --port 8080 --preset caffe\n"
         "  onnxvis serve model.onnx --host 0.0.0.0     # reachable from other machines: no login, no encryption",

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> None:
             exc.setting = None
         raise
     written = write_run(run, out)
-    print(f"image: {run.image}", file=sys.stderr)
+    if run.image is not None:  # None: the feature map was skipped (the model does not take 224x224 images)
+        print(f"image: {run.image}", file=sys.stderr)
     for line in run.lines:
         print(printable(line), file=sys.stderr)
     print_paths([written])

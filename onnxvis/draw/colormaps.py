@@ -73,7 +73,7 @@ def signed_kernels(weight: np.ndarray, scale_each: bool = True) -> np.ndarray:
 
 def signed_kernel_grid(
     weight: np.ndarray,
-    nrow: int = 8,
+    nrow: int | str = 8,
     padding: int = 2,
     normalize: bool = True,
     scale_each: bool = True,
@@ -95,6 +95,7 @@ def signed_kernel_grid(
         out_ch = values.shape[0]
         keep = out_ch if max_tiles is None else max(1, min(out_ch, max_tiles // 3))
         tiles = values[:keep].reshape(keep * 3, 1, *values.shape[2:])
-        grid = grids.make_grid(tiles, nrow=3 * nrow, padding=padding, pad_value=float("nan"))[:1]
+        per_row = grids.auto_columns(keep, values.shape[2] + padding, 3 * (values.shape[3] + padding)) if nrow == grids.AUTO else int(nrow)
+        grid = grids.make_grid(tiles, nrow=3 * per_row, padding=padding, pad_value=float("nan"))[:1]
         return grids.KernelPicture(grid, "slices side by side", keep, out_ch)
     return grids.kernel_grid(values, nrow, padding, normalize=False, scale_each=False, pad_value=float("nan"), max_tiles=max_tiles)

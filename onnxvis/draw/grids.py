@@ -38,17 +38,56 @@ _HEATMAP_PIXELS_PER_TILE = 64
 class GridOptions:
     """make_grid's options, passed as a whole to every picture of a run."""
 
-    nrow: int = 8
+    nrow: int | str = 8  # or AUTO: the near-square grid (see auto_columns)
     padding: int = 2
     pad_value: float = 0.0
     normalize: bool = True
     scale_each: bool = True
+    zoom: int = 1  # each pixel drawn as zoom x zoom pixels (nearest neighbour), after the grid is made
 
     def __post_init__(self) -> None:
-        if self.nrow < 1:
-            raise OnnxvisError(f"nrow must be 1 or more, got {self.nrow}", setting="nrow")
+        if self.nrow != AUTO and (isinstance(self.nrow, str) or self.nrow < 1):
+            raise OnnxvisError(f"nrow must be 1 or more, or {AUTO!r}, got {self.nrow}", setting="nrow")
         if self.padding < 0:
             raise OnnxvisError(f"padding must be 0 or more, got {self.padding}", setting="padding")
+        if not 1 <= self.zoom <= MAX_ZOOM:
+            raise OnnxvisError(f"the zoom must be a whole number from 1 to {MAX_ZOOM}, got {self.zoom}", setting="zoom")
+
+
+AUTO = "auto"
+"""``nrow`` for a near-square grid: as many columns as make the picture about as wide as it is tall."""
+
+MAX_ZOOM = 32
+"""The largest zoom: SqueezeNet's 42x42 conv1 grid becomes 1344x1344 pixels."""
+
+
+def auto_columns(count: int, height: int = 1, width: int = 1) -> int:
+    """The columns of a near-square grid of ``count`` tiles of ``height`` x ``width`` pixels (padding
+    included): ceil(sqrt(count * height / width)), between 1 and ``count``."""
+    if count <= 1:
+        return 1
+    return max(1, min(count, int(math.ceil(math.sqrt(count * height / max(1, width)) - 1e-9))))
+
+
+def columns_for(nrow: int | str, count: int, height: int = 1, width: int = 1) -> int:
+    """make_grid's columns: ``nrow`` (at most ``count``), or the near-square number for :data:`AUTO`."""
+    if nrow == AUTO:
+        return auto_columns(count, height, width)
+    return min(int(nrow), max(1, count))
+
+
+def zoom(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Each pixel of an (H, W) or (H, W, C) picture as a ``factor`` x ``factor`` block (nearest neighbour)."""
+    if factor == 1:
+        return pixels
+    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+
+def _check_nrow(nrow: int | str) -> None:
+    if nrow == AUTO:
+        return
+    if not isinstance(nrow, (int, np.integer)) or nrow < 1:
+        raise ValueError(f"nrow must be a positive integer or {AUTO!r}, got {nrow!r}")
 
 
 def _check_tiles(tensor: np.ndarray) -> np.ndarray:
@@ -110,21 +149,21 @@ def _shift_and_scale(out: np.ndarray, low: np.ndarray, high: np.ndarray, clamp: 
     out /= divisor
 
 
-def _tile(tiles: np.ndarray, nrow: int, padding: int, pad_value: float) -> np.ndarray:
+def _tile(tiles: np.ndarray, nrow: int | str, padding: int, pad_value: float) -> np.ndarray:
     """Place (B, C, h, w) tiles row by row into one (C, H, W) grid; make_grid's geometry."""
     if tiles.shape[0] == 1:
         return tiles[0]
     return _tile_groups(tiles[None], nrow, padding, pad_value)[0]
 
 
-def _tile_groups(groups: np.ndarray, nrow: int, padding: int, pad_value: float) -> np.ndarray:
+def _tile_groups(groups: np.ndarray, nrow: int | str, padding: int, pad_value: float) -> np.ndarray:
     """Tile G batches of B tiles at once, (G, B, C, h, w) -> (G, C, H, W), with B > 1.
 
     The grids are filled with ``pad_value`` and every tile is written once into its cell through
     a view, without intermediate copies.
     """
     count, nmaps, channels, h, w = groups.shape
-    xmaps = min(nrow, nmaps)
+    xmaps = columns_for(nrow, nmaps, h + padding, w + padding)
     ymaps = int(math.ceil(float(nmaps) / xmaps))
     height, width = h + padding, w + padding
     grids = np.full((count, channels, height * ymaps + padding, width * xmaps + padding), pad_value, dtype=np.float32)
@@ -155,7 +194,7 @@ def _as_batch(tensor: np.ndarray) -> np.ndarray:
 
 def _grid(
     tiles: np.ndarray,
-    nrow: int = 8,
+    nrow: int | str = 8,
     padding: int = 2,
     normalize: bool = False,
     value_range: tuple[float, float] | None = None,
@@ -163,8 +202,7 @@ def _grid(
     pad_value: float = 0.0,
 ) -> np.ndarray:
     """make_grid without the copy of grey tiles into three channels: (B, C, h, w) -> (C, H, W)."""
-    if not isinstance(nrow, (int, np.integer)) or nrow < 1:
-        raise ValueError(f"nrow must be a positive integer, got {nrow!r}")
+    _check_nrow(nrow)
     if not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
     tiles = _as_batch(_check_tiles(tiles))
@@ -172,12 +210,12 @@ def _grid(
         tiles = normalize_tiles(tiles, value_range, scale_each)
     else:
         tiles = tiles.astype(np.float32, copy=False)
-    return _tile(tiles, int(nrow), int(padding), float(pad_value))
+    return _tile(tiles, nrow if nrow == AUTO else int(nrow), int(padding), float(pad_value))
 
 
 def make_grid(
     tensor: np.ndarray,
-    nrow: int = 8,
+    nrow: int | str = 8,
     padding: int = 2,
     normalize: bool = False,
     value_range: tuple[float, float] | None = None,
@@ -269,7 +307,7 @@ def _as_4d_kernels(weight: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 def kernel_grid(
     weight: np.ndarray,
-    nrow: int = 8,
+    nrow: int | str = 8,
     padding: int = 2,
     normalize: bool = True,
     scale_each: bool = True,
@@ -320,7 +358,7 @@ def kernel_grid(
 def split_grids(
     weight: np.ndarray,
     out_channels: list[int] | None = None,
-    nrow: int = 8,
+    nrow: int | str = 8,
     padding: int = 2,
     normalize: bool = True,
     scale_each: bool = True,
@@ -343,8 +381,7 @@ def split_grids(
     for o in chosen:
         if not 0 <= o < kernels.shape[0]:
             raise ValueError(f"output channel {o} is out of range for {kernels.shape[0]} channels")
-    if not isinstance(nrow, (int, np.integer)) or nrow < 1:
-        raise ValueError(f"nrow must be a positive integer, got {nrow!r}")
+    _check_nrow(nrow)
     if not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
     if not chosen:
@@ -362,13 +399,13 @@ def split_grids(
     if groups.shape[1] == 1:
         tiled = groups[:, 0]  # one tile: no padding, as make_grid does for a batch of one
     else:
-        tiled = _tile_groups(groups, int(nrow), int(padding), float(pad_value))
+        tiled = _tile_groups(groups, nrow if nrow == AUTO else int(nrow), int(padding), float(pad_value))
     return [(o, tiled[i]) for i, o in enumerate(chosen)]
 
 
 def fmap_grid(
     maps: np.ndarray,
-    nrow: int = 8,
+    nrow: int | str = 8,
     padding: int = 2,
     normalize: bool = True,
     scale_each: bool = True,
@@ -399,4 +436,4 @@ def fmap_grid(
 
 def fmap_pixels(maps: np.ndarray, grid: GridOptions = GridOptions()) -> np.ndarray:
     """One layer's feature maps (C, H, W) as the uint8 grid that ``fmaps`` writes."""
-    return to_uint8(fmap_grid(maps, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value))
+    return zoom(to_uint8(fmap_grid(maps, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value)), grid.zoom)

@@ -42,9 +42,9 @@ def kernel_pixels(
     cap = grids.DEFAULT_MAX_TILES if max_tiles is None else (None if max_tiles == 0 else max_tiles)
     if colormap == "diverging":
         picture = colormaps.signed_kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, cap)
-        return colormaps.diverging_rgb(picture.grid, grid.pad_value), picture
+        return grids.zoom(colormaps.diverging_rgb(picture.grid, grid.pad_value), grid.zoom), picture
     picture = grids.kernel_grid(weight, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value, cap)
-    return grids.to_uint8(picture.grid), picture
+    return grids.zoom(grids.to_uint8(picture.grid), grid.zoom), picture
 
 
 def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap: str = "grey") -> Iterator[tuple[int, np.ndarray]]:
@@ -52,10 +52,10 @@ def split_pixels(weight: np.ndarray, grid: GridOptions = GridOptions(), colormap
     if colormaps.check_colormap(colormap) == "diverging":
         values = colormaps.signed_kernels(weight, grid.scale_each) if grid.normalize else weight
         for o, tiles in grids.split_grids(values, None, grid.nrow, grid.padding, False, False, float("nan")):
-            yield o, colormaps.diverging_rgb(tiles, grid.pad_value)
+            yield o, grids.zoom(colormaps.diverging_rgb(tiles, grid.pad_value), grid.zoom)
         return
     for o, tiles in grids.split_grids(weight, None, grid.nrow, grid.padding, grid.normalize, grid.scale_each, grid.pad_value):
-        yield o, grids.to_uint8(tiles)
+        yield o, grids.zoom(grids.to_uint8(tiles), grid.zoom)
 
 
 def in_rgb_order(weight: np.ndarray) -> np.ndarray:

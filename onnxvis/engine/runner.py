@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxvis.errors import OnnxvisError
+from onnxvis.errors import OnnxvisError, one_line
 from onnxvis.model.graph import needed_inputs, required_nodes
 
 if TYPE_CHECKING:
@@ -252,7 +253,7 @@ class Session:
             raise failed.args[0] from None
         except Exception as exc:
             raise OnnxvisError(
-                f"onnxruntime cannot load the part of {model.path.name} that computes these tensors: {_first_line(exc)}"
+                f"onnxruntime cannot load the part of {model.path.name} that computes these tensors: {runtime_reason(exc)}"
             ) from None
         self.input_names = [i.name for i in self._session.get_inputs()]
 
@@ -299,9 +300,8 @@ class Session:
         except KeyError as exc:
             raise OnnxvisError(f"the model needs input {exc.args[0]!r} to compute these tensors; it cannot be fed from an image") from None
         except Exception as exc:
-            raise OnnxvisError(
-                f"onnxruntime cannot run {self.model.path.name} on this input: {_first_line(exc)}; check the input size and preprocessing"
-            ) from None
+            reason = runtime_reason(exc) + run_advice(exc)
+            raise OnnxvisError(f"onnxruntime cannot run {self.model.path.name} on this input: {reason}") from None
         return dict(zip(self.targets, results, strict=True))
 
 
@@ -325,7 +325,7 @@ def run_graph(
         names = [o.name for o in session.get_outputs()]
         results = session.run(names, {i.name: feeds[i.name] for i in session.get_inputs()})
     except Exception as exc:
-        raise OnnxvisError(f"onnxruntime cannot run the probe of the graph's shapes: {_first_line(exc)}") from None
+        raise OnnxvisError(f"onnxruntime cannot run the probe of the graph's shapes: {runtime_reason(exc)}") from None
     return dict(zip(names, results, strict=True))
 
 
@@ -355,6 +355,46 @@ def run_tensors(model: "Model", feeds: Mapping[str, np.ndarray], targets: list[s
     return Session(model, targets).run(feeds)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+def runtime_reason(exc: BaseException) -> str:
+    """What onnxruntime said when a run or a load failed, in words: the node that stopped and why, without
+    its source paths and C++ signatures, on one line and never cut mid-word.
+
+    ``exc`` is onnxruntime's exception, or an :class:`OnnxvisError` raised while handling it (onnxruntime's
+    is then its context). Every onnxruntime message that reaches the user goes through here.
+    """
+    raw = _raw_text(exc)
+    found = re.search(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", raw)
+    status = found.group(3) if found else re.sub(r"^.*?\[ONNXRuntimeError\] : \d+ : \w+ : ", "", raw)
+    status = re.sub(r"\S+\.(?:h|hpp|cc|cpp|c):\d+\s*", "", status)  # a source file and line
+    status = re.sub(r"\S*::\S*\(.*?\)\s*", "", status)  # a C++ signature
+    status = re.sub(r"^.*? was false\.\s*", "", status)  # the failed check's condition; its sentence follows
+    words = _whole_words(status.strip().rstrip("."), 200)
+    if found:
+        return f"onnxruntime's {found.group(1)} node {one_line(found.group(2))!r} stops: {words}"
+    return f"onnxruntime stops: {words}"
+
+
+_INPUT_REFUSED = re.compile(r"invalid (?:dimensions|rank) for input|unexpected input data type", re.I)
+
+
+def run_advice(exc: BaseException) -> str:
+    """The advice after a refused run, as '; ...': the input's size and preprocessing when onnxruntime refused
+    the fed input itself, else that the graph fails inside (a fixed Reshape, a shape the graph computes)."""
+    raw = _raw_text(exc)
+    if _INPUT_REFUSED.search(raw):
+        return "; check the input size and preprocessing"
+    return "; the graph fails inside on this input: try the model's own input size, or another layer or tensor"
+
+
+def _raw_text(exc: BaseException) -> str:
+    """onnxruntime's own text: the exception's, or its context's when onnxvis wrapped it."""
+    if isinstance(exc, OnnxvisError) and exc.__context__ is not None:
+        exc = exc.__context__
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _whole_words(text: str, limit: int) -> str:
+    text = one_line(text)
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."

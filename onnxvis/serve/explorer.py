@@ -33,7 +33,7 @@ from onnxvis.analysis.cam.maths import overlay
 from onnxvis.analysis.cam.runs import Cam, default_layer, places_for
 from onnxvis.analysis.stats import weight_stats
 from onnxvis.draw import grids
-from onnxvis.draw.grids import GridOptions
+from onnxvis.draw.grids import AUTO, GridOptions
 from onnxvis.draw.layers import kernel_pixels, split_pixels
 from onnxvis.engine.classes import check_class_scores, top_k
 from onnxvis.engine.config import InspectorConfig
@@ -209,7 +209,7 @@ class Explorer:
         max_upload: int = MAX_UPLOAD_BYTES,
     ):
         self.inspector = inspector
-        self.grid = grid or GridOptions()
+        self.grid = grid or GridOptions(nrow=AUTO)  # a wide layer's maps near-square, not a strip
         self.cam = cam
         self.max_photos = max_photos
         self.max_upload = max_upload

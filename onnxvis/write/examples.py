@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     from onnxvis.image.preprocess import Preprocess
     from onnxvis.outdir import OutputDir
 
-__all__ = ["Layout", "draw_examples", "encode_jpeg", "example_lines", "layout", "shrink_photo", "tile_crop", "tile_masked", "tile_slice"]
+__all__ = [
+    "CHANNELS_PER_FILE", "Layout", "draw_examples", "encode_jpeg", "example_lines", "label_blocks", "layout", "layouts_of",
+    "part_name", "shrink_photo", "tile_crop", "tile_masked", "tile_slice",
+]
 
 DEFAULT_TILE = 64
 _PAD = 2  # pixels between tiles
@@ -63,31 +66,79 @@ def example_lines(state: "ExamplesState", layer: "LayerInfo", k: int) -> Iterato
         yield json.dumps({"channel": c, "top": top})
 
 
+CHANNELS_PER_FILE = 128
+"""A wider layer's picture is split over several files of this many channels (SqueezeNet's conv10, 1000
+channels at K = 9 over 100 photos, was one 6616x6008 JPEG of 16 MB)."""
+
+_LABEL = 12  # pixels of the band above each row of channel blocks, where each block's channel is written
+_ROW_GAP = 6  # extra pixels between two rows of channel blocks
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Where each (channel, rank) tile goes in a layer's grid: channels in blocks of K tiles, several
-    blocks per row so that the picture stays roughly square."""
+    """Where each (channel, rank) tile goes in a picture: channels in blocks of K tiles, each block under
+    a band that names its channel, several blocks per row so that the picture stays roughly square,
+    with gaps between blocks and between rows. ``first``: the picture's first channel (a wide layer
+    is split over several pictures, :data:`CHANNELS_PER_FILE` channels each)."""
 
     channels: int
     k: int
     tile: int
     per_row: int
+    first: int = 0
 
     @property
     def size(self) -> tuple[int, int]:
         rows = math.ceil(self.channels / self.per_row)
         width = self.per_row * (self.k * (self.tile + _PAD) + _GAP) - _GAP + _PAD
-        return rows * (self.tile + _PAD) + _PAD, width
+        return rows * self._row_height - _ROW_GAP + _PAD, width
+
+    @property
+    def _row_height(self) -> int:
+        return _LABEL + self.tile + _PAD + _ROW_GAP
+
+    def label_origin(self, channel: int) -> tuple[int, int]:
+        """(top, left) of the band that names ``channel``."""
+        row, block = divmod(channel - self.first, self.per_row)
+        return _PAD + row * self._row_height, _PAD + block * (self.k * (self.tile + _PAD) + _GAP)
 
     def origin(self, channel: int, rank: int) -> tuple[int, int]:
         """(top, left) of a tile."""
-        row, block = divmod(channel, self.per_row)
-        left = _PAD + block * (self.k * (self.tile + _PAD) + _GAP) + rank * (self.tile + _PAD)
-        return _PAD + row * (self.tile + _PAD), left
+        top, left = self.label_origin(channel)
+        return top + _LABEL, left + rank * (self.tile + _PAD)
+
+    @property
+    def channel_range(self) -> range:
+        return range(self.first, self.first + self.channels)
 
 
-def layout(channels: int, k: int, tile: int) -> Layout:
-    return Layout(channels, k, tile, max(1, math.ceil(math.sqrt(channels / max(k, 1)))))
+def layout(channels: int, k: int, tile: int, first: int = 0) -> Layout:
+    return Layout(channels, k, tile, max(1, math.ceil(math.sqrt(channels / max(k, 1)))), first)
+
+
+def layouts_of(channels: int, k: int, tile: int, per_file: int = CHANNELS_PER_FILE) -> list[Layout]:
+    """The pictures of a layer: one, or one per ``per_file`` channels."""
+    return [layout(min(per_file, channels - first), k, tile, first) for first in range(0, channels, per_file)]
+
+
+def part_name(stem: str, grid: Layout, parts: int) -> str:
+    """``examples_<stem>`` for a layer in one picture, ``examples_<stem>_ch0128-0255`` for a part of a wide one."""
+    if parts == 1:
+        return f"examples_{stem}"
+    return f"examples_{stem}_ch{grid.first:04d}-{grid.first + grid.channels - 1:04d}"
+
+
+def label_blocks(pixels: np.ndarray, grid: Layout) -> np.ndarray:
+    """Write each block's channel number in its band (light grey on the black background)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    for c in grid.channel_range:
+        top, left = grid.label_origin(c)
+        draw.text((left, top), f"ch {c}", fill=(200, 200, 200), font=font)
+    return np.asarray(picture)
 
 
 def _photo(path: str, preprocess: "Preprocess", layout: str = "NCHW") -> "Image.Image":
@@ -168,40 +219,41 @@ def _prefetched(
             yield image_id, future.result()
 
 
-def _passes(layers: list["LayerInfo"], layouts: dict[str, Layout]) -> list[list["LayerInfo"]]:
-    groups: list[list[LayerInfo]] = []
+def _passes(parts: list[tuple["LayerInfo", Layout]]) -> list[list[tuple["LayerInfo", Layout]]]:
+    groups: list[list[tuple[LayerInfo, Layout]]] = []
     size = 0
-    for layer in layers:
-        h, w = layouts[layer.output].size
+    for part in parts:
+        h, w = part[1].size
         if groups and size + h * w * 3 <= _PASS_BYTES:
-            groups[-1].append(layer)
+            groups[-1].append(part)
             size += h * w * 3
         else:
-            groups.append([layer])
+            groups.append([part])
             size = h * w * 3
     return groups
 
 
 def draw_grids(
-    state: "ExamplesState", k: int, tile: int, progress: bool = False
+    state: "ExamplesState", k: int, tile: int, progress: bool = False, per_file: int = CHANNELS_PER_FILE
 ) -> Iterator[tuple["LayerInfo", np.ndarray, Layout]]:
-    """Each layer's grid of tiles (uint8 RGB) and its layout, layer by layer."""
+    """Each picture's grid of tiles (uint8 RGB, its blocks labelled) and its layout: per layer, one, or
+    one per ``per_file`` channels."""
     fields: dict[str, Field | None] = state.fields
     preprocess = state.preprocess
-    layers = state.layers
-    layouts = {layer.output: layout(state.top.channels(layer.output), k, tile) for layer in layers}
-    for group in _passes(layers, layouts):
-        grids = {layer.output: np.zeros((*layouts[layer.output].size, 3), np.uint8) for layer in group}
-        wanted: dict[int, list[tuple[LayerInfo, int, int, int, int]]] = {}
-        for layer in group:
+    parts = [(layer, grid) for layer in state.layers for grid in layouts_of(state.top.channels(layer.output), k, tile, per_file)]
+    for group in _passes(parts):
+        pictures = {(layer.output, grid.first): np.zeros((*grid.size, 3), np.uint8) for layer, grid in group}
+        wanted: dict[int, list[tuple[LayerInfo, Layout, int, int, int, int]]] = {}
+        for layer, grid in group:
             _, images, ys, xs = state.top.entries(layer.output, k)
             for c, r in zip(*np.nonzero(images >= 0), strict=True):
-                wanted.setdefault(int(images[c, r]), []).append((layer, int(c), int(r), int(ys[c, r]), int(xs[c, r])))
+                if int(c) in grid.channel_range:
+                    wanted.setdefault(int(images[c, r]), []).append((layer, grid, int(c), int(r), int(ys[c, r]), int(xs[c, r])))
         order = [(i, state.catalog[i]) for i in sorted(wanted)]
         with Progress(len(order), "pictures", enabled=None if progress else False) as bar:
             for image_id, photo in _prefetched(order, preprocess, min(4, os.cpu_count() or 1), state.layout):
                 shrunk: dict[str, np.ndarray] = {}
-                for layer, c, r, y, x in wanted[image_id]:
+                for layer, grid, c, r, y, x in wanted[image_id]:
                     field = fields.get(layer.output)
                     if field is not None:
                         scale = tile / max(field.size)
@@ -216,11 +268,11 @@ def draw_grids(
                         if payload is None:
                             raise OnnxvisError(f"layer {layer.name} has neither a receptive field nor stored maps")
                         pixels = tile_masked(photo, payload[c, r], tile)
-                    top, left = layouts[layer.output].origin(c, r)
-                    grids[layer.output][top : top + tile, left : left + tile] = pixels
+                    top, left = grid.origin(c, r)
+                    pictures[(layer.output, grid.first)][top : top + tile, left : left + tile] = pixels
                 bar.advance()
-        for layer in group:
-            yield layer, grids.pop(layer.output), layouts[layer.output]
+        for layer, grid in group:
+            yield layer, label_blocks(pictures.pop((layer.output, grid.first)), grid), grid
 
 
 def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo", bytes, Layout]]) -> str:
@@ -242,10 +294,16 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
         f"each cropped to the receptive field around that maximum. Preprocessing: {e(state.preprocess.describe())}. "
         "Hover a tile for its file and score.</p>"
     )
-    body.append("<nav>" + "".join(f'<a href="#L{layer.index}">{layer.index} {e(layer.name)}</a>' for layer, _, _ in sections) + "</nav>")
+    shown = list({layer.output: layer for layer, _, _ in sections}.values())  # a wide layer's parts: one link
+    body.append("<nav>" + "".join(f'<a href="#L{layer.index}">{layer.index} {e(layer.name)}</a>' for layer in shown) + "</nav>")
+    headed: set[str] = set()
     for layer, png, grid in sections:
-        css = f"L{layer.index}"
+        css = f"L{layer.index}" if grid.first == 0 else f"L{layer.index}p{grid.first}"
         styles.append(f".{css}{{width:{grid.tile}px;height:{grid.tile}px;background-image:url(data:image/jpeg;base64,{base64.b64encode(png).decode()})}}")
+        if layer.output in headed:
+            body.extend(_channel_rows(state, k, layer, grid, css, e))
+            continue
+        headed.add(layer.output)
         field = fields.get(layer.output)
         what = (
             f"receptive field {field.size[0]}x{field.size[1]} pixels, stride {field.jump[0]}x{field.jump[1]}"
@@ -253,22 +311,29 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
             else "no receptive field from the graph: whole photos, dimmed where the map is below half its maximum"
         )
         body.append(f'<h2 id="L{layer.index}">{layer.index} {e(layer.name)}</h2><p class=note>{e(what)}</p>')
-        scores, images, _, _ = state.top.entries(layer.output, k)
-        for c in range(scores.shape[0]):
-            tiles = []
-            for r in range(scores.shape[1]):
-                if images[c, r] < 0:
-                    continue
-                top, left = grid.origin(c, r)
-                title = f"{state.catalog[int(images[c, r])]}\nscore {float(scores[c, r]):.5g}"
-                tiles.append(f'<div class="t {css}" style="background-position:-{left}px -{top}px" title="{e(title)}"></div>')
-            body.append(f'<div class=ch id="L{layer.index}c{c}"><b>ch {c}</b>{"".join(tiles)}</div>')
+        body.extend(_channel_rows(state, k, layer, grid, css, e))
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>examples - {e(Path(state.meta['model']).name)}</title><style>{''.join(styles)}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )
+
+
+def _channel_rows(state: "ExamplesState", k: int, layer: "LayerInfo", grid: Layout, css: str, e) -> list[str]:
+    """The page's rows of one picture's channels: each channel's tiles, cut from the picture by CSS."""
+    scores, images, _, _ = state.top.entries(layer.output, k)
+    rows = []
+    for c in grid.channel_range:
+        tiles = []
+        for r in range(scores.shape[1]):
+            if images[c, r] < 0:
+                continue
+            top, left = grid.origin(c, r)
+            title = f"{state.catalog[int(images[c, r])]}\nscore {float(scores[c, r]):.5g}"
+            tiles.append(f'<div class="t {css}" style="background-position:-{left}px -{top}px" title="{e(title)}"></div>')
+        rows.append(f'<div class=ch id="L{layer.index}c{c}"><b>ch {c}</b>{"".join(tiles)}</div>')
+    return rows
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -282,13 +347,18 @@ def encode_jpeg(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buffer.getvalue()
 
 
-def draw_examples(state: "ExamplesState", out: "OutputDir", k: int, tile: int = DEFAULT_TILE, progress: bool = False) -> list[Path]:
-    """Write, per layer, ``examples_<idx>_<layer>.jsonl`` and ``examples_<idx>_<layer>.jpg``, then
-    ``examples.html``; returns the paths written.
+def draw_examples(
+    state: "ExamplesState", out: "OutputDir", k: int, tile: int = DEFAULT_TILE, progress: bool = False,
+    per_file: int = CHANNELS_PER_FILE,
+) -> list[Path]:
+    """Write, per layer, ``examples_<idx>_<layer>.jsonl`` and ``examples_<idx>_<layer>.jpg`` (a layer wider
+    than ``per_file`` channels: ``examples_<idx>_<layer>_ch0000-0127.jpg`` and so on), then ``examples.html``;
+    returns the paths written.
 
     Args:
         k: tiles per channel; at most the number of entries the run kept.
         tile: the side of a tile in pixels.
+        per_file: channels per picture.
 
     Raises:
         OnnxvisError: ``k`` or ``tile`` out of range.
@@ -303,11 +373,13 @@ def draw_examples(state: "ExamplesState", out: "OutputDir", k: int, tile: int = 
         text = "".join(line + "\n" for line in example_lines(state, layer, k))
         written.append(out.write_bytes(out.path_for(f"examples_{layer.stem}", ".jsonl"), text.encode()))
     sections = []
-    for layer, grid, grid_layout in draw_grids(state, k, tile, progress):
+    counts = {layer.output: len(layouts_of(state.top.channels(layer.output), k, tile, per_file)) for layer in state.layers}
+    for layer, grid, grid_layout in draw_grids(state, k, tile, progress, per_file):
         jpeg = encode_jpeg(grid)
-        written.append(out.write_bytes(out.path_for(f"examples_{layer.stem}", ".jpg"), jpeg))
+        name = part_name(layer.stem, grid_layout, counts[layer.output])
+        written.append(out.write_bytes(out.path_for(name, ".jpg"), jpeg))
         sections.append((layer, jpeg, grid_layout))
-    sections.sort(key=lambda s: state.layers.index(s[0]))
+    sections.sort(key=lambda s: (state.layers.index(s[0]), s[2].first))
     page = _html_page(state, k, sections)
     written.append(out.write_bytes(out.path_for("examples", ".html"), page.encode("utf-8")))
     return written

@@ -97,7 +97,7 @@ class TutorialRun:
     Attributes:
         images: what ``add_image`` received, converted to bytes as it converts them.
         lines: what was drawn (tag, steps, from which layer or photo) and what was skipped, and why.
-        image: the photo the feature maps come from.
+        image: the photo the feature maps come from (None when they are skipped).
     """
 
     images: list[TutorialImage] = field(default_factory=list)
@@ -237,25 +237,28 @@ def tutorial_run(
     :func:`onnxvis.image.inputs.fill_inputs`).
 
     Raises:
-        OnnxvisError: no 2-D conv layer, a weight that cannot be read, a bad photo, or a model that
-            does not take 224x224 images.
+        OnnxvisError: no 2-D conv layer, a weight that cannot be read, or a bad photo. A model whose input
+            has a fixed size other than 224x224 gets its kernels, and a line that says its feature map is skipped.
     """
-    # The size is set, so it is kept exactly: a model that cannot take 224x224 fails rather than run at another size.
+    # The size is set, so it is kept exactly: a model that cannot take 224x224 gets its kernels drawn and its
+    # feature map skipped with one line, rather than run at another size than the tutorial's.
     config = InspectorConfig(preprocess=PRESETS["cifar10"], changes={"resize": SIZE}, inputs=inputs or {})
     with Inspector(model, config) as inspector:
         layers = tutorial_layers(inspector.layers)
         spec = inspector.image_input
         height, width = spec.size
-        if (height and height != SIZE[0]) or (width and width != SIZE[1]):
-            raise OnnxvisError(
-                f"the tutorial feeds 224x224 images, but input {spec.name!r} of this model takes "
-                f"{height or 'any'}x{width or 'any'}; draw its feature maps with 'onnxvis fmaps' instead"
-            )
         weights = [inspector.kernels(layer) for layer in layers]  # every weight read before the run
-        result = inspector.feature_maps(image, layers[:1])
-    run = TutorialRun(image=result.image)
+        other_size = (height and height != SIZE[0]) or (width and width != SIZE[1])
+        result = None if other_size else inspector.feature_maps(image, layers[:1])
+    run = TutorialRun(image=result.image if result is not None else None)
     for n, (layer, weight) in enumerate(zip(layers, weights, strict=True)):
         _kernel_images(run, n, layer, weight)
+    if result is None:
+        run.lines.append(
+            f"{FMAP_TAG}: skipped: the tutorial feeds 224x224 images, and input {spec.name!r} of this model takes "
+            f"{height or 'any'}x{width or 'any'}; draw its feature maps with 'onnxvis fmaps'"
+        )
+        return run
     maps = result.maps[layers[0]]
     run.images.append(fmap_image(maps))
     run.lines.append(

@@ -17,7 +17,7 @@ import numpy as np
 
 from onnxvis.analysis.cam import maths as cam
 from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS, fullgrad_map, gradient_raw_map
-from onnxvis.analysis.cam.runs import CamResult, Place, class_scores, target_index
+from onnxvis.analysis.cam.runs import CamResult, Place, class_scores, score_rule, target_index
 from onnxvis.engine.gradients import score_seeds
 from onnxvis.engine.inspector import map_images
 from onnxvis.errors import OnnxvisError
@@ -121,11 +121,12 @@ def gradient_cams_of(
     label = insp.labels[index] if insp.labels and index < len(insp.labels) else None
     shape = graph.shapes[graph.score.tensor]
     run = graph.run(x, score_seeds(shape, np.array([[index]]), spec.layout, graph.score.axis))
+    rule = score_rule(shape, spec.layout, graph.score.axis)
 
     def result(place: Place, raw_cam: np.ndarray, acts: np.ndarray) -> CamResult:
         return CamResult(
             image=prepared.image, method=method, place=place, target=index, target_label=label, score=float(scores[index]),
-            cam=raw_cam, rgb=prepared.rgb, input=prepared.array[:1], activations=acts,
+            cam=raw_cam, rgb=prepared.rgb, input=prepared.array[:1], activations=acts, score_rule=rule,
         )
 
     if method == "fullgrad":

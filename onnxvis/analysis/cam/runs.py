@@ -17,7 +17,6 @@ Gradient methods plug in the same way: a method that needs ``"gradients"`` reads
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from onnxvis.analysis.cam import maths as cam
 from onnxvis.engine.inspector import map_images
+from onnxvis.engine.runner import runtime_reason
 from onnxvis.errors import OnnxvisError, one_line
 from onnxvis.model.graph import outer_names, required_nodes
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAM_METHODS", "AblationCam", "Cam", "CamInputs", "CamMethod", "CamResult", "EigenCam", "FemCam", "GradientEngine", "KpcaCam",
     "Need", "Place", "ScoreCam", "check_batch_size", "class_scores", "default_layer", "masked_inputs", "method_named", "places_for",
-    "is_runtime_failure", "runtime_reason", "tail_inputs", "target_index", "check_target",
+    "is_runtime_failure", "runtime_reason", "score_rule", "tail_inputs", "target_index", "check_target",
 ]
 
 
@@ -80,6 +80,7 @@ class CamResult:
     rgb: np.ndarray
     input: np.ndarray
     activations: np.ndarray
+    score_rule: str | None = None  # how a class's score was read from an output that is not (N, K): see score_rule
 
     @property
     def blank(self) -> bool:
@@ -238,6 +239,34 @@ def class_scores(value: np.ndarray, layout: str = "NCHW", axis: int | None = Non
     return squeezed.reshape(squeezed.shape[:2] + (-1,)).sum(axis=2, dtype=np.float64).astype(np.float32)
 
 
+def score_rule(shape: Sequence[int], layout: str = "NCHW", axis: int | None = None) -> str | None:
+    """How :func:`class_scores` reads one score per class from an output of this shape (batch first),
+    in words; None when the output already is (N, K) or (N, K, 1, 1) and there is no rule to say."""
+    shape = tuple(int(d) for d in shape)
+    dims = "x".join(str(d) for d in shape)
+    if axis is not None and len(shape) >= 2 and axis % len(shape) != 0:
+        a = axis % len(shape)
+        if a == 1 and len(shape) == 2:
+            return None
+        rest = "x".join(str(d) for i, d in enumerate(shape) if i not in (0, a)) or "1"
+        return (f"its axis {a} (the final Softmax's) holds the {shape[a]} classes; each class's score is its sum over "
+                f"the other {rest} values")
+    if len(shape) < 2:
+        return f"the output [{dims}] has no batch axis; its {int(np.prod(shape))} values are taken as the classes"
+    kept = tuple(d for d in shape[2:] if d != 1)
+    if layout == "NCHW" and not kept:
+        if len(shape) == 2 or shape[2:] == (1, 1):
+            return None
+        return f"the output [{dims}] is not (N, K): its {shape[1]} values along axis 1 are taken as the classes"
+    if layout == "NHWC" and len(shape) > 2:
+        rest = "x".join(str(d) for d in shape[1:-1])
+        return (f"the output [{dims}] is spatial (NHWC): its last axis holds the {shape[-1]} classes, and each class's score "
+                f"is its sum over the {rest} positions (grad-cam's SemanticSegmentationTarget with the whole image as the mask)")
+    rest = "x".join(str(d) for d in kept)
+    return (f"the output [{dims}] is spatial: its axis 1 holds the {shape[1]} classes, and each class's score is its sum "
+            f"over the {rest} positions (grad-cam's SemanticSegmentationTarget with the whole image as the mask)")
+
+
 def _batched(name: str, values: np.ndarray, n: int) -> np.ndarray:
     """A batch-1 tensor the tail reads, repeated for ``n`` copies."""
     if values.ndim < 1 or values.shape[0] != 1:
@@ -246,31 +275,6 @@ def _batched(name: str, values: np.ndarray, n: int) -> np.ndarray:
             "dimension to repeat for the ablated copies; choose another tensor, or a method that runs no copies (eigen, fem, kpca)"
         )
     return np.repeat(values, n, axis=0)
-
-
-def runtime_reason(exc: BaseException) -> str:
-    """What onnxruntime said when a run failed, in words: the node that stopped and why, without its
-    source paths and C++ signatures, on one line and never cut mid-word.
-
-    ``exc`` is the :class:`OnnxvisError` the runner raised; onnxruntime's own exception is its context.
-    """
-    raw = " ".join(str(exc.__context__ if exc.__context__ is not None else exc).split())
-    found = re.search(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", raw)
-    status = found.group(3) if found else re.sub(r"^.*?\[ONNXRuntimeError\] : \d+ : \w+ : ", "", raw)
-    status = re.sub(r"\S+\.(?:h|hpp|cc|cpp|c):\d+\s*", "", status)  # a source file and line
-    status = re.sub(r"\S*::\S*\(.*?\)\s*", "", status)  # a C++ signature
-    status = re.sub(r"^.*? was false\.\s*", "", status)  # the failed check's condition; its sentence follows
-    words = _whole_words(status.strip().rstrip("."), 200)
-    if found:
-        return f"onnxruntime's {found.group(1)} node {one_line(found.group(2))!r} stops: {words}"
-    return f"onnxruntime stops: {words}"
-
-
-def _whole_words(text: str, limit: int) -> str:
-    text = one_line(text)
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 class _Scorer:
@@ -599,6 +603,7 @@ class Cam:
             yield CamResult(
                 image=prepared.image, method=self.method.name, place=place, target=index, target_label=label, score=at.score,
                 cam=cam.finish(self.method.raw_map(at), size), rgb=prepared.rgb, input=array, activations=at.activations,
+                score_rule=score_rule(np.shape(values[self.output]), spec.layout),
             )
 
     def _gradients(self, array: np.ndarray, place: Place, target: int, shape: tuple[int, ...]) -> np.ndarray | None:

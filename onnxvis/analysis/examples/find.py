@@ -33,6 +33,47 @@ class Examples:
     out: OutputDir
 
 
+def reader_layer(inspector: Inspector) -> "ConvLayer":
+    """The conv layer a reader looks at first: the last one of the main graph whose output is spatial (wider
+    than 1x1, by onnx's shape inference; unknown counts as spatial) and that is not the classifier, a conv
+    with one channel per class between the last spatial layers and the scores (SqueezeNet's conv10, 1000
+    channels: its layer before, fire9's expand3x3, 256, is taken). The last conv layer when none is left.
+
+    Raises:
+        OnnxvisError: the model has no conv layer.
+    """
+    import onnx
+
+    from onnxvis.engine.classes import class_count_of, class_outputs
+    from onnxvis.image.inputs import input_shape
+    from onnxvis.model.layers import no_conv_layer
+
+    layers = [layer for layer in inspector.layers if layer.in_main_graph]
+    if not layers:
+        raise no_conv_layer()
+    outputs = class_outputs(inspector.model)
+    value = next((o for o in inspector.model.graph.output if o.name in outputs[:1]), None) if len(outputs) == 1 else None
+    shape = input_shape(value) if value is not None else None
+    classes = class_count_of(shape) if shape else None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(inspector.model.proto).graph
+        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                  for v in list(inferred.value_info) + list(inferred.output)}
+    except Exception:  # noqa: BLE001  (inference is a convenience: without it every layer counts as spatial)
+        shapes = {}
+    tail = True  # still among the layers after the last spatial one, where the classifier lies
+    for layer in reversed(layers):
+        dims = shapes.get(layer.output_name)
+        spatial = (dims[1:-1] if layer.channels_last else dims[2:]) if dims else None
+        if spatial and all(d is not None and d <= 1 for d in spatial):
+            continue  # a 1x1 map: a classifier or a squeeze, nothing to crop
+        if tail and classes is not None and layer.out_channels == classes:
+            tail = False
+            continue  # one channel per class: the classifier
+        return layer
+    return layers[-1]
+
+
 def find_examples(
     model: "str | os.PathLike | Model",
     sources: Sequence[str | os.PathLike],
@@ -59,7 +100,7 @@ def find_examples(
         config: how to open the Inspector (preprocessing, layout, other inputs, batch size); the Ray
             engine's workers open theirs from the same config.
         layers: conv layers, as :meth:`Inspector.select <onnxvis.engine.inspector.Inspector.select>`
-            takes them; default: the last one.
+            takes them; default: :func:`reader_layer`, the last spatial conv layer before the classifier.
         keep: entries kept per channel (a later redraw can show up to that many).
         out: the output folder (default ``onnxvis-out/<model name>``); the model is never overwritten.
         engine: "local" (this process), "ray" (Ray Data on this machine, see
@@ -82,7 +123,7 @@ def find_examples(
             raise OnnxvisError(f"the engine must be 'local' or 'ray', got {engine!r}", setting="engine")
     images = find_images(sources)
     inspector = Inspector(model, config)
-    chosen = inspector.select(layers, default="last")
+    chosen = inspector.select(layers) if layers is not None else [reader_layer(inspector)]
     if not isinstance(out, OutputDir):
         out = OutputDir(default_root(inspector.model.name) if out is None else Path(out), protect=[inspector.model.path])
     plan, meta = make_plan(inspector, chosen, images, keep)

@@ -8,7 +8,9 @@ positions), a *start* (the first input pixel position 0 sees, negative inside th
 The image input has jump 1, start 0, size 1. Convs and pools (kernel, stride, pads, dilation)
 change it in the usual way (Araujo et al., "Computing receptive fields of convolutional neural
 networks", Distill 2019); element-wise ops keep it; where several branches meet (Add, Concat, ...)
-with the same jump, the field is the envelope of theirs. A tensor past an op that this module
+with the same jump, the field is the envelope of theirs. A Split or a Slice along the channels (or the
+batch) keeps it: each part sees what the whole saw (YOLOv8's C2f blocks split their channels in two and
+concatenate them again). A tensor past an op that this module
 does not know in spatial terms (Resize, Reshape, ConvTranspose, a Transpose other than the
 layout change, ...), past a global pool, or in a subgraph gets no field (None): its callers fall
 back to the whole image, as NetDissect does.
@@ -17,11 +19,12 @@ back to the whole image, as NetDissect does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
     from onnxvis.model.layers import ConvLayer
@@ -118,6 +121,53 @@ def _windowed(
     return new, out
 
 
+# Axes of an NCHW tensor along which a part keeps every position's field: the batch and the channels.
+_NOT_SPATIAL = {0, 1, -4, -3}
+
+
+def _constant_values(
+    graph: "onnx.GraphProto", initializer: "Callable[[str], np.ndarray | None] | None"
+) -> Callable[[str], list[int] | None]:
+    """name -> its integer values, for a Constant node's output or (through ``initializer``) an initializer."""
+    from onnx import numpy_helper
+
+    made = {}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value":
+                    made[node.output[0]] = a.t
+                elif a.name in ("value_int", "value_ints"):
+                    made[node.output[0]] = a
+
+    def values(name: str) -> list[int] | None:
+        found = made.get(name)
+        if found is not None:
+            if hasattr(found, "dims"):
+                return [int(v) for v in numpy_helper.to_array(found).reshape(-1)]
+            return [int(found.i)] if found.name == "value_int" else [int(v) for v in found.ints]
+        if initializer is None:
+            return None
+        try:
+            array = initializer(name)
+        except Exception:  # noqa: BLE001  (a missing or unreadable tensor: the field is unknown, not an error)
+            return None
+        return None if array is None else [int(v) for v in array.reshape(-1)]
+
+    return values
+
+
+def _slice_axes(node: "onnx.NodeProto", values: Callable[[str], list[int] | None]) -> list[int] | None:
+    """The axes a Slice cuts (opset 10's inputs or opset 1's attributes); None when the graph does not say."""
+    attrs = _attrs(node)
+    if "starts" in attrs:  # opset 1: starts, ends and axes are attributes
+        return list(attrs.get("axes") or range(len(attrs["starts"])))
+    if len(node.input) > 3 and node.input[3]:
+        return values(node.input[3])
+    starts = values(node.input[1]) if len(node.input) > 1 else None
+    return None if starts is None else list(range(len(starts)))
+
+
 def _envelope(fields: Iterable[Field | str]) -> Field | str:
     fields = list(fields)
     if _UNKNOWN in fields:
@@ -139,6 +189,7 @@ def receptive_fields(
     layers: Sequence["ConvLayer"],
     input_size: tuple[int, int] | None = None,
     layout: str = "NCHW",
+    initializer: "Callable[[str], np.ndarray | None] | None" = None,
 ) -> dict[str, Field | None]:
     """The receptive field of each layer's output (by ``output_name``), or None where the graph
     does not tell (the caller then uses the whole image).
@@ -149,7 +200,10 @@ def receptive_fields(
         layers: the conv layers; their weight shapes give kernel sizes that are not attributes.
         input_size: (H, W) of the image fed, needed only for ``auto_pad=SAME_*``.
         layout: the image input's layout; an NHWC input is allowed one Transpose to NCHW.
+        initializer: reads a (small) initializer by name, for the axes of a Slice; Constant nodes are read
+            from the graph itself.
     """
+    values = _constant_values(graph, initializer)
     kernels = {layer.weight_name: layer.weight_shape[2:] for layer in layers if layer.weight_shape and len(layer.weight_shape) == 4}
     fields: dict[str, Field | str] = {image_input: _IDENTITY}
     sizes: dict[str, tuple[int, int] | None] = {image_input: input_size}
@@ -176,6 +230,12 @@ def receptive_fields(
                 result = _envelope(fields[name] for name in spatial)
                 if len({sizes.get(name) for name in spatial}) > 1:
                     size = None
+        elif op == "Split" and node.input[0] in fields:
+            # every part of a split along the channels (or the batch) sees what the whole saw
+            result = fields[node.input[0]] if _attrs(node).get("axis", 0) in _NOT_SPATIAL else _UNKNOWN
+        elif op == "Slice" and node.input[0] in fields and len(spatial) == 1:
+            axes = _slice_axes(node, values)
+            result = fields[node.input[0]] if axes is not None and set(axes) <= _NOT_SPATIAL else _UNKNOWN
         elif op in ("Softmax", "LogSoftmax") and _attrs(node).get("axis", 1) in (1, -3):
             result = fields[spatial[0]]
         elif op in _GLOBAL_OPS:

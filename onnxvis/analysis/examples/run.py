@@ -347,7 +347,11 @@ def make_plan(inspector: "Inspector", layers: Sequence["ConvLayer"], images: Seq
     probe = inspector.run(first, [layer.output_name for layer in layers])
     spec = inspector.image_input
     size = probe.prepared.rgb.shape[:2]
-    fields = receptive_fields(inspector.model.graph, spec.name, layers, (int(size[0]), int(size[1])), spec.layout)
+    model = inspector.model
+    fields = receptive_fields(
+        model.graph, spec.name, layers, (int(size[0]), int(size[1])), spec.layout,
+        initializer=lambda name: model.tensor(name) if model.has_initializer(name) else None,
+    )
     infos = []
     map_sizes = {}
     for layer in layers:
