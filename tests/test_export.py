@@ -368,10 +368,10 @@ def test_opset_out_of_range(tmp_path):
 def test_scorecam_runs_the_masked_images_in_batches_on_an_export(alexnet_random, monkeypatch):
     """The free batch of an export is what ScoreCAM uses: conv1's 64 masked images go 16 at a time, and
     `info` says the batch is free."""
+    from conftest import asset
     from onnxvis.analysis.cam import runs
     from onnxvis.engine import runner
     from onnxvis.engine.inspector import Inspector
-    from conftest import asset
 
     seen: list[int] = []
     run = runner.Session.run

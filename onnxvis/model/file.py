@@ -17,7 +17,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -108,13 +108,16 @@ class Model:
     def __init__(
         self,
         path: Path,
-        proto: "onnx.ModelProto",
-        initializers: dict[str, "onnx.TensorProto"],
+        proto: Any,
+        initializers: dict[str, Any],
         *,
         _spans: dict[str, _protoscan.TensorSpan] | None = None,
         _stat: os.stat_result | None = None,
     ):
         """Wrap an already loaded model.
+
+        ``proto`` is :mod:`onnxvis.model.proto`'s ModelProto, or onnx's own (a model built in memory):
+        the callers read both alike, by onnx's field names.
 
         ``initializers`` maps names to TensorProtos. Without ``_spans`` (a model built in memory)
         they must hold their data; :meth:`open` passes data-less skeleton tensors plus where each

@@ -64,7 +64,7 @@ DATA_TYPE_NAMES = {
 }
 
 # numpy dtypes of the element types numpy has itself (onnx.helper.tensor_dtype_to_np_dtype's, without ml_dtypes)
-_PLAIN_DTYPES = {
+_PLAIN_DTYPES: dict[int, np.dtype] = {
     1: np.dtype("float32"), 2: np.dtype("uint8"), 3: np.dtype("int8"), 4: np.dtype("uint16"), 5: np.dtype("int16"),
     6: np.dtype("int32"), 7: np.dtype("int64"), 8: np.dtype("object"), 9: np.dtype("bool"), 10: np.dtype("float16"),
     11: np.dtype("float64"), 12: np.dtype("uint32"), 13: np.dtype("uint64"), 14: np.dtype("complex64"),
@@ -629,7 +629,7 @@ def uses_external_data(tensor: Any) -> bool:
 
 
 # the typed field each plain type is stored in, and its numpy type (onnx's storage types)
-_STORAGE = {
+_STORAGE: dict[int, tuple[str, type]] = {
     1: ("float_data", np.float32), 2: ("int32_data", np.int32), 3: ("int32_data", np.int32),
     6: ("int32_data", np.int32), 7: ("int64_data", np.int64), 11: ("double_data", np.float64),
     12: ("uint64_data", np.uint64), 13: ("uint64_data", np.uint64),
@@ -648,8 +648,10 @@ def to_array(tensor: Any) -> np.ndarray:
     dtype = _PLAIN_DTYPES.get(data_type)
     if data_type == 0:
         raise TypeError("The element type in the input tensor is UNDEFINED.")
+    if dtype is None:
+        return _onnx_to_array(tensor)
     simple = (
-        dtype is not None and data_type != 8 and not tensor.HasField("segment") and not uses_external_data(tensor)
+        data_type != 8 and not tensor.HasField("segment") and not uses_external_data(tensor)
         and sys.byteorder == "little"
     )
     if simple and tensor.HasField("raw_data"):

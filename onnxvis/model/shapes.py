@@ -140,8 +140,8 @@ def _infer(node, shapes: dict[str, Shape], weight_dims, values: dict) -> Shape |
         if not 0 <= axis < len(x):
             return None
         out = list(x)
-        sizes = [s[axis] for s in ins]  # type: ignore[index]
-        out[axis] = None if any(d is None for d in sizes) else sum(sizes)  # type: ignore[arg-type]
+        sizes = [s[axis] for s in ins if s is not None]
+        out[axis] = None if any(d is None for d in sizes) else sum(d for d in sizes if d is not None)
         return out
     if op == "Flatten":
         axis = a.get("axis", 1)
@@ -160,7 +160,7 @@ def _infer(node, shapes: dict[str, Shape], weight_dims, values: dict) -> Shape |
         if target.count(-1) == 1 and None not in x:
             known = math.prod(d for d in out if d is not None)
             if known:
-                out[target.index(-1)] = math.prod(x) // known  # type: ignore[arg-type]
+                out[target.index(-1)] = math.prod(x) // known
         return out
     if op in _REDUCE and "axes" in a and len(node.input) < 2:
         axes = {ax + len(x) if ax < 0 else ax for ax in a["axes"]}
