@@ -213,6 +213,7 @@ class Message:
     _FIELDS: dict[int, tuple[str, int, bool, Any]] = {}
     _BY_NAME: dict[str, tuple[int, int, bool, Any]] = {}
     _ONEOF: dict[str, tuple[str, tuple[str, ...]]] = {}  # member -> (oneof name, its members)
+    _PACKED: frozenset[int] = frozenset()  # repeated scalars declared [packed = true]
 
     def __init__(self, **fields: Any) -> None:
         object.__setattr__(self, "_raw", None)
@@ -380,9 +381,12 @@ class Message:
             elif kind == _BYTES:
                 for v in values:
                     out += encode_field(number, bytes(v))
-            elif repeated:
+            elif repeated and number in type(self)._PACKED:
                 if values:
                     out += encode_field(number, _pack(values, kind))
+            elif repeated:  # proto2's default: one field per element
+                for v in values:
+                    out += encode_varint(number << 3 | _SCALAR_WIRE[kind]) + _pack([v], kind)
             else:
                 out += encode_varint(number << 3 | _SCALAR_WIRE[kind]) + _pack([d[name]], kind)
         return bytes(out)
@@ -535,6 +539,7 @@ _define(TensorProto, {
     11: ("uint64_data", _UINT64, True), 12: ("doc_string", _STRING), 13: ("external_data", _MSG, True, StringStringEntryProto),
     14: ("data_location", _ENUM), 16: ("metadata_props", _MSG, True, StringStringEntryProto),
 })
+TensorProto._PACKED = frozenset({4, 5, 7, 10, 11})  # float_data, int32_data, int64_data, double_data, uint64_data
 _define(SparseTensorProto, {1: ("values", _MSG, False, TensorProto), 2: ("indices", _MSG, False, TensorProto),
                             3: ("dims", _INT64, True)})
 _define(AttributeProto, {
