@@ -5,7 +5,8 @@ bytes are read.
 
 How it stays fast on big files (VGG16's ONNX is 528 MB): :meth:`Model.open` reads only the
 protobuf tags and lengths (:mod:`onnxvis.model.protoscan`), building a small "skeleton"
-ModelProto in which the top-level initializers have no data. :meth:`Model.tensor` then reads the
+ModelProto in which the top-level initializers have no data, parsed by :mod:`onnxvis.model.proto`
+(pure Python: opening a model never imports onnx). :meth:`Model.tensor` then reads the
 bytes of just that one tensor from the file (or from its external data file) and decodes them.
 No file handle stays open between calls: each read reopens the file and checks
 that it has not changed since :meth:`Model.open`.
