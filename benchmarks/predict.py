@@ -2,6 +2,7 @@
 
     python benchmarks/predict.py                 # 5 alternated rounds on the 100 ImageNet photos
     python benchmarks/predict.py --runs 3 --copies 5
+    python benchmarks/predict.py --photos ../shared/assets/images/imagenet-sample-300 --copies 1
 
 The bare floor (benchmarks/bare_predict.py) decodes, resizes and normalises with Pillow and numpy
 and runs one onnxruntime session in one process; onnxvis runs ``onnxvis predict MODEL FOLDER
@@ -30,9 +31,10 @@ PHOTOS = ASSETS / "images" / "imagenet-sample"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--copies", type=int, nargs="+", default=[1, 5], help="folders of N x 100 photos")
+    parser.add_argument("--copies", type=int, nargs="+", default=[1, 5], help="folders of N copies of the photos")
     parser.add_argument("--python", default=_default_python(str(ROOT / ".venv-core"), sys.executable))
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--photos", type=Path, default=PHOTOS, help=f"the folder of JPEG photos (default {PHOTOS})")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(ROOT)
@@ -42,7 +44,7 @@ def main() -> int:
             folder = Path(tmp) / f"photos{copies}"
             folder.mkdir()
             for c in range(copies):
-                for photo in sorted(PHOTOS.glob("*.JPEG")):
+                for photo in sorted(args.photos.glob("*.JPEG")):
                     (folder / f"{c:03d}_{photo.name}").symlink_to(photo)
             count = len(list(folder.iterdir()))
             sides = {

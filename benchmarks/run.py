@@ -178,7 +178,7 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
                 Command(f"{name} tutorial kernels", [tp, str(HERE / "tutorial_kernels.py"),
                     "--model", name, "--weights", str(pth), "--logdir", "{out}"]),
                 Command(f"{name} onnxvis kernels", [*onnxvis, "kernels", m, "--layers", "0,1", "--split", "-o", "{out}"]),
-                "alexnet: >= 10x faster, <= 10% memory" if name == "alexnet" else "",
+                "alexnet: >= 18x faster, <= 5% memory, <= 1.6x the floor" if name == "alexnet" else "",
             )
         )
         tasks.append(
@@ -191,7 +191,7 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
                     f"{name} onnxvis fmaps",
                     [*onnxvis, "fmaps", m, image, "--resize", "224,224", "--mean", TUTORIAL_MEAN, "--std", TUTORIAL_STD, "-o", "{out}"],
                 ),
-                "alexnet: >= 10x faster, <= 10% memory" if name == "alexnet" else "",
+                "alexnet: >= 15x faster, <= 5% memory, <= 2.0x the floor" if name == "alexnet" else "",
             )
         )
         if name == "alexnet":  # the tutorial's own code builds AlexNet
@@ -217,6 +217,15 @@ def build_tasks(args: argparse.Namespace, paths: dict[str, tuple[Path, Path]]) -
             )
         )
     for name, (_pth, model) in paths.items():
+        tasks.append(
+            Task(
+                name,
+                "layers",
+                None,
+                Command(f"{name} onnxvis layers", [*onnxvis, "layers", str(model)]),
+                "<= 1.6x the floor" if name == "alexnet" else "",
+            )
+        )
         tasks.append(
             Task(
                 name,
@@ -275,8 +284,26 @@ def versions(python: str, modules: list[str]) -> str:
     return done.stdout.strip() or done.stderr.strip()[-200:]
 
 
+def _floor_ratio(task: Task, tasks: list[Task]) -> float | None:
+    """The task's wall time over the import floor's (``python -c "import numpy, onnxruntime"``)."""
+    floor = next((t for t in tasks if t.name.startswith("floor")), None)
+    return None if floor is None else task.onnxvis.median("wall") / floor.onnxvis.median("wall")
+
+
 def verdict(task: Task, tasks: list[Task]) -> str:
     ov = task.onnxvis
+    wanted_floor = next((float(part.split("x the floor")[0].split("<=")[-1]) for part in task.target.split(", ")
+                         if "x the floor" in part), None)
+    if wanted_floor is not None:
+        ratio = _floor_ratio(task, tasks)
+        floor_part = "" if ratio is None else f"{ratio:.2f}x the floor: " + ("met" if ratio <= wanted_floor else "NOT met")
+        if task.reference is None:
+            return floor_part
+        speed = task.reference.median("wall") / ov.median("wall")
+        memory = ov.median("peak") / task.reference.median("peak")
+        wanted_speed = float(task.target.split(">=")[1].split("x")[0])
+        faster = f"{speed:.1f}x faster: " + ("met" if speed >= wanted_speed and memory <= 0.05 else "NOT met")
+        return ", ".join(filter(None, [faster, floor_part]))
     if task.name == "onnxvis --help":
         return "met" if ov.median("wall") <= 0.2 else "NOT met"
     if task.name == "kernels conv1 only" and task.model == "vgg16":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import asset, run_onnxvis
+from onnxvis.analysis.examples.topk import RTOL
 
 ray = pytest.importorskip("ray")
 
@@ -34,7 +37,8 @@ def test_ray_equals_local_channel_for_channel(ray_session, tmp_path, workers):
     remote = _collect(ray_engine(workers=workers), tmp_path / "ray")
     assert remote.state.seen.all() and remote.state.catalog == local.state.catalog
     assert remote.state.top.names == [layer.output_name for layer in local.layers]
-    assert remote.state.top.equal(local.state.top)
+    # the contract (onnxvis.analysis.examples.topk): same images in the same order, scores within 0.1%
+    assert remote.state.top.agrees(local.state.top) is None
 
 
 def test_ray_reports_unreadable_files_and_model_errors_like_the_local_engine(ray_session, tmp_path):
@@ -68,5 +72,11 @@ def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path):
                          "--engine", "ray", "--workers", "2", cwd=tmp_path)
     assert remote.returncode == 0, remote.stderr
     name = "examples_05_Conv_5.jsonl"
-    assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    ray_lines = [json.loads(line) for line in (tmp_path / "ray" / name).read_text().splitlines()]
+    local_lines = [json.loads(line) for line in (tmp_path / "local" / name).read_text().splitlines()]
+    # the top-K contract: the same images, in the same order, and scores within its relative tolerance
+    assert [[e["image"] for e in line["top"]] for line in ray_lines] == [[e["image"] for e in line["top"]] for line in local_lines]
+    for a, b in zip(ray_lines, local_lines, strict=True):
+        for u, v in zip(a["top"], b["top"], strict=True):
+            assert u["score"] == pytest.approx(v["score"], rel=RTOL)
     assert [line.rsplit("/", 1)[1] for line in remote.stdout.split()] == [line.rsplit("/", 1)[1] for line in local.stdout.split()]

@@ -363,3 +363,27 @@ def test_old_opset_goes_through_the_torchscript_exporter(tmp_path):
 def test_opset_out_of_range(tmp_path):
     with pytest.raises(OnnxvisError, match="opset 3 is out of range"):
         export_model("alexnet", weights="random", output_dir=tmp_path, opset=3, log=quiet)
+
+
+def test_scorecam_runs_the_masked_images_in_batches_on_an_export(alexnet_random, monkeypatch):
+    """The free batch of an export is what ScoreCAM uses: conv1's 64 masked images go 16 at a time, and
+    `info` says the batch is free."""
+    from conftest import asset
+    from onnxvis.analysis.cam import runs
+    from onnxvis.engine import runner
+    from onnxvis.engine.inspector import Inspector
+
+    seen: list[int] = []
+    run = runner.Session.run
+
+    def spy(self, feeds):
+        seen.append(max(np.asarray(v).shape[0] for v in feeds.values() if np.ndim(v)))
+        return run(self, feeds)
+
+    photo = asset("images/skimage_chelsea.png")
+    with Inspector(alexnet_random.path) as insp:
+        assert ("batch", f"free: up to {insp.config.batch_size} images a run") in insp.summary()
+        monkeypatch.setattr(runner.Session, "run", spy)
+        (result,) = runs.Cam(insp, runs.places_for(insp, [insp.layers[0]]), method="score", batch_size=16)([photo])
+    assert seen == [1, 16, 16, 16, 16]  # the pass, then 64 masked images 16 at a time
+    assert result.cam.shape == (224, 224) and result.cam.max() == pytest.approx(1, abs=1e-6)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxvis.errors import OnnxvisError, one_line
+from onnxvis.model import proto as _pb
 from onnxvis.model.graph import needed_inputs, required_nodes
 
 if TYPE_CHECKING:
@@ -45,17 +46,19 @@ _ARRAY_ITEM_SIZES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 
 _DATA_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
-def minimal_model(
+def minimal_model_bytes(
     model: "Model",
     targets: list[str],
     arrays: dict[str, np.ndarray] | None = None,
     from_file: bool = False,
     given: Mapping[str, np.ndarray] | None = None,
-) -> "onnx.ModelProto":
-    """A model whose outputs are ``targets``, holding only the nodes and initializers they need.
+) -> bytes:
+    """A serialized model whose outputs are ``targets``, holding only the nodes and initializers they need.
 
-    By default every needed initializer holds its data, so the result is a complete model. Two
-    options keep the big ones (64 KiB and more) out of it, for :func:`run_tensors`:
+    Written without onnx: the nodes, value infos, opsets and functions are the file's own bytes; only
+    the graph's lists are new. By default every needed initializer holds its data (its record in the
+    file, byte for byte), so the result is a complete model. Two options keep the big ones (64 KiB and
+    more) out of it, for :func:`run_tensors`:
 
     Args:
         model: the opened model.
@@ -71,47 +74,77 @@ def minimal_model(
             shape after the batch axis): they become graph inputs, and the nodes that would
             compute them are left out. This is how a run starts in the middle of the graph.
     """
-    from onnx import TensorProto, helper
-
     graph = model.graph
     cut = dict(given or {})
     nodes, read = required_nodes(graph, targets, cut)
     real_file = os.path.realpath(model.path) if from_file else ""
-    initializers = []
-    seen: set[str] = set()
+    initializers: list[bytes] = []
+    init_names: set[str] = set()
+    external = False
     for stub in graph.initializer:
-        if stub.name not in read or stub.name in seen:
+        if stub.name not in read or stub.name in init_names:
             continue
-        seen.add(stub.name)
+        init_names.add(stub.name)
         where = model.raw_data_range(stub.name) if from_file and _is_big(stub) else None
         if where is not None:
-            initializers.append(_external_stub(stub, os.path.basename(real_file), *where))
+            tensor = _external_stub(stub, os.path.basename(real_file), *where)
+            external = True
         elif arrays is not None and stub.data_type in _ARRAY_ITEM_SIZES and _is_big(stub) and not stub.HasField("segment"):
             arrays[stub.name] = np.ascontiguousarray(model.tensor(stub.name))
-            initializers.append(_external_stub(stub, _IN_MEMORY))
+            tensor = _external_stub(stub, _IN_MEMORY)
+            external = True
         else:
-            initializers.append(model.initializer_proto(stub.name))
-    init_names = {t.name for t in initializers}
-    inputs = [i for i in graph.input if i.name in read and i.name not in init_names and i.name not in cut]
+            tensor = model.initializer_proto(stub.name)
+            external = external or _pb.uses_external_data(tensor)
+        initializers.append(tensor.SerializeToString())
+    inputs = [i.SerializeToString() for i in graph.input if i.name in read and i.name not in init_names and i.name not in cut]
     for name, example in cut.items():  # a cut tensor becomes an input of any batch size
-        elem = helper.np_dtype_to_tensor_dtype(np.asarray(example).dtype)
-        inputs.append(helper.make_tensor_value_info(name, elem, ["batch", *np.asarray(example).shape[1:]]))
+        example = np.asarray(example)
+        inputs.append(_pb.value_info(name, _pb.tensor_dtype_of(example.dtype), ["batch", *example.shape[1:]]).SerializeToString())
     known = {v.name: v for v in list(graph.value_info) + list(graph.output)}
-    outputs = [known[t] if t in known else helper.make_empty_tensor_value_info(t) for t in targets]
-    small = helper.make_graph(nodes, graph.name or "onnxvis", inputs, outputs, initializers)
-    named = [n.name for n in small.node if n.name]
-    if len(set(named)) < len(named):  # ONNX allows equal node names; onnxruntime refuses them
-        for i, node in enumerate(small.node):
-            if node.name:
-                node.name = f"{node.name}#{i}"
+    outputs = [(known[t] if t in known else _pb.value_info(t)).SerializeToString() for t in targets]
+    named = [n.name for n in nodes if n.name]
+    renamed = len(set(named)) < len(named)  # ONNX allows equal node names; onnxruntime refuses them
+    body = bytearray()
+    for i, node in enumerate(nodes):
+        data = node.SerializeToString()
+        if renamed and node.name:  # a later name field wins (protobuf): the node's own bytes stay
+            data += _pb.encode_field(3, f"{node.name}#{i}".encode())
+        body += _pb.encode_field(1, data)
+    body += _pb.encode_field(2, (graph.name or "onnxvis").encode())
+    for data in initializers:
+        body += _pb.encode_field(5, data)
+    for data in inputs:
+        body += _pb.encode_field(11, data)
+    for data in outputs:
+        body += _pb.encode_field(12, data)
     wanted = set(targets)
-    small.value_info.extend(v for v in graph.value_info if v.name in read and v.name not in wanted and v.name not in cut)
-    result = helper.make_model(small, opset_imports=list(model.proto.opset_import))
+    for v in graph.value_info:
+        if v.name in read and v.name not in wanted and v.name not in cut:
+            body += _pb.encode_field(13, v.SerializeToString())
+    proto = model.proto
     # External data needs IR version 4 or later (and the initializers are not graph inputs here).
-    external = any(t.data_location == TensorProto.EXTERNAL for t in initializers)
-    result.ir_version = max(model.proto.ir_version, 4) if external else model.proto.ir_version
-    result.functions.extend(model.proto.functions)
-    return result
+    out = bytearray(_pb.encode_varint(1 << 3) + _pb.encode_varint(max(proto.ir_version, 4) if external else proto.ir_version))
+    out += _pb.encode_field(7, bytes(body))
+    for opset in proto.opset_import:
+        out += _pb.encode_field(8, opset.SerializeToString())
+    for function in proto.functions:
+        out += _pb.encode_field(25, function.SerializeToString())
+    return bytes(out)
+
+
+def minimal_model(
+    model: "Model",
+    targets: list[str],
+    arrays: dict[str, np.ndarray] | None = None,
+    from_file: bool = False,
+    given: Mapping[str, np.ndarray] | None = None,
+) -> "onnx.ModelProto":
+    """:func:`minimal_model_bytes` as onnx's ModelProto, for code that changes the graph with onnx's
+    functions (the gradient engine). Imports onnx."""
+    import onnx
+
+    return onnx.ModelProto.FromString(minimal_model_bytes(model, targets, arrays, from_file, given))
 
 
 def array_initializer(name: str, array: np.ndarray, arrays: dict[str, np.ndarray] | None) -> "onnx.TensorProto":
@@ -125,7 +158,8 @@ def array_initializer(name: str, array: np.ndarray, arrays: dict[str, np.ndarray
         arrays[name] = array
         from onnx import TensorProto
 
-        return _external_stub(TensorProto(name=name, dims=array.shape, data_type=elem), _IN_MEMORY)
+        stub = _external_stub(TensorProto(name=name, dims=array.shape, data_type=elem), _IN_MEMORY)
+        return TensorProto.FromString(stub.SerializeToString())
     return numpy_helper.from_array(array, name)
 
 
@@ -145,19 +179,15 @@ def _is_big(stub: "onnx.TensorProto") -> bool:
     return math.prod(stub.dims) * _ARRAY_ITEM_SIZES.get(stub.data_type, 1) >= _BIG_BYTES
 
 
-def _external_stub(stub: "onnx.TensorProto", location: str, offset: int | None = None, length: int | None = None) -> "onnx.TensorProto":
+def _external_stub(stub, location: str, offset: int | None = None, length: int | None = None) -> "_pb.TensorProto":
     """A data-less copy of initializer ``stub`` whose data is external, at ``location``."""
-    from onnx import TensorProto
-
-    tensor = TensorProto(name=stub.name, dims=stub.dims, data_type=stub.data_type)
-    tensor.data_location = TensorProto.EXTERNAL
     entries = [("location", location)]
     if offset is not None:
         entries += [("offset", str(offset)), ("length", str(length))]
-    for key, value in entries:
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
-    return tensor
+    return _pb.TensorProto(
+        dims=list(stub.dims), data_type=stub.data_type, name=stub.name, data_location=_pb.EXTERNAL,
+        external_data=[_pb.StringStringEntryProto(key=k, value=v) for k, v in entries],
+    )
 
 
 def session_options(data_folder: str | None = None, threads: int | None = None, many_runs: bool = False):
@@ -168,7 +198,7 @@ def session_options(data_folder: str | None = None, threads: int | None = None, 
             :func:`minimal_model` was asked for ``from_file``).
         threads: intra-op threads; None lets onnxruntime choose (one per core).
         many_runs: the session will run many times (the Inspector's): pay for the memory arena, memory
-            patterns and the extended optimisations, which pay off from the second run.
+            patterns and all of onnxruntime's optimisations, which pay off from the second run.
     """
     import onnxruntime as ort
 
@@ -176,11 +206,12 @@ def session_options(data_folder: str | None = None, threads: int | None = None, 
     # One run: basic optimisations only (constant folding, eliminations; the higher levels' layout
     # transforms and fusions cost more time than they save on a single run, and the requested
     # tensors are graph outputs, which no fusion removes), and no memory arena or memory-pattern
-    # planning (they pay off from the second run). Many runs: the extended level, not "all": the
-    # latter's layout transforms make a result depend, in the last bits, on how many images share a
-    # batch, and the local and Ray examples engines must agree exactly (they batch differently).
+    # planning (they pay off from the second run). Many runs: every optimisation ("all"). Its layout
+    # transforms make a result depend, in the last bits, on how many images share a batch; the
+    # answers that batch differently (the local and Ray examples engines) agree by the top-K
+    # contract instead of bit for bit (onnxvis.analysis.examples.topk).
     options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if many_runs else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if many_runs else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     )
     options.enable_cpu_mem_arena = many_runs
     options.enable_mem_pattern = many_runs
@@ -269,8 +300,10 @@ class Session:
             except Exception as exc:
                 raise _BuildFailed(exc) from exc
             self.targets = [o.name for o in small.graph.output]
+            data = small.SerializeToString()
+            del small
         else:
-            small = minimal_model(self.model, self.targets, arrays, from_file=from_file, given=self.given)
+            data = minimal_model_bytes(self.model, self.targets, arrays, from_file=from_file, given=self.given)
         folder = os.path.dirname(os.path.realpath(self.model.path)) if from_file else None
         options = session_options(folder, threads, many_runs)
         # The OrtValues wrap the arrays without copying; both must outlive the session.
@@ -279,8 +312,6 @@ class Session:
             options.add_external_initializers(list(arrays), values)
         if from_file:
             self.model.check_unchanged()
-        data = small.SerializeToString()
-        del small
         self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self._borrowed = (arrays, values)
         self.from_file = from_file  # whether onnxruntime maps the weights from the model file itself

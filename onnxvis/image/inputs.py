@@ -149,12 +149,12 @@ def input_shape(value: "onnx.ValueInfoProto") -> tuple[int | None, ...] | None:
 
 def input_dtype(value: "onnx.ValueInfoProto") -> np.dtype | None:
     """The numpy dtype of a tensor input, or None (sequences, maps, strings, unknown types)."""
-    from onnx import helper
+    from onnxvis.model.proto import np_dtype_of
 
     if not value.type.HasField("tensor_type"):
         return None
     try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+        dtype = np_dtype_of(value.type.tensor_type.elem_type)
     except Exception:
         return None
     return dtype if dtype.kind in "fiub" else None
@@ -180,13 +180,13 @@ def describe_value(value: "onnx.ValueInfoProto") -> str:
     if not value.type.HasField("tensor_type"):
         kind = value.type.WhichOneof("value") or "unknown"
         return f"{value.name!r} ({kind.replace('_type', '')})"
-    from onnx import TensorProto
+    from onnxvis.model.proto import DATA_TYPE_NAMES
 
     elem_type = value.type.tensor_type.elem_type
     if dtype is not None:
         type_name = dtype.name
-    elif elem_type in TensorProto.DataType.values():
-        type_name = TensorProto.DataType.Name(elem_type).lower()
+    elif elem_type in DATA_TYPE_NAMES:
+        type_name = DATA_TYPE_NAMES[elem_type].lower()
     else:  # a damaged file
         type_name = f"unknown type {elem_type}"
     dims = "?" if shape is None else "x".join("?" if d is None else str(d) for d in shape)
@@ -202,7 +202,7 @@ def _first_conv(model: "Model") -> "onnx.NodeProto | None":
 
 def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int | None, ...]) -> tuple[str, str]:
     """NCHW or NHWC, from the first Transpose or conv on the input's path, else from the shape."""
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
     readers = consumers(model.graph)
     frontier = [value.name]
@@ -215,7 +215,7 @@ def _guess_layout(model: "Model", value: "onnx.ValueInfoProto", shape: tuple[int
                     continue
                 seen.add(id(node))
                 if node.op_type == "Transpose":
-                    perm = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"), None)
+                    perm = next((list(attribute_value(a)) for a in node.attribute if a.name == "perm"), None)
                     if perm == [0, 3, 1, 2]:
                         return "NHWC", f"a Transpose to NCHW ({node.name or 'unnamed'}) follows the input"
                     if perm == [0, 1, 2, 3]:
@@ -350,10 +350,10 @@ def _upsampling(model: "Model", node: "onnx.NodeProto") -> int | None:
     """How much a Resize, Upsample, ConvTranspose or DepthToSpace enlarges its input: an integer factor
     when the file fixes it (scales, strides, blocksize); 0 when its output size is taken from another
     tensor (Resize with ``sizes``), which fits any input size; None when it is not an upsampling."""
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
     def attribute(name: str):
-        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+        return next((attribute_value(a) for a in node.attribute if a.name == name), None)
 
     if node.op_type in ("Resize", "Upsample"):
         given = attribute("scales")  # Upsample before opset 9
@@ -388,7 +388,7 @@ def size_multiple(model: "Model") -> tuple[int, str]:
     detector's extra levels, needs nothing). A model that only downsamples, or resizes to sizes taken
     from other tensors, takes any size: the multiple is 1.
     """
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
     factor: dict[str, int] = {i.name: 1 for i in runtime_inputs(model)}
     needed, where = 1, ""
@@ -402,11 +402,11 @@ def size_multiple(model: "Model") -> tuple[int, str]:
                 needed, where = f, f"{node.op_type} {node.name}".rstrip()
             f = max(1, f // enlarges) if enlarges else 1
         elif node.op_type in _DOWNSAMPLING:
-            strides = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "strides"), None)
+            strides = next((attribute_value(a) for a in node.attribute if a.name == "strides"), None)
             if isinstance(strides, list) and strides and all(isinstance(s, int) for s in strides):  # a damaged file can hold anything
                 f *= max(1, max(strides))
         elif node.op_type == "SpaceToDepth":
-            blocksize = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "blocksize"), 1)
+            blocksize = next((attribute_value(a) for a in node.attribute if a.name == "blocksize"), 1)
             f *= max(1, blocksize) if isinstance(blocksize, int) else 1
         for out in node.output:
             if out:

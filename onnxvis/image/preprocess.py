@@ -26,13 +26,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onnxvis.errors import OnnxvisError
 from onnxvis.model.metadata import PREPROCESS_KEY
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "COLORS",
@@ -64,7 +66,8 @@ LAYOUTS = ("NCHW", "NHWC")
 DEFAULT_MAX_PIXELS = 100_000_000
 """Images claiming more pixels than this are refused before decoding (decompression bombs)."""
 
-_BILINEAR = Image.Resampling.BILINEAR
+# PIL is imported where a photo is decoded or resized, not with this module: the commands that draw
+# only weights never load it.
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,6 +373,8 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
     otherwise stretched min..max; float grey is read as 0..1 if it fits, else 0..255 if it fits,
     else stretched min..max.
     """
+    from PIL import Image
+
     mode = img.mode
     lo: float
     hi: float
@@ -521,6 +526,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         OnnxvisError: the path is missing or a directory, the file is not a readable image, it is
             truncated or corrupt, or it is too large.
     """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     path = Path(path).expanduser()
     if not path.exists():
         raise OnnxvisError(f"image file not found: {path}; check the path")
@@ -590,6 +597,8 @@ def resized_size(width: int, height: int, resize: tuple[int, ...]) -> tuple[int,
 
 def center_crop(img: Image.Image, crop: tuple[int, int]) -> Image.Image:
     """torchvision's ``CenterCrop((H, W))`` on a PIL image, padding with 0 where the crop is larger."""
+    from PIL import ImageOps
+
     crop_h, crop_w = crop
     width, height = img.size
     if crop_w > width or crop_h > height:
@@ -629,6 +638,8 @@ def preprocess(image: Image.Image, pp: Preprocess) -> np.ndarray:
     Returns:
         A C-contiguous float32 array ``(C, H, W)``, C = 1 for ``"L"`` and 3 otherwise.
     """
+    from PIL import Image
+
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
     if not isinstance(pp, Preprocess):
@@ -638,6 +649,8 @@ def preprocess(image: Image.Image, pp: Preprocess) -> np.ndarray:
 
 def resize_and_crop(image: Image.Image, pp: Preprocess) -> Image.Image:
     """The geometric half of :func:`preprocess`: colour mode, resize, centre crop (an RGB or L image)."""
+    from PIL import Image
+
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
     img = _to_rgb_or_l(image)
@@ -648,7 +661,7 @@ def resize_and_crop(image: Image.Image, pp: Preprocess) -> Image.Image:
         size = resized_size(img.width, img.height, pp.resize)
         _check_size(size, "resizing")
         if size != img.size:  # torchvision returns the image untouched in that case
-            img = img.resize(size, _BILINEAR)
+            img = img.resize(size, Image.Resampling.BILINEAR)
     if pp.crop is not None:
         _check_size((pp.crop[1], pp.crop[0]), "cropping")
         img = center_crop(img, pp.crop)
@@ -656,7 +669,7 @@ def resize_and_crop(image: Image.Image, pp: Preprocess) -> Image.Image:
         size = whole_image_size(img.width, img.height, pp.max_side, pp.multiple)
         _check_size(size, "resizing")
         if size != img.size:
-            img = img.resize(size, _BILINEAR)
+            img = img.resize(size, Image.Resampling.BILINEAR)
     return img
 
 

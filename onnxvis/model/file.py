@@ -5,7 +5,8 @@ bytes are read.
 
 How it stays fast on big files (VGG16's ONNX is 528 MB): :meth:`Model.open` reads only the
 protobuf tags and lengths (:mod:`onnxvis.model.protoscan`), building a small "skeleton"
-ModelProto in which the top-level initializers have no data. :meth:`Model.tensor` then reads the
+ModelProto in which the top-level initializers have no data, parsed by :mod:`onnxvis.model.proto`
+(pure Python: opening a model never imports onnx). :meth:`Model.tensor` then reads the
 bytes of just that one tensor from the file (or from its external data file) and decodes them.
 No file handle stays open between calls: each read reopens the file and checks
 that it has not changed since :meth:`Model.open`.
@@ -17,11 +18,12 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxvis.errors import OnnxvisError
+from onnxvis.model import proto as _pb
 from onnxvis.model import protoscan as _protoscan
 
 if TYPE_CHECKING:
@@ -45,35 +47,10 @@ def _np_dtype_for_raw(data_type: int) -> np.dtype | None:
     """The numpy dtype that to_array uses with frombuffer for this data_type, or None."""
     if data_type not in _WHOLE_BYTE_TYPES or sys.byteorder != "little":
         return None
-    from onnx import helper
-
     try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
-    except (KeyError, TypeError, ValueError):
+        return _pb.np_dtype_of(data_type)  # ml_dtypes only for bfloat16 and the float8 types
+    except (KeyError, TypeError, ValueError, ImportError):
         return None
-
-
-def _first_non_utf8_string(message: "onnx.ModelProto") -> str | None:
-    """The path of the first string field that is not valid UTF-8, or None.
-
-    protobuf's proto2 parser lets such bytes through, and every name, op type or producer would
-    then reach the rest of onnxvis as ``bytes`` instead of ``str``.
-    """
-    from google.protobuf.descriptor import FieldDescriptor
-
-    stack: list[tuple[str, object]] = [("model", message)]
-    while stack:
-        where, msg = stack.pop()
-        for field, value in msg.ListFields():  # type: ignore[attr-defined]
-            # protobuf 5.28+ has is_repeated; protobuf 7 dropped label
-            repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
-            values = value if repeated else [value]
-            if field.type == FieldDescriptor.TYPE_STRING:
-                if any(not isinstance(v, str) for v in values):
-                    return f"{where}.{field.name}"
-            elif field.type == FieldDescriptor.TYPE_MESSAGE:
-                stack.extend((f"{where}.{field.name}", v) for v in values)
-    return None
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -122,7 +99,8 @@ class Model:
     Attributes:
         path: the model file.
         name: the file name without its suffix, used for the default output folder.
-        proto: the model's structure. Top-level initializers keep name, dims, data_type,
+        proto: the model's structure, as :mod:`onnxvis.model.proto`'s messages (onnx's field names,
+            read without onnx; :meth:`onnx_proto` gives onnx's own, for its functions). Top-level initializers keep name, dims, data_type,
             data_location and external_data, but their data is absent (no raw_data, no typed
             ``*_data`` fields): use :meth:`tensor` or :meth:`initializer_proto` to read it. Tensors
             inside node attributes (Constant nodes, subgraph initializers) are complete.
@@ -131,13 +109,16 @@ class Model:
     def __init__(
         self,
         path: Path,
-        proto: "onnx.ModelProto",
-        initializers: dict[str, "onnx.TensorProto"],
+        proto: Any,
+        initializers: dict[str, Any],
         *,
         _spans: dict[str, _protoscan.TensorSpan] | None = None,
         _stat: os.stat_result | None = None,
     ):
         """Wrap an already loaded model.
+
+        ``proto`` is :mod:`onnxvis.model.proto`'s ModelProto, or onnx's own (a model built in memory):
+        the callers read both alike, by onnx's field names.
 
         ``initializers`` maps names to TensorProtos. Without ``_spans`` (a model built in memory)
         they must hold their data; :meth:`open` passes data-less skeleton tensors plus where each
@@ -150,6 +131,7 @@ class Model:
         self._spans = _spans
         self._stat = _stat
         self._abspath = self.path.absolute()
+        self._onnx_proto: "onnx.ModelProto | None" = None
 
     # ----------------------------------------------------------------------------------- opening
 
@@ -159,8 +141,6 @@ class Model:
 
         Reads only the model's structure: weight bytes stay on disk until :meth:`tensor` asks.
         """
-        import onnx
-
         path = Path(path)
         if not path.exists():
             raise OnnxvisError(f"model file not found: {path}; check the path")
@@ -178,26 +158,31 @@ class Model:
             raise OnnxvisError(
                 f"cannot read {path}: {exc.strerror or exc}; check that the file exists and is readable"
             ) from None
+        bad_text = None
         try:
-            proto = onnx.ModelProto.FromString(scan.skeleton)
-        except Exception as exc:  # protobuf raises DecodeError (and others) for garbage
-            raise _not_an_onnx_model(path, f"{type(exc).__name__}: {exc}") from None
+            proto = _pb.parse_model(scan.skeleton)
+        except _pb.NotUtf8 as exc:
+            # onnx.proto is proto2, whose parser lets such bytes through; every name, op type or
+            # producer would then reach the rest of onnxvis as bytes instead of str
+            bad_text, proto = "model" + str(exc)[len("ModelProto"):], None
+        except _pb.WireFormatError as exc:
+            raise _not_an_onnx_model(path, f"malformed protobuf: {exc}") from None
+        if bad_text is not None:
+            raise OnnxvisError(
+                f"{path} is damaged: its field {bad_text!r} is not UTF-8 text, as ONNX requires; "
+                "export or download the model again"
+            )
+        assert proto is not None
         if not proto.HasField("graph"):
             raise _not_an_onnx_model(path, "it holds no graph")
         if not proto.graph.node:
             raise _not_an_onnx_model(
                 path, "", OnnxvisError(f"{path} has an empty ONNX graph (no nodes); check that it is the whole model")
             )
-        bad_text = _first_non_utf8_string(proto)
-        if bad_text is not None:
-            raise OnnxvisError(
-                f"{path} is damaged: its field {bad_text!r} is not UTF-8 text, as ONNX requires; "
-                "export or download the model again"
-            )
         inits = list(proto.graph.initializer)
         if len(inits) != len(scan.initializers):  # cannot happen for bytes protobuf accepted
             raise _not_an_onnx_model(path, "its initializers could not be located")
-        tensors: dict[str, onnx.TensorProto] = {}
+        tensors: dict[str, _pb.TensorProto] = {}
         spans: dict[str, _protoscan.TensorSpan] = {}
         for tensor, span in zip(inits, scan.initializers, strict=True):  # on duplicate names, the last one wins
             tensors[tensor.name] = tensor
@@ -267,9 +252,7 @@ class Model:
         span = self._spans.get(name) if self._spans is not None else None
         if span is None or span.raw is None or span.has_typed_data or skeleton.HasField("segment"):
             return None
-        from onnx import external_data_helper
-
-        if external_data_helper.uses_external_data(skeleton):
+        if _pb.uses_external_data(skeleton):
             return None
         return span.raw
 
@@ -294,36 +277,43 @@ class Model:
         except KeyError:
             raise KeyError(f"{name!r} is not a top-level initializer of {self.path}") from None
 
-    def initializer_proto(self, name: str) -> "onnx.TensorProto":
+    def onnx_proto(self) -> "onnx.ModelProto":
+        """The structure as onnx's own ModelProto, for onnx's functions (shape inference, the reference
+        evaluator, version conversion): imports onnx. Top-level initializers are data-less, as in
+        :attr:`proto`."""
+        import onnx
+
+        if isinstance(self.proto, onnx.ModelProto):
+            return self.proto
+        if self._onnx_proto is None:
+            self._onnx_proto = onnx.ModelProto.FromString(self.proto.SerializeToString())
+        return self._onnx_proto
+
+    def initializer_proto(self, name: str) -> "_pb.TensorProto":
         """The full TensorProto of a top-level initializer, with its data loaded.
 
         It equals the initializer of ``onnx.load(path)`` (which loads external data into
         ``raw_data`` and sets ``data_location`` to DEFAULT).
         """
-        import onnx
-        from onnx import external_data_helper
-
         skeleton = self._get(name)
         if self._spans is None:  # built in memory: the protos hold their data
-            if not external_data_helper.uses_external_data(skeleton):
+            if not _pb.uses_external_data(skeleton):
                 return skeleton
-            full = onnx.TensorProto()
-            full.CopyFrom(skeleton)
-            full.raw_data = self._read_external(full)
-        elif external_data_helper.uses_external_data(skeleton):
-            full = onnx.TensorProto()
-            full.CopyFrom(skeleton)
+            full = _pb.TensorProto.FromString(skeleton.SerializeToString())
+            full.raw_data = self._read_external(skeleton)
+        elif _pb.uses_external_data(skeleton):
+            full = _pb.TensorProto.FromString(skeleton.SerializeToString())
             full.raw_data = self._read_external(skeleton)
         else:
             offset, length = self._spans[name].record
             record = self._read_model_bytes(offset, length, name)
             try:
-                return onnx.TensorProto.FromString(record.tobytes())
+                return _pb.TensorProto.FromString(record.tobytes())  # type: ignore[return-value]
             except Exception as exc:
                 raise self._damaged(name, f"{type(exc).__name__}: {exc}") from None
-        full.data_location = onnx.TensorProto.DEFAULT
-        del full.external_data[:]
-        return full
+        full.data_location = _pb.DEFAULT
+        full.external_data = []
+        return full  # type: ignore[return-value]
 
     def tensor(self, name: str) -> np.ndarray:
         """Decode a top-level initializer to numpy, keeping its dtype (float16 stays float16).
@@ -331,14 +321,12 @@ class Model:
         The result equals ``onnx.numpy_helper.to_array`` of the same initializer after a plain
         ``onnx.load`` (same dtype, same bytes), and is a writable array owning its memory.
         """
-        from onnx import external_data_helper
-
         skeleton = self._get(name)
         span = self._spans.get(name) if self._spans is not None else None
         np_dtype = _np_dtype_for_raw(skeleton.data_type)
         if np_dtype is not None and not skeleton.HasField("segment"):
             dims = tuple(skeleton.dims)
-            if external_data_helper.uses_external_data(skeleton):
+            if _pb.uses_external_data(skeleton):
                 data = self._read_external(skeleton, as_array=True)
                 return self._shape(data, np_dtype, dims, name)
             if span is not None and span.raw is not None:
@@ -346,15 +334,15 @@ class Model:
                 return self._shape(data, np_dtype, dims, name)
         return self._to_array(self.initializer_proto(name), name)
 
-    def decode(self, tensor: "onnx.TensorProto") -> np.ndarray:
+    def decode(self, tensor) -> np.ndarray:
         """Decode a TensorProto held in the graph (a Constant's value, a subgraph's initializer).
 
         External data is read relative to the model's folder with onnx's own location checks.
         """
-        from onnx import numpy_helper
-
         try:
-            return numpy_helper.to_array(tensor, base_dir=str(self.path.absolute().parent))
+            if _pb.uses_external_data(tensor):
+                return _pb._onnx_to_array(tensor, base_dir=str(self.path.absolute().parent))
+            return _pb.to_array(tensor)
         except Exception as exc:  # ValueError / checker errors for bad or unsafe external data, damaged bytes
             text = " ".join(str(exc).split()) or type(exc).__name__
             raise OnnxvisError(f"tensor {tensor.name!r} of {self.path} cannot be decoded: {text[:300]}") from None
@@ -367,11 +355,9 @@ class Model:
             "export or download it again"
         )
 
-    def _to_array(self, tensor: "onnx.TensorProto", name: str) -> np.ndarray:
-        from onnx import numpy_helper
-
+    def _to_array(self, tensor, name: str) -> np.ndarray:
         try:
-            return numpy_helper.to_array(tensor)
+            return _pb.to_array(tensor)
         except Exception as exc:  # ValueError for bad sizes/segments, TypeError for UNDEFINED, ...
             raise self._damaged(name, f"{type(exc).__name__}: {exc}") from None
 
@@ -408,13 +394,11 @@ class Model:
 
         Returns bytes, or a fresh uint8 array when ``as_array``.
         """
-        from onnx import external_data_helper
-
         name = tensor.name
         base_dir = str(self._abspath.parent)
         hint = "keep the model's data file beside it, inside the model's folder, and re-export it if it is damaged"
         try:
-            info = external_data_helper.ExternalDataInfo(tensor)
+            info = _ExternalDataInfo(tensor)
         except (ValueError, TypeError) as exc:
             raise OnnxvisError(f"bad external data entry for tensor {name!r} of {self.path}: {exc}; {hint}") from None
         location = info.location
@@ -440,6 +424,26 @@ class Model:
                 f"cannot read external data {location!r} of tensor {name!r}: {exc.strerror or exc}; {hint}"
             ) from None
         return data if as_array else data.tobytes()
+
+
+class _ExternalDataInfo:
+    """A tensor's external data entry, read as ``onnx.external_data_helper.ExternalDataInfo`` does
+    (the keys it allows; offset and length non-negative integers)."""
+
+    _KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
+
+    def __init__(self, tensor) -> None:
+        self.location = ""
+        self.offset: int | None = None
+        self.length: int | None = None
+        found = {entry.key: entry.value for entry in tensor.external_data if entry.key in self._KEYS}
+        self.location = found.get("location", "")
+        for key in ("offset", "length"):
+            if key in found:
+                value = int(found[key])
+                if value < 0:
+                    raise ValueError(f"External data {key} must be non-negative, got {value} for tensor {tensor.name!r}")
+                setattr(self, key, value)
 
 
 def _read_exactly(f, offset: int, length: int, name: str, where) -> np.ndarray:

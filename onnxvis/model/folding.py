@@ -41,10 +41,12 @@ def run_node(model: "Model", node: "onnx.NodeProto", values: list[np.ndarray | N
     """Evaluate one node with onnx's reference implementation; returns its first output."""
     from onnx.reference import ReferenceEvaluator
 
+    from onnxvis.model.proto import as_onnx
+
     names = [name for name in node.input]
     feeds = {name: value for name, value in zip(names, values, strict=True) if name and value is not None}
     try:
-        evaluator = ReferenceEvaluator(node, opsets=_opsets(model))
+        evaluator = ReferenceEvaluator(as_onnx(node), opsets=_opsets(model))
         (first, *_) = evaluator.run(None, feeds)  # a list: no intermediate results were asked for
         return np.asarray(first)
     except Exception as exc:  # the reference implementation raises anything on odd attributes or inputs
@@ -112,20 +114,22 @@ def _fold_model(model: "Model", nodes, leaves: dict[str, GraphIndex], name: str,
     initializers with their data, the others typed inputs."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from onnxvis.model.proto import as_onnx
+
     inits = []
     inputs = []
     for leaf, owner in sorted(leaves.items()):
         tensor = owner.initializers[leaf]
         if with_data(leaf):
             if owner.is_main and model.has_initializer(leaf):
-                inits.append(model.initializer_proto(leaf))
+                inits.append(as_onnx(model.initializer_proto(leaf)))
             else:
                 inits.append(numpy_helper.from_array(model.decode(tensor), leaf))
         else:
             inputs.append(helper.make_tensor_value_info(leaf, tensor.data_type, list(tensor.dims)))
     output = helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
-    graph = helper.make_graph([n for _, n in nodes], "fold", inputs, [output], inits)
-    folded = helper.make_model(graph, opset_imports=list(model.proto.opset_import))
+    graph = helper.make_graph([as_onnx(n) for _, n in nodes], "fold", inputs, [output], inits)
+    folded = helper.make_model(graph, opset_imports=[as_onnx(o) for o in model.proto.opset_import])
     folded.ir_version = max(model.proto.ir_version or 0, 4)
     return folded
 

@@ -153,22 +153,16 @@ class GraphIndex:
 
 def dtype_name(data_type: int) -> str:
     """The numpy name of an ONNX element type (``float16``, ``int4``), else its ONNX name."""
-    from onnx import TensorProto, helper
+    from onnxvis.model.proto import dtype_name_of
 
-    try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).name
-    except Exception:
-        try:
-            return TensorProto.DataType.Name(data_type).lower()
-        except ValueError:
-            return f"type {data_type}"
+    return dtype_name_of(data_type)
 
 
 def np_dtype(data_type: int) -> np.dtype:
     """The numpy type of an ONNX element type; raises for a type numpy does not have."""
-    from onnx import helper
+    from onnxvis.model.proto import np_dtype_of
 
-    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
+    return np_dtype_of(data_type)
 
 
 def required_nodes(

@@ -127,7 +127,7 @@ class ConvLayer:
 
 
 def _attributes(node: "onnx.NodeProto") -> dict:
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
     wanted = {"strides", "pads", "dilations", "group", "kernel_shape", "auto_pad", "activation"}
     int_lists = {"strides", "pads", "dilations", "kernel_shape"}
@@ -135,7 +135,7 @@ def _attributes(node: "onnx.NodeProto") -> dict:
     for attr in node.attribute:
         if attr.name in wanted:
             try:
-                value = helper.get_attribute_value(attr)
+                value = attribute_value(attr)
             except Exception:  # an attribute of undefined type in a damaged file
                 continue
             value = value.decode("utf-8", "replace") if isinstance(value, bytes) else (tuple(value) if isinstance(value, list) else value)

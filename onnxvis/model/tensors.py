@@ -55,7 +55,7 @@ def tensor_rows(model: "Model") -> list[TensorRow]:
     Constant nodes are weights too (PaddlePaddle stores its kernels so) and are left out."""
     import onnx
 
-    proto = model.proto
+    proto = model.onnx_proto()  # onnx's own messages: shape inference takes nothing else
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False).graph
         values = list(inferred.input) + list(inferred.value_info) + list(inferred.output)

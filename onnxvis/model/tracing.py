@@ -119,11 +119,11 @@ def _stored(model: "Model", scope: GraphIndex, name: str) -> Callable[[], np.nda
 
 
 def _attr(node: "onnx.NodeProto", name: str, default=None):
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
     for a in node.attribute:
         if a.name == name:
-            return helper.get_attribute_value(a)
+            return attribute_value(a)
     return default
 
 
@@ -140,9 +140,9 @@ def _trace_tensor(model: "Model", scope: GraphIndex, name: str, depth: int = 0) 
     if how == "initializer":
         tensor = owner.initializers[name]
         detail = ""
-        from onnx import external_data_helper
+        from onnxvis.model.proto import uses_external_data
 
-        if external_data_helper.uses_external_data(tensor):
+        if uses_external_data(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
             detail = f"external data in {location}"
         if not owner.is_main:
@@ -187,14 +187,14 @@ def _trace_produced(model: "Model", owner: GraphIndex, name: str, depth: int) ->
 
 
 def _trace_constant(model: "Model", node: "onnx.NodeProto") -> WeightSource:
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
     for attr in node.attribute:
         if attr.name == "value":
             tensor = attr.t
             return WeightSource("constant", "", tuple(tensor.dims), dtype_name(tensor.data_type), "", partial(model.decode, tensor))
         if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
-            value = np.array(helper.get_attribute_value(attr), dtype=np.float32 if "float" in attr.name else np.int64)
+            value = np.array(attribute_value(attr), dtype=np.float32 if "float" in attr.name else np.int64)
             return WeightSource("constant", "", tuple(value.shape), value.dtype.name, "", partial(np.asarray, value))
         if attr.name == "sparse_value":
             sparse = attr.sparse_tensor

@@ -33,8 +33,6 @@ FULLGRAD_PLACE = "bias_layers"
 
 def _constant(insp: Inspector, name: str) -> np.ndarray | None:
     """A tensor stored in the model (an initializer or a Constant node's value), as float32; None if computed."""
-    from onnx import numpy_helper
-
     model = insp.model
     if model.has_initializer(name):
         return np.asarray(model.tensor(name), dtype=np.float32)
@@ -42,7 +40,7 @@ def _constant(insp: Inspector, name: str) -> np.ndarray | None:
         if node.op_type == "Constant" and node.output and node.output[0] == name:
             for attr in node.attribute:
                 if attr.name == "value":
-                    return numpy_helper.to_array(attr.t).astype(np.float32)
+                    return np.asarray(model.decode(attr.t)).astype(np.float32)
     return None
 
 

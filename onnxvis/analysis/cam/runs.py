@@ -115,7 +115,7 @@ def default_layer(insp: Inspector, output: str | None = None) -> ConvLayer:
     """The last conv layer of the main graph whose output is spatial (wider than 1x1), by the shapes
     onnx infers; a layer whose shape is unknown counts as spatial (the run checks it). With ``output``,
     only the layers that lead to it (a detector's box head does not lead to its scores)."""
-    import onnx
+    from onnxvis.model.shapes import infer_shapes
 
     main = [layer for layer in insp.layers if layer.in_main_graph]
     if output is not None:
@@ -123,12 +123,7 @@ def default_layer(insp: Inspector, output: str | None = None) -> ConvLayer:
         main = [layer for layer in main if layer.output_name in read]
     if not main:
         raise OnnxvisError("the model has no conv layer in its main graph; a class activation map needs a conv layer or a spatial tensor")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(insp.model.proto).graph
-        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                  for v in list(inferred.value_info) + list(inferred.output)}
-    except Exception:  # noqa: BLE001  (onnx raises several types; shape inference is a convenience: without it the last conv layer is taken)
-        shapes = {}
+    shapes = infer_shapes(insp.model)  # the ops of a CNN, in pure Python: no onnx import for a forward CAM
     for layer in reversed(main):
         dims = shapes.get(layer.output_name)
         spatial = dims[2:] if dims and not layer.channels_last else (dims[1:-1] if dims else None)

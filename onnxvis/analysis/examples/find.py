@@ -42,11 +42,10 @@ def reader_layer(inspector: Inspector) -> "ConvLayer":
     Raises:
         OnnxvisError: the model has no conv layer.
     """
-    import onnx
-
     from onnxvis.engine.classes import class_count_of, class_outputs
     from onnxvis.image.inputs import input_shape
     from onnxvis.model.layers import no_conv_layer
+    from onnxvis.model.shapes import infer_shapes
 
     layers = [layer for layer in inspector.layers if layer.in_main_graph]
     if not layers:
@@ -55,12 +54,7 @@ def reader_layer(inspector: Inspector) -> "ConvLayer":
     value = next((o for o in inspector.model.graph.output if o.name in outputs[:1]), None) if len(outputs) == 1 else None
     shape = input_shape(value) if value is not None else None
     classes = class_count_of(shape) if shape else None
-    try:
-        inferred = onnx.shape_inference.infer_shapes(inspector.model.proto).graph
-        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                  for v in list(inferred.value_info) + list(inferred.output)}
-    except Exception:  # noqa: BLE001  (inference is a convenience: without it every layer counts as spatial)
-        shapes = {}
+    shapes = infer_shapes(inspector.model)  # a layer whose shape is unknown counts as spatial
     tail = True  # still among the layers after the last spatial one, where the classifier lies
     for layer in reversed(layers):
         dims = shapes.get(layer.output_name)

@@ -70,9 +70,9 @@ _WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
 
 
 def _attrs(node: "onnx.NodeProto") -> dict:
-    from onnx import helper
+    from onnxvis.model.proto import attribute_value
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {a.name: attribute_value(a) for a in node.attribute}
 
 
 def _decode(value):

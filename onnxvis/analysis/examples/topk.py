@@ -13,6 +13,22 @@ Memory is channels x K per layer, whatever the number of images.
 
 A layer may also keep a small payload per entry (a downsampled copy of the channel's map, used
 where the receptive field cannot be computed); it travels with its entry through every merge.
+
+The answer's contract (what "the same answer" means between two runs, e.g. the local engine and
+Ray's, which batch the images differently; onnxruntime's full optimisation level makes a score
+depend, in its last bits, on the batch it was computed in):
+
+* the same images per channel;
+* scores equal within a relative tolerance of :data:`RTOL` (0.1%);
+* where two scores lie within it of each other, their order is decided by image path (the smaller id
+  first: ids follow the catalog, which is sorted by path).
+
+The kept entries are selected by the exact order above; :meth:`TopK.entries` (what is written and
+drawn) then orders them by this contract: each run of entries whose scores lie within :data:`RTOL` of
+the run's best one is ordered by image path. So two runs that agree within the tolerance write the
+same images in the same order. (A run keeps more entries than it draws, ``keep`` >= ``top``: the
+images at the edge of the drawn K are chosen by the same rule.) :meth:`TopK.agrees` checks the
+contract.
 """
 
 from __future__ import annotations
@@ -23,7 +39,10 @@ import numpy as np
 
 from onnxvis.errors import OnnxvisError
 
-__all__ = ["TopK", "channel_maxima"]
+__all__ = ["RTOL", "TopK", "channel_maxima"]
+
+RTOL = 1e-3
+"""Two scores within this relative tolerance of each other are the same score (the contract above)."""
 
 
 def channel_maxima(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,6 +74,24 @@ class _Layer:
     y: np.ndarray  # (C, n) int32
     x: np.ndarray  # (C, n) int32
     payload: np.ndarray | None  # (C, n, ...) or None
+
+
+def _tolerant_order(score: np.ndarray, image: np.ndarray, rtol: float = RTOL) -> np.ndarray:
+    """The positions of one channel's entries (kept best first by exact score) in the contract's order:
+    each run of entries within ``rtol`` of the run's first (best) score, by image id; empty slots last."""
+    order = np.arange(score.size)
+    start = 0
+    while start < score.size:
+        best = float(score[start])
+        if image[start] < 0 or not np.isfinite(best):
+            break
+        end = start + 1
+        while end < score.size and image[end] >= 0 and best - float(score[end]) <= rtol * abs(best):
+            end += 1
+        if end - start > 1:  # a stable sort: equal ids (never, one entry per image) keep their order
+            order[start:end] = start + np.argsort(image[start:end], kind="stable")
+        start = end
+    return order
 
 
 def _empty(channels: int, payload_shape: tuple[int, ...] | None) -> _Layer:
@@ -170,13 +207,46 @@ class TopK:
             self._layers[name] = _select(_Layer(layer.score, image, layer.y, layer.x, layer.payload), self.k)
 
     def entries(self, name: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(score, image id, y, x), each (C, k') best first; empty slots have image id -1."""
-        layer = self._layers[name]
+        """(score, image id, y, x), each (C, k') best first by the contract (near-equal scores in path
+        order, see the module's docstring); empty slots have image id -1."""
+        layer = self._contract_order(name)
         k = layer.score.shape[1] if k is None else min(int(k), layer.score.shape[1])
         return layer.score[:, :k], layer.image[:, :k], layer.y[:, :k], layer.x[:, :k]
 
     def payload(self, name: str) -> np.ndarray | None:
-        return self._layers[name].payload
+        """The payloads, (C, n, ...), in the order of :meth:`entries`."""
+        return self._contract_order(name).payload
+
+    def _contract_order(self, name: str) -> _Layer:
+        layer = self._layers[name]
+        order = np.stack([_tolerant_order(layer.score[c], layer.image[c]) for c in range(layer.score.shape[0])]) \
+            if layer.score.size else np.zeros(layer.score.shape, np.int64)
+
+        def take(a: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=1)
+
+        return _Layer(take(layer.score), take(layer.image), take(layer.y), take(layer.x),
+                      None if layer.payload is None else take(layer.payload))
+
+    def agrees(self, other: "TopK", k: int | None = None, rtol: float = RTOL) -> str | None:
+        """None when both give the same answer under the contract (same images in the same order per
+        channel, scores within ``rtol``) for their first ``k`` entries (default: all kept); else where not."""
+        if self.names != other.names:
+            return f"layers {self.names} against {other.names}"
+        for name in self.names:
+            sa, ia, _, _ = self.entries(name, k)
+            sb, ib, _, _ = other.entries(name, k)
+            if ia.shape != ib.shape:
+                return f"layer {name!r}: {ia.shape} entries against {ib.shape}"
+            for c in np.nonzero((ia != ib).any(axis=1))[0][:1]:
+                return f"layer {name!r}, channel {c}: images {ia[c].tolist()} against {ib[c].tolist()}"
+            both = ia >= 0
+            a, b = sa[both].astype(np.float64), sb[both].astype(np.float64)
+            far = np.abs(a - b) > rtol * np.maximum(np.abs(a), np.abs(b))
+            if far.any():
+                i = int(np.argmax(far))
+                return f"layer {name!r}: score {a[i]} against {b[i]}, beyond the relative tolerance {rtol}"
+        return None
 
     # ------------------------------------------------------------------ plain arrays (checkpoints, Ray)
 
