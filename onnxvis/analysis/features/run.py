@@ -15,7 +15,7 @@ on which other channels share the batch, and the same seed gives the same images
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,10 +29,12 @@ from onnxvis.errors import OnnxvisError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from onnxvis.engine.gradients import GradientGraph
     from onnxvis.engine.inspector import Inspector
+    from onnxvis.image.inputs import InputSpec
     from onnxvis.image.preprocess import Preprocess
 
-__all__ = ["OBJECTIVES", "FeatureImage", "Recipe", "model_size", "optimise", "parse_channels"]
+__all__ = ["OBJECTIVES", "FeatureImage", "Recipe", "class_index", "model_size", "optimise", "parse_channels", "place_channels", "visualise"]
 
 OBJECTIVES = ("channel", "neuron", "class")
 # Lucent's diversity tutorial: objectives.channel(layer, n) - 1e2 * objectives.diversity(layer).
@@ -103,7 +105,7 @@ class FeatureImage:
 
     def pixels(self) -> np.ndarray:
         """uint8 (size, size, 3)."""
-        return np.clip(np.round(self.image * 255), 0, 255).astype(np.uint8)
+        return np.clip(np.floor(self.image * np.float32(255) + np.float32(0.5)), 0, 255).astype(np.uint8)  # as save_image
 
 
 def parse_channels(spec: str | Sequence[int] | None, count: int | None, default: int = 16) -> list[int]:
@@ -245,6 +247,40 @@ def optimise(
         OnnxvisError: a bad objective, channel or setting; a model that cannot be differentiated.
     """
     recipe = recipe or Recipe()
+    rows = [(int(c), k) for c in channels for k in range(diversity)]
+    problem = make_problem(insp, place, channels, objective=objective, diversity=diversity, recipe=recipe)
+    rngs = [np.random.default_rng([int(seed), c, k]) for c, k in rows]
+    params = np.concatenate([problem.images.param.init(rng, 1) for rng in rngs])
+    adam = fm.Adam(params, lr=recipe.lr)
+    history = np.zeros((recipe.steps, len(rows)), np.float32)
+    done = 0
+    for step in range(recipe.steps):
+        if cancelled is not None and cancelled():
+            break
+        draws = [fm.Step.draw(rng) if recipe.transforms else None for rng in rngs]
+        values, _, grad = problem.gradient(adam.params, draws)
+        history[step] = values
+        adam.step(-grad)  # Adam minimises: the loss is minus the objective
+        done = step + 1
+        if on_step is not None:
+            on_step(step, values)
+    final = problem.images.forward(adam.params)
+    labels = insp.labels if objective == "class" else None
+    out = []
+    for i, (c, k) in enumerate(rows):
+        label = labels[c] if labels and c < len(labels) else None
+        last = float(history[done - 1, i]) if done else float("nan")
+        out.append(FeatureImage(place, c, k, final[i].transpose(1, 2, 0).astype(np.float32), last, history[:done, i].copy(), label))
+    return out
+
+
+def make_problem(
+    insp: "Inspector", place: Place, channels: Sequence[int], *, objective: str = "channel", diversity: int = 1,
+    recipe: Recipe | None = None,
+) -> "Problem":
+    """The :class:`Problem` of one batch (``channels`` of ``place``, ``diversity`` images each), with its
+    gradient graph (kept by the Inspector). See :func:`optimise`."""
+    recipe = recipe or Recipe()
     recipe.check()
     if objective not in OBJECTIVES:
         raise OnnxvisError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}", setting="objective")
@@ -282,50 +318,66 @@ def optimise(
     def to_place(a: np.ndarray) -> np.ndarray:
         return a.transpose(0, 2, 3, 1) if place.channels_last else a
 
-    def from_place(a: np.ndarray) -> np.ndarray:
-        return a.transpose(0, 3, 1, 2) if place.channels_last else a
-
     if objective == "class":
         seed_base = _class_seeds(score_shape, chans, spec.layout, graph.score.axis)
     elif objective == "neuron":
         seed_base = to_place(fm.neuron_seed(nchw, chans))
     else:
         seed_base = to_place(fm.channel_seed(nchw, chans))
-    rngs = [np.random.default_rng([int(seed), c, k]) for c, k in rows]
-    images = _Images(recipe)
-    params = np.concatenate([images.param.init(rng, 1) for rng in rngs])
-    adam = fm.Adam(params, lr=recipe.lr)
-    groups = chans
-    history = np.zeros((recipe.steps, n), np.float32)
-    done = 0
-    for step in range(recipe.steps):
-        if cancelled is not None and cancelled():
-            break
-        rgb = images.forward(adam.params)
-        transforms = [fm.Transforms((recipe.size, recipe.size), size, fm.Step.draw(rng) if recipe.transforms else None) for rng in rngs]
+    return Problem(graph, pre, _Images(recipe), recipe, size, objective, chans, seed_base, diversity, place.channels_last, spec)
+
+
+class Problem:
+    """The objective of a batch as a function of its parameters, with its gradient: the image, the
+    transforms, the model's preprocessing, the model (forward and backward in one onnxruntime
+    session), and back through the adjoints."""
+
+    def __init__(self, graph: "GradientGraph", pre: _Preprocessing, images: _Images, recipe: Recipe, size: tuple[int, int],
+                 objective: str, chans: Sequence[int], seed_base: np.ndarray, diversity: int, channels_last: bool,
+                 spec: "InputSpec") -> None:
+        self.graph, self.pre, self.images, self.recipe, self.size = graph, pre, images, recipe, size
+        self.objective, self.chans, self.seed_base, self.diversity = objective, list(chans), seed_base, diversity
+        self.channels_last, self.spec = channels_last, spec
+
+    def _place(self, a: np.ndarray) -> np.ndarray:
+        return a.transpose(0, 2, 3, 1) if self.channels_last else a
+
+    def _nchw(self, a: np.ndarray) -> np.ndarray:
+        return a.transpose(0, 3, 1, 2) if self.channels_last else a
+
+    def model_input(self, params: np.ndarray, draws: Sequence[fm.Step | None]) -> tuple[np.ndarray, list[fm.Transforms]]:
+        rgb = self.images.forward(params)
+        side = (self.recipe.size, self.recipe.size)
+        transforms = [fm.Transforms(side, self.size, draw) for draw in draws]
         seen = np.stack([t.forward(rgb[i]) for i, t in enumerate(transforms)])
-        x = pre.forward(seen)
-        seeds = seed_base
-        if diversity > 1:
-            acts = from_place(graph.forward(x))
-            _, d_div = fm.diversity(acts, groups)
-            seeds = seeds - recipe.diversity_weight * to_place(d_div)
-        run = graph.run(x, seeds[..., None])
-        grad_x = run.gradients[spec.name][..., 0]
-        history[step] = _values(run.scores, objective, chans, spec.layout, graph.score.axis, place.channels_last)
-        grad_rgb = np.stack([t.adjoint(g) for t, g in zip(transforms, pre.adjoint(grad_x), strict=True)])
-        adam.step(-images.adjoint(grad_rgb))  # Adam minimises: the loss is minus the objective
-        done = step + 1
-        if on_step is not None:
-            on_step(step, history[step])
-    final = images.forward(adam.params)
-    labels = insp.labels if objective == "class" else None
-    out = []
-    for i, (c, k) in enumerate(rows):
-        label = labels[c] if labels and c < len(labels) else None
-        last = float(history[done - 1, i]) if done else float("nan")
-        out.append(FeatureImage(place, c, k, final[i].transpose(1, 2, 0).astype(np.float32), last, history[:done, i].copy(), label))
-    return out
+        return self.pre.forward(seen), transforms
+
+    def value(self, params: np.ndarray, draws: Sequence[fm.Step | None]) -> float:
+        """The total objective (the sum of the images' objectives, minus the weighted diversity penalty)."""
+        x, _ = self.model_input(params, draws)
+        scores = self.graph.forward(x)
+        total = float(self._values(scores).astype(np.float64).sum())
+        if self.diversity > 1:
+            total -= self.recipe.diversity_weight * fm.diversity(self._nchw(scores), self.chans)[0]
+        return total
+
+    def gradient(self, params: np.ndarray, draws: Sequence[fm.Step | None]) -> tuple[np.ndarray, float, np.ndarray]:
+        """(each image's objective, the total objective, its gradient with respect to ``params``)."""
+        x, transforms = self.model_input(params, draws)
+        seeds = self.seed_base
+        penalty = 0.0
+        if self.diversity > 1:  # the seed depends on the activations: a forward pass first
+            penalty, d_div = fm.diversity(self._nchw(self.graph.forward(x)), self.chans)
+            seeds = seeds - self.recipe.diversity_weight * self._place(d_div)
+        run = self.graph.run(x, seeds[..., None])
+        grad_x = run.gradients[self.spec.name][..., 0]
+        values = self._values(run.scores)
+        grad_rgb = np.stack([t.adjoint(g) for t, g in zip(transforms, self.pre.adjoint(grad_x), strict=True)])
+        total = float(values.astype(np.float64).sum()) - self.recipe.diversity_weight * penalty
+        return values, total, self.images.adjoint(grad_rgb)
+
+    def _values(self, scores: np.ndarray) -> np.ndarray:
+        return _values(scores, self.objective, self.chans, self.spec.layout, self.graph.score.axis, self.channels_last)
 
 
 def _values(scores: np.ndarray, objective: str, chans: Sequence[int], layout: str, axis: int | None, channels_last: bool) -> np.ndarray:
@@ -347,6 +399,68 @@ def class_index(insp: "Inspector", target: int | str, output: str | None = None)
     value = insp.outputs(_probe(insp), [name])[name]
     scores = class_scores(value[None], insp.image_input.layout)[0]
     return target_index(target, scores, insp.labels)
+
+
+def place_channels(insp: "Inspector", place: Place) -> int | None:
+    """The number of channels of a place's tensor, from one run on a grey image (None if not 4-D)."""
+    value = insp.run(_probe(insp), [place.tensor]).values[place.tensor]
+    if value.ndim != 3:
+        return None
+    return int(value.shape[-1] if place.channels_last else value.shape[0])
+
+
+def visualise(
+    insp: "Inspector",
+    places: Sequence[Place],
+    channels: str | Sequence[int] | None = None,
+    *,
+    objective: str = "channel",
+    targets: str | Sequence[int | str] | None = None,
+    output: str | None = None,
+    diversity: int = 1,
+    seed: int = 0,
+    recipe: Recipe | None = None,
+    on_step: Callable[[Place, int, np.ndarray], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[list[FeatureImage]]:
+    """The optimised images of each place (one batch per place), place by place.
+
+    ``channels``: "0-15", "all", a list, or None (the first 16). With ``objective="class"`` the place
+    is the class output (``output``, else the model's) and ``targets`` are the classes (indices or
+    labels, comma-separated in a string); ``places`` and ``channels`` are not used.
+
+    Raises:
+        OnnxvisError: as :func:`optimise`; a class objective without a target.
+    """
+    recipe = recipe or Recipe()
+    recipe.check()  # before the first place's work
+    if objective not in OBJECTIVES:
+        raise OnnxvisError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}", setting="objective")
+    if objective == "class":
+        if targets is None or (isinstance(targets, str) and not targets.strip()):
+            raise OnnxvisError("the class objective needs the class to optimise: a class index or label", setting="target")
+        items = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else list(targets)
+        name = insp.class_output(output)
+        classes = [class_index(insp, t, name) for t in items]
+        place = Place(name, f"class_{sanitize_label(name)}")
+        jobs = [(place, classes)]
+    else:
+        if not places:
+            raise OnnxvisError("no place to optimise: give a conv layer or a tensor", setting="layers")
+        jobs = []
+        for place in places:
+            count = place_channels(insp, place)
+            if count is None:
+                raise OnnxvisError(f"tensor {place.tensor!r} is not (channels, height, width) per image; choose a conv layer's output")
+            jobs.append((place, parse_channels(channels, count)))
+    for place, chosen in jobs:
+        step_hook = None if on_step is None else (lambda step, values, place=place: on_step(place, step, values))
+        yield optimise(insp, place, chosen, objective=objective, diversity=diversity, seed=seed, recipe=recipe,
+                       on_step=step_hook, cancelled=cancelled)
+
+
+def sanitize_label(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:60] or "output"
 
 
 def _probe(insp: "Inspector") -> "Image.Image":
