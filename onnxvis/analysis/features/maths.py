@@ -387,7 +387,7 @@ def neuron_seed(shape: Sequence[int], channels: Sequence[int]) -> np.ndarray:
     seed = np.zeros(tuple(shape), np.float32)
     centre = tuple(d // 2 for d in shape[2:])
     for row, channel in enumerate(channels):
-        seed[(row, channel, *centre)] = 1.0
+        seed[(row, channel) + centre] = 1.0
     return seed
 
 

@@ -303,12 +303,12 @@ def make_problem(
     score_shape = (n, *graph.shapes[graph.score.tensor][1:])
     if objective != "class":
         dims = score_shape
-        count = dims[-1] if place.channels_last else (dims[1] if len(dims) > 1 else None)
         if len(dims) != 4:
             raise OnnxvisError(
                 f"tensor {place.tensor!r} has shape {tuple(dims[1:])} per image; a channel objective needs (channels, height, width)"
             )
-        bad = [c for c, _ in rows if count is not None and c >= count]
+        count = int(dims[-1] if place.channels_last else dims[1])
+        bad = [c for c, _ in rows if c >= count]
         if bad:
             raise OnnxvisError(f"channel {bad[0]} is out of range: tensor {place.tensor!r} has {count} channels (0..{count - 1})",
                                setting="channels")
