@@ -177,3 +177,23 @@ def test_fourier_image_is_a_picture_not_noise() -> None:
     fourier = optimise(insp, place, [0], recipe=Recipe(steps=64))[0]
     pixels = optimise(insp, place, [0], recipe=Recipe.unconstrained(steps=64))[0]
     assert fm.high_frequency_share(fourier.image) <= 0.5 * fm.high_frequency_share(pixels.image)
+
+
+def test_examples_page_shows_the_optimised_image_beside_the_photos(cli, tmp_path) -> None:
+    from conftest import photo
+
+    model = classifier(tmp_path / "m.onnx")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(4):
+        photo(photos / f"p{seed}.png", seed)
+    out = tmp_path / "out"
+    made = cli("features", model, "--layers", "1", "--channels", "0,2", "--size", "16", "--steps", "2", "-o", out)
+    assert made.returncode == 0, made.stderr
+    shown = cli("examples", model, photos, "--layers", "1", "--top", "2", "-o", out)
+    assert shown.returncode == 0, shown.stderr
+    page = (out / "examples.html").read_text()
+    assert 'alt="optimised image of channel 0"' in page and 'alt="optimised image of channel 2"' in page
+    assert 'alt="optimised image of channel 1"' not in page  # only where both exist
+    alone = cli("examples", model, photos, "--layers", "1", "--top", "2", "-o", tmp_path / "plain")
+    assert alone.returncode == 0 and "optimised image" not in (tmp_path / "plain" / "examples.html").read_text()

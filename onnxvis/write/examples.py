@@ -18,7 +18,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +223,35 @@ def draw_grids(
             yield layer, grids.pop(layer.output), layouts[layer.output]
 
 
-def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo", bytes, Layout]]) -> str:
+def optimised_images(folder: Path, layers: Sequence["LayerInfo"]) -> dict[tuple[str, int], bytes]:
+    """The optimised images ``onnxvis features`` wrote into ``folder`` for these layers, by (layer output,
+    channel): ``features_<idx>_<layer>_c<channel>.png`` (the first image of a channel with diversity,
+    ``_d0``). Shown beside the channel's photos, as Microscope does."""
+    import re
+
+    from onnxvis.outdir import sanitize
+
+    found: dict[tuple[str, int], bytes] = {}
+    for layer in layers:
+        pattern = re.compile(rf"features_{re.escape(sanitize(layer.stem))}_c(\d+)(_d0)?\.png")
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return found
+        for name in names:
+            match = pattern.fullmatch(name)
+            if match is None or (layer.output, int(match.group(1))) in found:
+                continue
+            try:
+                found[(layer.output, int(match.group(1)))] = (folder / name).read_bytes()
+            except OSError:
+                continue  # unreadable: the page shows the photos alone
+    return found
+
+
+def _html_page(
+    state: "ExamplesState", k: int, sections: list[tuple["LayerInfo", bytes, Layout]], optimised: dict[tuple[str, int], bytes] | None = None
+) -> str:
     def e(text: object) -> str:
         return html.escape(str(text), quote=True)
 
@@ -232,8 +260,9 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
         "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f}h2{margin-top:2em}",
         "nav a{margin-right:1em}.ch{display:flex;align-items:center;gap:2px;margin:2px 0}",
         ".ch b{display:inline-block;width:4.5em;text-align:right;margin-right:.6em;font-weight:normal;color:#6e6e73}",
-        ".t{flex:none;background-repeat:no-repeat}.note{color:#6e6e73}",
+        ".t{flex:none;background-repeat:no-repeat}.note{color:#6e6e73}.f{flex:none;margin-right:8px;outline:2px solid #0071e3}",
     ]
+    optimised = optimised or {}
     body = []
     seen = int(state.seen.sum())
     body.append(f"<h1>What excites each channel: {e(Path(state.meta['model']).name)}</h1>")
@@ -242,6 +271,11 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
         f"each cropped to the receptive field around that maximum. Preprocessing: {e(state.preprocess.describe())}. "
         "Hover a tile for its file and score.</p>"
     )
+    if optimised:
+        body.append(
+            "<p class=note>Framed in blue, first: the image optimised for the channel (onnxvis features, written into this "
+            "folder), beside the photos that excite it most.</p>"
+        )
     body.append("<nav>" + "".join(f'<a href="#L{layer.index}">{layer.index} {e(layer.name)}</a>' for layer, _, _ in sections) + "</nav>")
     for layer, png, grid in sections:
         css = f"L{layer.index}"
@@ -262,6 +296,10 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
                 top, left = grid.origin(c, r)
                 title = f"{state.catalog[int(images[c, r])]}\nscore {float(scores[c, r]):.5g}"
                 tiles.append(f'<div class="t {css}" style="background-position:-{left}px -{top}px" title="{e(title)}"></div>')
+            image = optimised.get((layer.output, c))
+            if image is not None:
+                tiles.insert(0, f'<img class=f width={grid.tile} height={grid.tile} alt="optimised image of channel {c}" '
+                             f'title="optimised image (onnxvis features)" src="data:image/png;base64,{base64.b64encode(image).decode()}">')
             body.append(f'<div class=ch id="L{layer.index}c{c}"><b>ch {c}</b>{"".join(tiles)}</div>')
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -308,6 +346,6 @@ def draw_examples(state: "ExamplesState", out: "OutputDir", k: int, tile: int = 
         written.append(out.write_bytes(out.path_for(f"examples_{layer.stem}", ".jpg"), jpeg))
         sections.append((layer, jpeg, grid_layout))
     sections.sort(key=lambda s: state.layers.index(s[0]))
-    page = _html_page(state, k, sections)
+    page = _html_page(state, k, sections, optimised_images(out.root, state.layers))
     written.append(out.write_bytes(out.path_for("examples", ".html"), page.encode("utf-8")))
     return written
