@@ -7,7 +7,7 @@
    ``docs/features_fourier_vs_pixels.png``.
 2. **Beside the dataset examples** (with ``--examples DIR``, the ``--workdir`` of
    ``benchmarks/features_examples.py``): each channel's optimised image beside its top photos among
-   the 300, as ``docs/features_examples_squeezenet.png``.
+   the 300, as ``docs/features_examples_squeezenet_25.png`` (conv10).
 
     python benchmarks/features_figures.py
     python benchmarks/features_figures.py --examples /tmp/featcheck/full --skip-spectrum
@@ -48,7 +48,7 @@ def spectrum(steps: int, channel: int, layer: str) -> None:
     draw = ImageDraw.Draw(canvas)
     draw.text((2, 3), f"Lucent's recipe {a:.3f}", fill="black")
     draw.text((136, 3), f"pixels {b:.3f}", fill="black")
-    canvas.save(ROOT / "docs" / "features_fourier_vs_pixels.png", optimize=True)
+    canvas.quantize(256).save(ROOT / "docs" / "features_fourier_vs_pixels.png", optimize=True)  # small, for the README
 
 
 def beside_examples(folder: Path, layer_index: int, channels: int, k: int, tile: int) -> None:
@@ -72,7 +72,7 @@ def beside_examples(folder: Path, layer_index: int, channels: int, k: int, tile:
             thumb = image.crop((left, top, left + side, top + side)).resize((tile, tile), Image.Resampling.BILINEAR)
             canvas.paste(thumb, (8 + (col + 1) * (tile + 4), row * (tile + 4)))
     out = ROOT / "docs" / f"features_examples_squeezenet_{layer_index}.png"
-    canvas.save(out, optimize=True)
+    canvas.quantize(256).save(out, optimize=True)  # small, for the README
     print(f"wrote {out}")
 
 
@@ -87,8 +87,7 @@ def main() -> None:
     if not args.skip_spectrum:
         spectrum(args.steps, args.channel, args.layer)
     if args.examples:
-        for index in (15, 25):
-            beside_examples(args.examples, index, 8, 4, 72)
+        beside_examples(args.examples, 25, 8, 3, 64)
 
 
 if __name__ == "__main__":
