@@ -225,6 +225,8 @@ def optimise(
     recipe: Recipe | None = None,
     on_step: Callable[[int, np.ndarray], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    on_preview: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    preview_every: int = 16,
 ) -> list[FeatureImage]:
     """Optimise one image per channel of ``place`` (``diversity`` images each), as one batch.
 
@@ -239,6 +241,8 @@ def optimise(
         recipe: Lucent's defaults unless given.
         on_step: called after each step with (step, the objective per image).
         cancelled: asked before each step; the run stops (with the images so far) when it says True.
+        on_preview: called every ``preview_every`` steps and after the last with (steps done, the
+            images so far (N, size, size, 3) in [0, 1], the objective per image): the page's live view.
 
     Returns:
         The images, channel by channel, copy by copy.
@@ -264,6 +268,8 @@ def optimise(
         done = step + 1
         if on_step is not None:
             on_step(step, values)
+        if on_preview is not None and (done % max(1, preview_every) == 0 or done == recipe.steps):
+            on_preview(done, problem.images.forward(adam.params).transpose(0, 2, 3, 1), values)
     final = problem.images.forward(adam.params)
     labels = insp.labels if objective == "class" else None
     out = []
