@@ -285,7 +285,28 @@ async function startFeatures() {
   }
 }
 
+// A click on a feature map (the grid is make_grid's: 8 per row, 2 px apart) optimises its channel.
+function channelAt(img, event) {
+  const layer = state.layers[state.layer];
+  if (!layer || !layer.shape || !img.naturalWidth) return null;
+  const count = layer.shape[0];
+  const cols = Math.min(8, count);
+  const rows = Math.ceil(count / cols);
+  const tileW = (img.naturalWidth - 2) / cols;
+  const tileH = (img.naturalHeight - 2) / rows;
+  const x = (event.offsetX * img.naturalWidth) / img.clientWidth - 1;
+  const y = (event.offsetY * img.naturalHeight) / img.clientHeight - 1;
+  const channel = Math.floor(y / tileH) * cols + Math.floor(x / tileW);
+  return channel >= 0 && channel < count ? channel : null;
+}
+
 function wire() {
+  $("fmaps").addEventListener("click", (e) => {
+    const channel = channelAt($("fmaps"), e);
+    if (channel === null) return;
+    $("features-channel").value = channel;
+    startFeatures();
+  });
   $("features-start").addEventListener("click", () => startFeatures());
   $("features-cancel").addEventListener("click", () => stopFeatures(`${$("features-note").textContent} (cancelled)`));
   $("image").addEventListener("change", (e) => {
