@@ -197,3 +197,24 @@ def test_examples_page_shows_the_optimised_image_beside_the_photos(cli, tmp_path
     assert 'alt="optimised image of channel 1"' not in page  # only where both exist
     alone = cli("examples", model, photos, "--layers", "1", "--top", "2", "-o", tmp_path / "plain")
     assert alone.returncode == 0 and "optimised image" not in (tmp_path / "plain" / "examples.html").read_text()
+
+
+def test_report_shows_the_optimised_images_beside_the_top_photos(cli, tmp_path) -> None:
+    from conftest import photo
+
+    model = classifier(tmp_path / "m.onnx")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(3):
+        photo(photos / f"p{seed}.png", seed)
+    out = tmp_path / "out"
+    plain = cli("report", model, "-o", out)
+    assert plain.returncode == 0 and "What the channels want to see" not in (out / "report.html").read_text()
+    assert cli("features", model, "--layers", "1", "--channels", "1", "--size", "16", "--steps", "2", "-o", out).returncode == 0
+    assert cli("examples", model, photos, "--layers", "1", "--top", "2", "-o", out).returncode == 0
+    done = cli("report", model, "-o", out)
+    assert done.returncode == 0, done.stderr
+    page = (out / "report.html").read_text()
+    assert "What the channels want to see" in page and 'alt="optimised image of channel 1"' in page
+    section = page.split('id="features"', 1)[1]
+    assert section.count('alt="p') >= 2  # the channel's top photos beside it
