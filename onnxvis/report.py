@@ -89,6 +89,8 @@ def activation_stats(maps: np.ndarray) -> ActivationStats:
 # ------------------------------------------------------------------------------------------------
 
 _CSS = """
+.chan{display:flex;align-items:center;gap:3px;margin:3px 0}.chan b{width:4em;font-weight:normal;color:#6e6e73}
+.opt{outline:2px solid #0071e3;margin-right:8px}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;
 background:#fff;margin:0 auto;max-width:1280px;padding:1em 2em 4em}
 h1{font-size:1.6em;margin:.6em 0 .2em}h2{margin-top:1.8em;border-bottom:2px solid #e5e5e5;padding-bottom:.2em}
@@ -352,6 +354,62 @@ def _cam_section(inspector: "Inspector", result: "ImageResult", plan: "_CamPlan 
             f"<figure>{img_tag(overlay(cam.rgb, cam.cam), title)}</figure>")
 
 
+def _features_section(layers: Sequence["ConvLayer"], folder: Path, k: int = 5) -> str:
+    """Each channel's optimised image (``onnxvis features``' PNGs in ``folder``) beside its top photos (an ``onnxvis
+    examples`` run's state in the same folder), where they exist: Microscope's two views of a channel."""
+    from types import SimpleNamespace
+
+    from onnxvis.analysis.examples.run import STATE_FILE, load_state
+    from onnxvis.write.examples import optimised_images
+
+    infos = [SimpleNamespace(stem=f"{layer.index:02d}_{layer.name}", output=layer.output_name) for layer in layers]
+    found = optimised_images(folder, infos)  # type: ignore[arg-type]
+    if not found:
+        return ""
+    state = None
+    if (folder / STATE_FILE).is_file():
+        try:
+            state = load_state(folder)
+        except OnnxvisError:
+            state = None
+    parts = ['<h2 id="features">What the channels want to see</h2><p class=note>Framed in blue: the image optimised for '
+             "the channel (onnxvis features); after it, where an onnxvis examples run in the same folder has them, the photos "
+             "that excite the channel most, best first.</p>"]
+    for layer in layers:
+        chans = sorted(c for (out, c) in found if out == layer.output_name)
+        if not chans:
+            continue
+        parts.append(f"<h3>{_e(layer_title(layer, 'optimised images'))}</h3>")
+        entries = state.top.entries(layer.output_name, k) if state is not None and layer.output_name in state.top.names else None
+        for c in chans:
+            data = base64.b64encode(found[(layer.output_name, c)]).decode("ascii")
+            row = [f'<img class=opt src="data:image/png;base64,{data}" width=96 height=96 alt="optimised image of channel {c}">']
+            if entries is not None and c < entries[0].shape[0]:
+                for image_id in entries[1][c]:
+                    if image_id >= 0:
+                        row.append(_thumb(state.catalog[int(image_id)]))  # type: ignore[union-attr]
+            parts.append(f'<div class=chan><b>ch {c}</b>{"".join(row)}</div>')
+    return "\n".join(parts)
+
+
+def _thumb(path: str, side: int = 96) -> str:
+    """A photo, its centre square shrunk to ``side`` pixels, as a JPEG data URL (empty when it cannot be read)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            img = opened.convert("RGB")
+    except (OSError, ValueError):
+        return ""
+    square = min(img.size)
+    left, top = (img.width - square) // 2, (img.height - square) // 2
+    img = img.crop((left, top, left + square, top + square)).resize((side, side), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=85)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/jpeg;base64,{data}" width={side} height={side} alt="{_e(Path(path).name)}" title="{_e(path)}">'
+
+
 def _predictions(output: str, scores: np.ndarray, labels: Sequence[str], names: "ClassNames | None" = None) -> str:
     """The top-5 table of one image's class scores; a guess of the class names is said in its heading."""
     best = top_k(scores, labels, TOP_K)
@@ -375,6 +433,7 @@ def build_report(
     log: Log = _stderr,
     cam_method: str | None = "grad",
     rgb_from_bgr: Sequence["ConvLayer"] = (),
+    features_folder: Path | None = None,
 ) -> str:
     """The report's HTML text.
 
@@ -395,6 +454,8 @@ def build_report(
             where the model cannot be differentiated; see :mod:`onnxvis.analysis.cam.maths`), None for none.
         rgb_from_bgr: layers whose kernels are drawn with their 3 input channels reversed, B, G, R to R, G, B
             (the convs that read a BGR image: see :meth:`Inspector.bgr_layers`).
+        features_folder: where ``onnxvis features`` (and ``onnxvis examples``) wrote: their channels' optimised
+            images, beside their top photos, get a section of their own.
 
     Raises:
         OnnxvisError: the model has no conv layer, or an image cannot be used.
@@ -443,14 +504,19 @@ def build_report(
                 if plan is not None:
                     image_parts[-1] += _cam_section(inspector, result, plan)
                 bar.advance(f"image {result.image.name}")
-    return _page(inspector, entries, image_parts, colormap, full_paths)
+    features = _features_section(layers, Path(features_folder)) if features_folder is not None else ""
+    return _page(inspector, entries, image_parts, colormap, full_paths, features)
 
 
-def _page(inspector: "Inspector", entries: list[_Layer], image_parts: list[str], colormap: str, full_paths: bool) -> str:
+def _page(
+    inspector: "Inspector", entries: list[_Layer], image_parts: list[str], colormap: str, full_paths: bool, features: str = ""
+) -> str:
     model = inspector.model
     title = f"onnxvis report: {model.path.name}"
     nav = ['<a href="#summary">summary</a>', '<a href="#layers">conv layers</a>', '<a href="#kernels">kernels</a>']
     nav += [f'<a href="#image{i}">image {i + 1}</a>' for i in range(len(image_parts))]
+    if features:
+        nav.append('<a href="#features">what the channels want to see</a>')
     cmap_note = ("Diverging colour map centred on zero: blue negative, white zero, red positive; each tile scaled by its largest magnitude."
                  if colormap == "diverging"
                  else "Each tile min-max scaled on its own, as torchvision's make_grid(normalize=True, scale_each=True).")
@@ -483,6 +549,7 @@ filter (norm below {DEAD_FRACTION:g} of the layer's median filter norm).</p>
 <p class=note>{_e(cmap_note)}</p>
 {"".join(entry.picture for entry in entries)}
 {images}
+{features}
 </body></html>
 """
 

@@ -59,7 +59,7 @@ pytest_in .venv-core -q --suite core "$@"
 
 echo "== full environment (torch, torchvision, the serve, cam and ray extras, grad-cam): .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-install_into .venv dev,export,serve,cam,cam-parity,ray
+install_into .venv dev,export,serve,cam,cam-parity,features-parity,ray
 pytest_in .venv -q --suite full "$@"
 if [ "$EMPTY_SHARES" -eq 2 ]; then
   echo "scripts/test.sh: no test matches the arguments in either environment" >&2

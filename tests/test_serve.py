@@ -7,6 +7,7 @@ would tidy the request (``..`` in a path), and by 16 concurrent clients.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -628,3 +629,119 @@ def test_without_the_extra_it_says_what_to_install(tmp_path, tiny):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("onnxvis: error:") and "pip install 'onnxvis[serve]'" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Feature visualisation on the page
+# ------------------------------------------------------------------------------------------------
+
+
+def _events(response) -> list[dict]:
+    import json
+
+    frames, text = [], ""
+    for chunk in response.iter_text():
+        text += chunk
+        while "\n\n" in text:
+            message, text = text.split("\n\n", 1)
+            if message.startswith("event: done"):
+                frames.append({"done": True})
+                continue
+            frames.append(json.loads(message.removeprefix("data: ")))
+    return frames
+
+
+def test_features_stream_frames_until_done(client):
+    with client.stream("GET", "/api/features/1/2?steps=20&client=a") as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        frames = _events(response)
+    assert frames[-1] == {"done": True}
+    steps = [f["step"] for f in frames[:-1]]
+    assert steps == [16, 20]  # every 16 steps, and the last
+    import base64
+
+    picture = decode(base64.b64decode(frames[-2]["png"]))
+    assert picture.shape == (128, 128, 3) and picture.std() > 0
+    assert all(f["steps"] == 20 for f in frames[:-1])
+
+
+def test_features_refusals_are_4xx_json(client):
+    assert client.get("/api/features/99/0").status_code == 404
+    bad = client.get("/api/features/1/999?client=a")
+    assert bad.status_code == 400 and "out of range" in bad.json()["error"]
+    assert client.get("/api/features/1/0?steps=0").status_code == 400
+
+
+async def _drive(app, path: str, query: str, go: "asyncio.Event", first: "asyncio.Event") -> None:
+    """One GET through the ASGI app, as a server would run it: the client goes (``http.disconnect``) when ``go`` is set;
+    ``first`` is set when the first body bytes were sent."""
+    asked = False
+
+    async def receive():
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await go.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and message.get("body"):
+            first.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+             "raw_path": path.encode(), "query_string": query.encode(), "headers": [(b"host", b"127.0.0.1:8000")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "root_path": ""}
+    await app(scope, receive, send)
+
+
+def test_features_cancelled_when_the_client_goes_or_starts_another(explorer, monkeypatch):
+    # the worker is told to stop (its cancelled() turns True) when the client goes (the page closed, or its cancel
+    # aborted the fetch), and when the same client asks for another optimisation; never otherwise
+    import asyncio
+    import time
+
+    seen: list = []
+
+    def slow(index, channel, steps, cancelled, emit, every=16):
+        seen.append(cancelled)
+        for step in range(20_000):
+            if cancelled():
+                return
+            if step % 20 == 0:
+                emit({"step": step, "steps": steps, "value": 0.0, "png": b"x"})
+            time.sleep(0.001)
+
+    monkeypatch.setattr(explorer, "features", slow)
+    app = create_app(explorer)
+
+    async def scenario() -> None:
+        go_a, first_a = asyncio.Event(), asyncio.Event()
+        a = asyncio.ensure_future(_drive(app, "/api/features/1/0", "client=a", go_a, first_a))
+        await asyncio.wait_for(first_a.wait(), 10)
+        await asyncio.sleep(0.2)
+        assert not seen[0](), "cancelled while the client was still there"
+        go_a.set()  # the client goes
+        await asyncio.wait_for(a, 10)
+        for _ in range(100):
+            if seen[0]():
+                break
+            await asyncio.sleep(0.02)
+        assert seen[0](), "the client went but the optimisation was not cancelled"
+        # one at a time per client: client b's second optimisation cancels its first, not client c's
+        events = [(asyncio.Event(), asyncio.Event()) for _ in range(3)]
+        runs = []
+        for (go, first), (channel, client) in zip(events, [(0, "b"), (1, "c"), (2, "b")], strict=True):
+            runs.append(asyncio.ensure_future(_drive(app, f"/api/features/1/{channel}", f"client={client}", go, first)))
+            await asyncio.wait_for(first.wait(), 10)
+        for _ in range(100):
+            if seen[1]():
+                break
+            await asyncio.sleep(0.02)
+        assert seen[1](), "a second optimisation of the same client did not cancel its first"
+        assert not seen[2]() and not seen[3](), "another client's optimisation, or the new one, was cancelled"
+        for go, _ in events:
+            go.set()
+        await asyncio.wait_for(asyncio.gather(*runs), 10)
+
+    asyncio.run(scenario())

@@ -155,3 +155,29 @@ def test_a_person_explores_squeezenet(browser, server, tmp_path):  # noqa: F811
     # nothing came from elsewhere
     fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert fetched and all(name.startswith(server.url) or name.startswith("blob:") for name in fetched), fetched
+
+
+def test_a_click_on_a_feature_map_shows_what_its_channel_wants_to_see(browser, server):  # noqa: F811
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url)
+    wait_for(browser, "return document.body.dataset.ready === '1'")
+    browser.find_element(By.CSS_SELECTOR, '#layers [data-layer="1"]').click()  # fire2 squeeze: 16 channels, 2 rows of 8
+    wait_for(browser, "return document.querySelector('#layers [data-layer=\"1\"]').classList.contains('selected')")
+    browser.find_element(By.ID, "sample").click()
+    wait_for(browser, shown("fmaps"), "")
+    fmaps = browser.find_element(By.ID, "fmaps")
+    size = browser.execute_script("const i = arguments[0]; return [i.clientWidth, i.clientHeight];", fmaps)
+    # the middle of the second row's second tile: channel 9
+    x, y = size[0] * 1.5 / 8, size[1] * 1.5 / 2
+    ActionChains(browser).move_to_element_with_offset(fmaps, int(x - size[0] / 2), int(y - size[1] / 2)).click().perform()
+    assert browser.find_element(By.ID, "features-channel").get_attribute("value") == "9"
+    wait_for(browser, shown("features"), "")
+    wait_for(browser, "return document.getElementById('features-note').textContent.includes('step 16 of 512')")
+    assert picture(browser, "features")["w"] == 128
+    assert browser.find_element(By.ID, "features-cancel").is_enabled()
+    browser.find_element(By.ID, "features-cancel").click()
+    wait_for(browser, "return document.getElementById('features-note').textContent.includes('(cancelled)')")
+    assert not browser.find_element(By.ID, "features-cancel").is_enabled()
+    assert browser.find_element(By.ID, "error").text == ""

@@ -16,6 +16,7 @@ from onnxvis.cli import (
     compare,
     examples,
     export,
+    features,
     fmaps,
     info,
     kernels,
@@ -50,6 +51,7 @@ quick tour:
   onnxvis predict models/alexnet.onnx cat.jpg the top-5 classes: check the model and its preprocessing
   onnxvis cam models/alexnet.onnx cat.jpg     where the model looks for its class (as grad-cam) -> PNG
   onnxvis saliency models/alexnet.onnx cat.jpg  which pixels the class score depends on (as Captum) -> PNG
+  onnxvis features models/alexnet.onnx        the image each channel asks for, optimised (as Lucent) -> PNG
   onnxvis report models/alexnet.onnx cat.jpg  one HTML page: weights, kernels, feature maps, top-5
   onnxvis compare float.onnx int8.onnx cat.jpg where two versions of a model part, layer by layer
   onnxvis tutorial models/alexnet.onnx        the PyTorch tutorial's TensorBoard run, without torch
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parser(sub)
     cam.add_parser(sub)
     saliency.add_parser(sub)
+    features.add_parser(sub)
     report.add_parser(sub)
     tutorial.add_parser(sub)
     serve.add_parser(sub)
@@ -187,6 +190,7 @@ COMMANDS = {
     "predict": predict.run,
     "cam": cam.run,
     "saliency": saliency.run,
+    "features": features.run,
     "report": report.run,
     "tutorial": tutorial.run,
     "serve": serve.run,

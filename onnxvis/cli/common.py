@@ -386,6 +386,11 @@ FLAGS = {
     "baseline": "--baseline zero|black|blur",
     "method": "--method NAME",
     "target_output": "--target-output NAME",
+    "channels": "--channels SPEC",
+    "objective": "--objective channel|neuron|class",
+    "target": "--target CLASS",
+    "diversity": "--diversity N",
+    "size": "--size PX",
 }
 
 

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> None:
         progress=True,
         cam_method=None if args.cam == "none" else args.cam,
         rgb_from_bgr=rgb_layers(inspector, inspector.layers, args.channel_order),
+        features_folder=out.root,
     )
     written = write_report(out, text)
     if images:

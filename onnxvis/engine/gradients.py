@@ -612,6 +612,10 @@ def _set_input_shape(proto: "onnx.ModelProto", name: str, shape: Sequence[int], 
                     f"the image input {name!r} is of an integer type: a gradient needs a float input"
                 )
             value.CopyFrom(helper.make_tensor_value_info(value.name, _FLOAT if value.name == name else elem, list(fixed[value.name])))
+    # The outputs' shapes as the file declares them hold its batch (a Caffe2 file's [1, 256, 13, 13]): left unknown
+    # here, they are inferred again at this input's size, like every other tensor's.
+    for value in proto.graph.output:
+        value.CopyFrom(helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, None))
 
 
 def _static_shapes(proto: "onnx.ModelProto") -> dict[str, tuple[int, ...]]:

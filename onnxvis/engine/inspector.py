@@ -463,7 +463,13 @@ class Inspector:
         return session
 
     def gradients(
-        self, places: Sequence[str], output: str | None = None, shape: Sequence[int] | None = None, rows: int | None = None
+        self,
+        places: Sequence[str],
+        output: str | None = None,
+        shape: Sequence[int] | None = None,
+        rows: int | None = None,
+        *,
+        tensor: str | None = None,
     ) -> GradientGraph:
         """The kept gradient graph (forward and backward in one session) for ``places``, the class
         scores of ``output`` and inputs of ``shape`` (one input's, without the batch axis; default
@@ -475,6 +481,9 @@ class Inspector:
             shape: one input's shape, e.g. ``prepared.array.shape[1:]``.
             rows: rows per run (default the Inspector's batch size; the model's fixed batch where it
                 has one, 1 where the graph fixes it inside or other inputs are fed).
+            tensor: differentiate this tensor of the graph instead of a class output (feature
+                visualisation: a layer's channels); ``rows`` is then tried even where the model's input
+                declares a batch of 1, the graph up to the tensor often not fixing it (else 1).
 
         Raises:
             OnnxvisError: the model cannot be differentiated (see :class:`onnxvis.engine.gradients.GradientGraph`).
@@ -482,13 +491,21 @@ class Inspector:
         from onnxvis.engine.gradients import GradientGraph
 
         spec = self.image_input
-        name = self.class_output(output)
+        if tensor is not None:
+            known = {out for node in self.model.graph.node for out in node.output if out}
+            if tensor not in known:
+                raise OnnxvisError(f"the model computes no tensor named {tensor!r}")
+        name = tensor if tensor is not None else self.class_output(output)
         if shape is None:
             if None in spec.shape[1:]:
                 raise OnnxvisError(f"input {spec.name!r} has a dynamic size: the gradient graph needs the input's shape")
             shape = tuple(int(d) for d in spec.shape[1:] if d is not None)
         others = self._other_feeds([name])
-        count = spec.batch or (1 if others else max(1, rows or self.batch_size))
+        free = max(1, rows or self.batch_size)
+        if tensor is not None and spec.batch == 1 and not others:
+            count = free
+        else:
+            count = spec.batch or (1 if others else free)
         key = (tuple(dict.fromkeys(places)), name, tuple(int(d) for d in shape), count)
         with self._lock:
             graph = self._gradients.get(key)

@@ -19,8 +19,11 @@ What it promises:
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import ipaddress
+import json
 import signal
 import socket
 import sys
@@ -38,7 +41,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,6 +61,9 @@ BEYOND_LOOPBACK = (
     "warning: listening on {host}: anyone who can reach this machine on port {port} can see the model and "
     "send it photos; there is no login and no encryption"
 )
+# feature visualisation on the page: the steps of one optimisation (Lucent's default 512), and the most asked for
+FEATURE_STEPS = 512
+MAX_FEATURE_STEPS = 4096
 # multipart framing around the photo: boundaries and part headers
 _FORM_OVERHEAD = 64 * 1024
 
@@ -204,6 +210,63 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
         data, klass = await run_in_threadpool(explorer.cam_png, request.path_params["photo"], preset, target)
         return _png(data, **{"x-onnxvis-class": str(klass)})
 
+    # One optimisation at a time per client (the page's id for itself): a new one cancels the last.
+    running: dict[str, threading.Event] = {}
+    running_lock = threading.Lock()
+
+    async def features(request: Request) -> Response:
+        """A stream of server-sent events: the channel's image every few steps, as it is optimised.
+        It stops when done, when the same client starts another, or when the client goes (the page
+        closed, or the page's cancel closed the stream)."""
+        index = _path_int(request, "layer")
+        channel = _path_int(request, "channel")
+        steps = _int(request, "steps", FEATURE_STEPS)
+        if steps is None or not 1 <= steps <= MAX_FEATURE_STEPS:
+            raise OnnxvisError(f"steps must be between 1 and {MAX_FEATURE_STEPS}, got {steps}")
+        client = request.query_params.get("client", "")[:64]
+        await run_in_threadpool(explorer.features_place, index, channel)  # a bad layer or channel: a 4xx, not a stream
+        cancel = threading.Event()
+        with running_lock:
+            before = running.get(client)
+            if before is not None:
+                before.set()
+            running[client] = cancel
+        loop = asyncio.get_running_loop()
+        frames: asyncio.Queue[dict | None] = asyncio.Queue()
+
+        def emit(frame: dict | None) -> None:
+            loop.call_soon_threadsafe(frames.put_nowait, frame)
+
+        def work() -> None:
+            try:
+                explorer.features(index, channel, steps, cancel.is_set, emit)
+            except OnnxvisError as exc:
+                emit({"error": one_line(str(exc))})
+            except Exception as exc:  # noqa: BLE001  (the stream reports it; the server stays up)
+                emit({"error": f"internal error ({type(exc).__name__}: {exc}); this is a bug in onnxvis, please report it"})
+            finally:
+                emit(None)
+
+        async def stream() -> AsyncIterator[str]:
+            worker = asyncio.ensure_future(run_in_threadpool(work))
+            try:
+                while True:
+                    frame = await frames.get()
+                    if frame is None:
+                        yield "event: done\ndata: {}\n\n"
+                        break
+                    if "png" in frame:
+                        frame = {**frame, "png": base64.b64encode(frame["png"]).decode()}
+                    yield f"data: {json.dumps(frame)}\n\n"
+            finally:
+                cancel.set()  # the client went, or the run ended: the worker stops at its next step
+                with running_lock:
+                    if running.get(client) is cancel:
+                        del running[client]
+                del worker
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
     async def onnxvis_error(request: Request, exc: Exception) -> Response:
         status = 404 if isinstance(exc, NotFound) else 501 if isinstance(exc, Unavailable) else 400
         return _error(status, str(exc))
@@ -229,6 +292,7 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
         Route("/api/fmaps/{photo}/{layer}.png", fmaps),
         Route("/api/predictions/{photo}", predictions),
         Route("/api/cam/{photo}.png", cam),
+        Route("/api/features/{layer}/{channel}", features),
     ]
     hosts = LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts
     handlers: dict[Any, Callable] = {OnnxvisError: onnxvis_error, HTTPException: http_error, Exception: server_error}

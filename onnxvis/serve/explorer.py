@@ -282,6 +282,37 @@ class Explorer:
             raise NotFound(f"no layer {index}; the model has {len(layers)} conv layers (0 to {len(layers) - 1})")
         return layers[index]
 
+    # -- feature visualisation ----------------------------------------------------------------
+
+    def features_place(self, index: int, channel: int) -> Any:
+        """The place of layer ``index`` for optimising ``channel``, checked before a stream starts."""
+        layer = self.layer(index)
+        require_main_graph([layer], "feature visualisation needs a layer of the main graph")
+        count = layer.out_channels
+        if channel < 0 or (count is not None and channel >= count):
+            raise OnnxvisError(f"channel {channel} is out of range: layer {index} has {count} channels (0 to {(count or 1) - 1})")
+        return places_for(self.inspector, [layer])[0]
+
+    def features(
+        self, index: int, channel: int, steps: int, cancelled: Callable[[], bool], emit: Callable[[dict[str, Any]], None],
+        every: int = 16,
+    ) -> None:
+        """Optimise ``channel`` of layer ``index`` (Lucent's recipe), calling ``emit`` with a frame every
+        ``every`` steps (``{"step", "steps", "value", "png"}``, the PNG as bytes) until done or ``cancelled()``.
+
+        Not under the engine lock: an optimisation takes minutes, and onnxruntime's run is thread-safe.
+        """
+        from onnxvis.analysis.features.run import Recipe, optimise
+
+        place = self.features_place(index, channel)
+
+        def preview(done: int, images: np.ndarray, values: np.ndarray) -> None:
+            pixels = np.clip(np.floor(images[0] * np.float32(255) + np.float32(0.5)), 0, 255).astype(np.uint8)
+            emit({"step": done, "steps": steps, "value": _number(float(values[0])), "png": encode_png(pixels)})
+
+        optimise(self.inspector, place, [channel], recipe=Recipe(steps=steps), cancelled=cancelled, on_preview=preview,
+                 preview_every=every)
+
     def _weight(self, index: int) -> np.ndarray:
         layer = self.layer(index)
         with self._engine:

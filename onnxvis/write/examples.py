@@ -18,7 +18,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,7 +275,35 @@ def draw_grids(
             yield layer, label_blocks(pictures.pop((layer.output, grid.first)), grid), grid
 
 
-def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo", bytes, Layout]]) -> str:
+def optimised_images(folder: Path, layers: Sequence["LayerInfo"]) -> dict[tuple[str, int], bytes]:
+    """The optimised images ``onnxvis features`` wrote into ``folder`` for these layers, by (layer output,
+    channel): ``features_<idx>_<layer>_c<channel>.png`` (the first image of a channel with diversity,
+    ``_d0``). Shown beside the channel's photos, as Microscope does."""
+    import re
+
+    from onnxvis.outdir import sanitize
+
+    found: dict[tuple[str, int], bytes] = {}
+    for layer in layers:
+        pattern = re.compile(rf"features_{re.escape(sanitize(layer.stem))}_c(\d+)(_d0)?\.png")
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return found
+        for name in names:
+            match = pattern.fullmatch(name)
+            if match is None or (layer.output, int(match.group(1))) in found:
+                continue
+            try:
+                found[(layer.output, int(match.group(1)))] = (folder / name).read_bytes()
+            except OSError:
+                continue  # unreadable: the page shows the photos alone
+    return found
+
+
+def _html_page(
+    state: "ExamplesState", k: int, sections: list[tuple["LayerInfo", bytes, Layout]], optimised: dict[tuple[str, int], bytes] | None = None
+) -> str:
     def e(text: object) -> str:
         return html.escape(str(text), quote=True)
 
@@ -284,8 +312,9 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
         "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f}h2{margin-top:2em}",
         "nav a{margin-right:1em}.ch{display:flex;align-items:center;gap:2px;margin:2px 0}",
         ".ch b{display:inline-block;width:4.5em;text-align:right;margin-right:.6em;font-weight:normal;color:#6e6e73}",
-        ".t{flex:none;background-repeat:no-repeat}.note{color:#6e6e73}",
+        ".t{flex:none;background-repeat:no-repeat}.note{color:#6e6e73}.f{flex:none;margin-right:8px;outline:2px solid #0071e3}",
     ]
+    optimised = optimised or {}
     body = []
     seen = int(state.seen.sum())
     body.append(f"<h1>What excites each channel: {e(Path(state.meta['model']).name)}</h1>")
@@ -294,6 +323,11 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
         f"each cropped to the receptive field around that maximum. Preprocessing: {e(state.preprocess.describe())}. "
         "Hover a tile for its file and score.</p>"
     )
+    if optimised:
+        body.append(
+            "<p class=note>Framed in blue, first: the image optimised for the channel (onnxvis features, written into this "
+            "folder), beside the photos that excite it most.</p>"
+        )
     shown = list({layer.output: layer for layer, _, _ in sections}.values())  # a wide layer's parts: one link
     body.append("<nav>" + "".join(f'<a href="#L{layer.index}">{layer.index} {e(layer.name)}</a>' for layer in shown) + "</nav>")
     headed: set[str] = set()
@@ -301,7 +335,7 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
         css = f"L{layer.index}" if grid.first == 0 else f"L{layer.index}p{grid.first}"
         styles.append(f".{css}{{width:{grid.tile}px;height:{grid.tile}px;background-image:url(data:image/jpeg;base64,{base64.b64encode(png).decode()})}}")
         if layer.output in headed:
-            body.extend(_channel_rows(state, k, layer, grid, css, e))
+            body.extend(_channel_rows(state, k, layer, grid, css, e, optimised or {}))
             continue
         headed.add(layer.output)
         field = fields.get(layer.output)
@@ -311,7 +345,7 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
             else "no receptive field from the graph: whole photos, dimmed where the map is below half its maximum"
         )
         body.append(f'<h2 id="L{layer.index}">{layer.index} {e(layer.name)}</h2><p class=note>{e(what)}</p>')
-        body.extend(_channel_rows(state, k, layer, grid, css, e))
+        body.extend(_channel_rows(state, k, layer, grid, css, e, optimised or {}))
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -320,8 +354,11 @@ def _html_page(state: "ExamplesState", k: int, sections: list[tuple["LayerInfo",
     )
 
 
-def _channel_rows(state: "ExamplesState", k: int, layer: "LayerInfo", grid: Layout, css: str, e) -> list[str]:
-    """The page's rows of one picture's channels: each channel's tiles, cut from the picture by CSS."""
+def _channel_rows(
+    state: "ExamplesState", k: int, layer: "LayerInfo", grid: Layout, css: str, e, optimised: dict[tuple[str, int], bytes]
+) -> list[str]:
+    """The page's rows of one picture's channels: each channel's tiles, cut from the picture by CSS, after
+    the channel's optimised image where ``onnxvis features`` wrote one."""
     scores, images, _, _ = state.top.entries(layer.output, k)
     rows = []
     for c in grid.channel_range:
@@ -332,6 +369,10 @@ def _channel_rows(state: "ExamplesState", k: int, layer: "LayerInfo", grid: Layo
             top, left = grid.origin(c, r)
             title = f"{state.catalog[int(images[c, r])]}\nscore {float(scores[c, r]):.5g}"
             tiles.append(f'<div class="t {css}" style="background-position:-{left}px -{top}px" title="{e(title)}"></div>')
+        image = optimised.get((layer.output, c))
+        if image is not None:
+            tiles.insert(0, f'<img class=f width={grid.tile} height={grid.tile} alt="optimised image of channel {c}" '
+                         f'title="optimised image (onnxvis features)" src="data:image/png;base64,{base64.b64encode(image).decode()}">')
         rows.append(f'<div class=ch id="L{layer.index}c{c}"><b>ch {c}</b>{"".join(tiles)}</div>')
     return rows
 
@@ -380,6 +421,6 @@ def draw_examples(
         written.append(out.write_bytes(out.path_for(name, ".jpg"), jpeg))
         sections.append((layer, jpeg, grid_layout))
     sections.sort(key=lambda s: (state.layers.index(s[0]), s[2].first))
-    page = _html_page(state, k, sections)
+    page = _html_page(state, k, sections, optimised_images(out.root, state.layers))
     written.append(out.write_bytes(out.path_for("examples", ".html"), page.encode("utf-8")))
     return written

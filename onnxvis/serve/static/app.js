@@ -133,6 +133,7 @@ async function selectLayer(index) {
   for (const li of $("layers").children) li.classList.toggle("selected", Number(li.dataset.layer) === index);
   const layer = state.layers[index];
   $("layer-title").textContent = `${layer.index} ${layer.name}`;
+  $("features-channel").max = layer.shape ? layer.shape[0] - 1 : 0;
   const channel = $("split-channel");
   channel.max = layer.shape ? layer.shape[0] - 1 : 0;
   if (Number(channel.value) > Number(channel.max)) channel.value = 0;
@@ -222,7 +223,92 @@ async function upload(file) {
   }
 }
 
+// Feature visualisation: one optimisation at a time (this page's id tells the server), streamed as
+// server-sent events read from fetch (so that a refusal shows its JSON message, and cancel is an abort).
+const clientId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+let features = null; // {controller} of the optimisation running now
+
+function stopFeatures(note) {
+  if (features) features.controller.abort();
+  features = null;
+  $("features-cancel").disabled = true;
+  if (note !== undefined) $("features-note").textContent = note;
+}
+
+function showFeatureFrame(frame) {
+  const bytes = Uint8Array.from(atob(frame.png), (c) => c.charCodeAt(0));
+  const objectUrl = URL.createObjectURL(new Blob([bytes], {type: "image/png"}));
+  const old = blobs.get("features");
+  blobs.set("features", objectUrl);
+  const img = $("features");
+  img.onload = () => enlarge(img);
+  img.src = objectUrl;
+  if (old) URL.revokeObjectURL(old);
+  $("features-note").textContent = `channel ${frame.channel}: step ${frame.step} of ${frame.steps}, mean activation ${fmt(frame.value)}`;
+}
+
+async function startFeatures() {
+  if (state.layer === null) return;
+  stopFeatures();
+  const channel = Number($("features-channel").value || 0);
+  const run = {controller: new AbortController()};
+  features = run;
+  $("features-cancel").disabled = false;
+  $("features-note").textContent = `channel ${channel}: starting`;
+  try {
+    const url = `/api/features/${state.layer}/${channel}?client=${encodeURIComponent(clientId)}`;
+    const response = await fetch(url, {signal: run.controller.signal});
+    if (!response.ok) throw new Error(await errorOf(response));
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, {stream: true});
+      let end;
+      while ((end = text.indexOf("\n\n")) >= 0) {
+        const message = text.slice(0, end);
+        text = text.slice(end + 2);
+        const data = message.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
+        if (message.startsWith("event: done")) continue;
+        const frame = JSON.parse(data || "{}");
+        if (frame.error) throw new Error(frame.error);
+        if (frame.png && features === run) showFeatureFrame({...frame, channel});
+      }
+    }
+    if (features === run) stopFeatures(`${$("features-note").textContent} (done)`);
+  } catch (e) {
+    if (e.name === "AbortError") return; // cancelled, or another optimisation started
+    if (features === run) stopFeatures("");
+    showError(e.message || e);
+  }
+}
+
+// A click on a feature map (the grid is make_grid's: 8 per row, 2 px apart) optimises its channel.
+function channelAt(img, event) {
+  const layer = state.layers[state.layer];
+  if (!layer || !layer.shape || !img.naturalWidth) return null;
+  const count = layer.shape[0];
+  const cols = Math.min(8, count);
+  const rows = Math.ceil(count / cols);
+  const tileW = (img.naturalWidth - 2) / cols;
+  const tileH = (img.naturalHeight - 2) / rows;
+  const x = (event.offsetX * img.naturalWidth) / img.clientWidth - 1;
+  const y = (event.offsetY * img.naturalHeight) / img.clientHeight - 1;
+  const channel = Math.floor(y / tileH) * cols + Math.floor(x / tileW);
+  return channel >= 0 && channel < count ? channel : null;
+}
+
 function wire() {
+  $("fmaps").addEventListener("click", (e) => {
+    const channel = channelAt($("fmaps"), e);
+    if (channel === null) return;
+    $("features-channel").value = channel;
+    startFeatures();
+  });
+  $("features-start").addEventListener("click", () => startFeatures());
+  $("features-cancel").addEventListener("click", () => stopFeatures(`${$("features-note").textContent} (cancelled)`));
   $("image").addEventListener("change", (e) => {
     const file = e.target.files[0];
     e.target.value = ""; // so that choosing the same file again is a change too
