@@ -74,6 +74,9 @@ CANNOT_RUN: dict[str, str] = {
     "onnxvis info models/cifar10_alexnet.onnx": "reads what the CIFAR-10 export above writes, which cannot run here",
     "onnxvis serve models/alexnet.onnx":
         "a server that runs until it is stopped, on the fixed port 8000; tests/test_serve*.py run it with --port 0",
+    "onnxvis features models/googlenet.onnx":
+        "exports GoogLeNet first (a torch export the suite does not spend); benchmarks/features.py exports it and runs "
+        "this command on inception4a (cat_2); tests/test_features.py runs features with --tensor",
     "onnxvis examples model.onnx /shared/images":
         "needs a Ray cluster (--ray-address auto) that holds /shared/images; tests/test_examples_ray.py runs the Ray engine",
 }
@@ -89,13 +92,17 @@ SLOW = (
 # Lines that get fewer photos in photos/ than PHOTOS, to stay quick.
 FEWER_PHOTOS = {"onnxvis cam squeezenet.onnx photos/ --preset caffe --method eigen": 1}
 
+# Lines run with fewer optimisation steps than they say (a flag given twice: the last wins), to stay quick:
+# 512 steps of SqueezeNet are minutes here; tests/test_features.py and benchmarks/ check what the steps give.
+FEWER_STEPS = {"onnxvis features": 2}
+
 # A line that reads what an earlier line wrote: that line runs first, in the same folder.
 BEFORE = {
     "onnxvis examples squeezenet.onnx --redraw": "onnxvis examples squeezenet.onnx photos/ --layers 12,25",
 }
 
 # Commands whose stdout is the files they wrote, one per line.
-WRITERS = {"kernels", "fmaps", "cam", "saliency", "report", "tutorial", "examples", "compare", "export"}
+WRITERS = {"kernels", "fmaps", "cam", "saliency", "report", "tutorial", "examples", "compare", "export", "features"}
 
 
 # ----------------------------------------------------------------------------------- the README's lines
@@ -347,7 +354,7 @@ def test_every_readme_line_is_run_or_listed_with_a_reason():
     assert len(texts) > 30 and "onnxvis fmaps model.onnx photo.jpg" in texts  # the parser finds the README's lines
     for prefix in CANNOT_RUN:
         assert any(line.starts(prefix) for line in LINES), f"CANNOT_RUN lists a line the README no longer has: {prefix}"
-    for prefix in [*SLOW, *BEFORE, *BEFORE.values(), *FEWER_PHOTOS]:
+    for prefix in [*SLOW, *BEFORE, *BEFORE.values(), *FEWER_PHOTOS, *FEWER_STEPS]:
         assert any(line.starts(prefix) for line in LINES), f"a table lists a line the README no longer has: {prefix}"
     for line in LINES:
         if cannot_run(line):
@@ -380,7 +387,9 @@ def test_readme_line_runs_as_written(line: Line, workdir: Workdir, made):
             done = made.runs[step.words[2]]
             workdir = Workdir(made(PLACEHOLDERS[f"models/{step.words[2]}.onnx"]).parents[1], workdir.place)
         else:
-            done = call_onnxvis(*step.words[1:], cwd=workdir.path, env=dict(step.env) or None)
+            steps = next((n for prefix, n in FEWER_STEPS.items() if step.starts(prefix)), None)
+            extra = ("--steps", str(steps)) if steps is not None else ()
+            done = call_onnxvis(*step.words[1:], *extra, cwd=workdir.path, env=dict(step.env) or None)
         assert done.returncode == 0, f"README line {step.number}: {step.text}\n{done.stderr}"
         assert "onnxvis: error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     if line.stdout is not None:
