@@ -443,3 +443,21 @@ def test_serve_with_a_labels_file(tmp_path):
     finally:
         code = server.stop()
     assert code == 130, server.stderr()  # Ctrl-C, as a user stops it
+
+
+def test_features_class_objective_takes_a_name_from_the_labels_file(cli, tmp_path):
+    model = scores_model(tmp_path / "five.onnx", 5, 3)
+    labels = names_file(tmp_path / "five.txt", FIVE)
+
+    def optimised(name: str, *args: str) -> list[np.ndarray]:
+        done = cli("features", model, "--objective", "class", "--steps", "2", "--size", "16", "--format", "npy",
+                   *SMALL, "-o", tmp_path / name, *args)
+        assert done.returncode == 0, done.stderr
+        return [np.load(p) for p in sorted(done.stdout.split())]
+
+    by_name = optimised("name", "--labels", labels, "--target", "Bird of Prey")
+    assert by_name and all(np.array_equal(a, b) for a, b in zip(by_name, optimised("index", "--target", "2"), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(by_name, optimised("other", "--target", "3"), strict=True))
+    unknown = cli("features", model, "--objective", "class", "--labels", labels, "--target", "espresso machine", "--steps", "2",
+                  *SMALL, "-o", tmp_path / "x")
+    assert unknown.returncode == 2 and "no class is labelled 'espresso machine'" in unknown.stderr
