@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, asset, run_onnxvis
+from conftest import ROOT, asset, call_onnxvis, run_onnxvis
 from onnxvis.engine.classes import ClassNames, guess_class_names, imagenet_classes, load_labels
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
@@ -267,7 +267,8 @@ def test_a_bad_labels_file_is_one_clear_line(tmp_path, photo, command, kind):
     path, message = _bad(tmp_path, kind)
     out = tmp_path / "out"
     where = {"predict": [photo], "cam": [photo, "-o", out], "report": [photo, "-o", out], "serve": ["--port", "0"]}
-    done = run_onnxvis(command, model, *where[command], "--labels", path, *SMALL)
+    run = run_onnxvis if command == "serve" else call_onnxvis  # a serve that took the file would not return
+    done = run(command, model, *where[command], "--labels", path, *SMALL)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"onnxvis: error: {message}"), lines
@@ -280,7 +281,7 @@ def test_a_bad_labels_file_is_one_clear_line(tmp_path, photo, command, kind):
 
 def _cam(tmp_path: Path, model: Path, photo: Path, name: str, *args: str) -> tuple[np.ndarray, str]:
     out = tmp_path / name
-    done = run_onnxvis("cam", model, photo, "--format", "npy", *SMALL, "-o", out, *args)
+    done = call_onnxvis("cam", model, photo, "--format", "npy", *SMALL, "-o", out, *args)
     assert done.returncode == 0, done.stderr
     (written,) = done.stdout.split()
     return np.load(written), done.stderr
@@ -295,7 +296,7 @@ def test_cam_target_by_a_name_from_the_labels_file(tmp_path, photo):
     np.testing.assert_array_equal(by_name, by_index)
     assert not np.array_equal(by_name, other)  # the name chose its class, not the predicted one
     assert "labels:" not in stderr
-    unknown = run_onnxvis("cam", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
+    unknown = call_onnxvis("cam", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
     assert unknown.returncode == 2 and "no class is labelled 'espresso machine'" in unknown.stderr
     assert len(unknown.stderr.splitlines()) == 1
 
@@ -331,15 +332,15 @@ def test_report_with_a_labels_file_and_with_guessed_names(cli, tmp_path, photo):
 
 
 def test_info_says_where_the_names_come_from(tmp_path):
-    done = run_onnxvis("info", scores_model(tmp_path / "thousand.onnx", 1000, 3))
+    done = call_onnxvis("info", scores_model(tmp_path / "thousand.onnx", 1000, 3))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     at = lines.index("classes   1000, named: ImageNet-1k (guessed from 1000 outputs)")
     assert lines[at + 1] == "          give --labels FILE if these are not ImageNet's classes"
-    done = run_onnxvis("info", scores_model(tmp_path / "slim.onnx", 1001, 3))
+    done = call_onnxvis("info", scores_model(tmp_path / "slim.onnx", 1001, 3))
     assert "classes   1001, named: ImageNet-1k after a background class (guessed from 1001 outputs, as TF-slim models have)" in done.stdout
     stored = scores_model(tmp_path / "named.onnx", 1000, 3, {"onnxvis.labels": json.dumps([str(i) for i in range(1000)])})
-    done = run_onnxvis("info", stored)
+    done = call_onnxvis("info", stored)
     assert "classes   1000, named in the model's onnxvis.labels metadata" in done.stdout
     assert "ImageNet-1k" not in done.stdout and "--labels" not in done.stdout  # the model's names: no guess
 
