@@ -18,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TEST_JOBS=${TEST_JOBS:-1}
+# numpy's OpenBLAS with one thread: on the busy 2-core machine its threads wait on each other, and an
+# EigenCAM map (an SVD of 169 x 1000) took 2.5 s of CPU instead of 0.1 (the same map, bit for bit).
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 USER_ARGS=$#
 RESULTS=$(mktemp -d)
 trap 'rm -rf "$RESULTS"' EXIT
