@@ -522,6 +522,16 @@ def export_seeded_resnet18(folder: Path):
     model.eval()
     weights = folder / "resnet18_seeded.pth"
     torch.save(model.state_dict(), weights)
-    done = run_onnxvis("export", "resnet18", "--weights", weights, "-o", folder)
+    done = call_onnxvis("export", "resnet18", "--weights", weights, "-o", folder)  # in this process: torch is loaded already
     assert done.returncode == 0, done.stderr
     return model, folder / "resnet18.onnx"
+
+
+@pytest.fixture(scope="session")
+def seeded_resnet18(tmp_path_factory):
+    """:func:`export_seeded_resnet18` once per run, for every module that needs it (an export costs tens of
+    seconds of CPU): (torch model, .onnx path). The file is shared: write outputs elsewhere, and take a
+    ``copy.deepcopy`` of the model before hooking into it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    return export_seeded_resnet18(tmp_path_factory.mktemp("seeded_resnet18"))

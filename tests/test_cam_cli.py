@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from cam_standins import classifier, photo, scores
 
-from conftest import run_onnxvis
+from conftest import call_onnxvis
 
 UNIT = ("--preset", "unit", "--resize", "16,16")
 
@@ -30,12 +30,12 @@ def test_cam_says_the_class_its_label_and_its_score(tmp_path, picture):
     model = classifier(tmp_path / "m.onnx")
     logits = _logits(model, picture)
     best = int(np.argmax(logits))
-    done = run_onnxvis("cam", model, picture, picture, *UNIT, "--method", "fem", "-o", tmp_path / "a")
+    done = call_onnxvis("cam", model, picture, picture, *UNIT, "--method", "fem", "-o", tmp_path / "a")
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"photo.png: class {best}, score {logits[best]:.4g} (the predicted class)"] * 2
     labels = tmp_path / "labels.txt"
     labels.write_text("ant\nbee\ncat\ndog\neel\n")
-    done = run_onnxvis("cam", model, picture, *UNIT, "--method", "fem", "--labels", labels, "--target", "eel",
+    done = call_onnxvis("cam", model, picture, *UNIT, "--method", "fem", "--labels", labels, "--target", "eel",
                        "--layers", "0", "--tensor", "r1", "-o", tmp_path / "b")
     assert done.returncode == 0, done.stderr
     assert f"photo.png: class 4 (eel), score {logits[4]:.4g}" in done.stderr.splitlines()  # once for the two places
@@ -44,13 +44,13 @@ def test_cam_says_the_class_its_label_and_its_score(tmp_path, picture):
 
 def test_a_map_of_zeros_is_said_with_what_to_try(tmp_path, picture):
     model = classifier(tmp_path / "dead.onnx", "dead")
-    done = run_onnxvis("cam", model, picture, *UNIT, "--method", "fem", "--format", "npy", "-o", tmp_path / "out")
+    done = call_onnxvis("cam", model, picture, *UNIT, "--method", "fem", "--format", "npy", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     (npy,) = done.stdout.split()
     assert not np.load(npy).any()
     assert ("photo.png 00_conv1: the map is all zeros (the fem method finds nothing at this place for class 0); try another "
             "layer or tensor (--layers, --tensor) or another target (--target)") in done.stderr.splitlines()
-    done = run_onnxvis("cam", classifier(tmp_path / "m.onnx"), picture, *UNIT, "--method", "fem", "-o", tmp_path / "live")
+    done = call_onnxvis("cam", classifier(tmp_path / "m.onnx"), picture, *UNIT, "--method", "fem", "-o", tmp_path / "live")
     assert done.returncode == 0 and "all zeros" not in done.stderr
 
 
@@ -66,7 +66,7 @@ def test_the_report_says_it_too(tmp_path, picture):
 def test_a_failure_after_files_are_written_names_them(tmp_path, picture):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture")
-    done = run_onnxvis("cam", classifier(tmp_path / "m.onnx"), picture, broken, *UNIT, "--format", "png,npy", "-o", tmp_path / "out")
+    done = call_onnxvis("cam", classifier(tmp_path / "m.onnx"), picture, broken, *UNIT, "--format", "png,npy", "-o", tmp_path / "out")
     assert done.returncode == 2
     written = done.stdout.split()
     assert [p.rsplit("/", 1)[-1] for p in written] == ["cam_ablation_photo_00_conv1.png", "cam_ablation_photo_00_conv1.npy"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cam_standins import classifier, photo, weights
 
-from conftest import asset, run_onnxvis
+from conftest import asset, call_onnxvis
 from onnxvis.analysis.cam import metrics, runs
 
 pytest.importorskip("scipy")
@@ -119,7 +119,7 @@ def test_a_percentile_without_a_value_is_undefined_with_why(tmp_path, picture):
 
 
 def test_percentiles_are_checked_before_the_run(tmp_path, picture):
-    done = run_onnxvis("cam", classifier(tmp_path / "m.onnx"), picture, "--preset", "unit", "--resize", "16,16", "--metrics",
+    done = call_onnxvis("cam", classifier(tmp_path / "m.onnx"), picture, "--preset", "unit", "--resize", "16,16", "--metrics",
                        "--percentiles", "10,100", "-o", tmp_path / "out")
     assert done.returncode == 2 and not (tmp_path / "out").exists()
     assert done.stderr == "onnxvis: error: ROAD percentiles must be between 0 and 100, got 100 (set with --percentiles P,...)\n"
@@ -148,7 +148,7 @@ def test_the_readme_example_on_the_shared_photos(tmp_path):
     photos.mkdir()
     for name in ("matplotlib_grace_hopper.jpg", "skimage_camera.png", "skimage_chelsea.png", "skimage_coffee.png"):
         (photos / name).symlink_to(asset(f"images/{name}"))
-    done = run_onnxvis("cam", asset("models/squeezenet1.0_caffe2_fp16.onnx"), photos, "--preset", "caffe", "--method", "eigen",
+    done = call_onnxvis("cam", asset("models/squeezenet1.0_caffe2_fp16.onnx"), photos, "--preset", "caffe", "--method", "eigen",
                        "--format", "png,npy", "--metrics", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     paths = done.stdout.split()

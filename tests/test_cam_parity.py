@@ -9,6 +9,8 @@ perturbed too, so that its place after the ablated conv matters); onnxvis runs t
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -25,19 +27,6 @@ METHODS = ("score", "ablation", "eigen", "fem", "kpca")
 CONV = "layer4.1.conv2"
 
 
-def _seeded_resnet18():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-    return model.eval()
-
-
 def _block_output_name(path) -> str:
     """The ONNX name of layer4[-1]'s output: the last Relu before the global pooling."""
     import onnx
@@ -48,19 +37,15 @@ def _block_output_name(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, seeded_resnet18):
     from pytorch_grad_cam import FEM, KPCA_CAM, AblationCAM, EigenCAM, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from onnxvis.engine.inspector import Inspector
 
     folder = tmp_path_factory.mktemp("cam_parity")
-    model = _seeded_resnet18()
-    weights = folder / "resnet18_seeded.pth"
-    torch.save(model.state_dict(), weights)
-    done = call_onnxvis("export", "resnet18", "--weights", weights, "-o", folder)
-    assert done.returncode == 0, done.stderr
-    onnx_path = folder / "resnet18.onnx"
+    shared_model, onnx_path = seeded_resnet18  # exported once per run (tests/conftest.py)
+    model = copy.deepcopy(shared_model)
     image = asset("images/skimage_chelsea.png")
     with Inspector(onnx_path) as insp:
         array = insp.prepare(image).array  # the same input for both: onnxvis's preprocessing is torchvision's

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cam_standins import classifier, photo, scores
 
-from conftest import run_onnxvis
+from conftest import call_onnxvis
 from onnxvis.analysis.cam import maths as cam
 from onnxvis.analysis.cam import runs
 from onnxvis.engine import runner
@@ -94,7 +94,7 @@ def test_a_head_with_a_batch_of_1_gets_the_copies_one_by_one(tmp_path, picture, 
 
 
 def test_a_head_with_a_batch_of_1_works_from_the_command_line(tmp_path, picture):
-    done = run_onnxvis("cam", classifier(tmp_path / "b1.onnx", "batch1"), picture, "--preset", "unit", "--resize", "16,16",
+    done = call_onnxvis("cam", classifier(tmp_path / "b1.onnx", "batch1"), picture, "--preset", "unit", "--resize", "16,16",
                        "--format", "npy", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     (npy,) = done.stdout.split()
@@ -129,7 +129,7 @@ def test_a_tail_that_refuses_even_one_copy_is_one_line_of_words(tmp_path, pictur
     """The head reads the conv output's values, which AblationCAM changes, as an index: onnxruntime
     refuses every copy; the user reads which node stopped and why, and what to choose instead."""
     model = classifier(tmp_path / "values.onnx", "values")
-    done = run_onnxvis("cam", model, picture, "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
+    done = call_onnxvis("cam", model, picture, "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
     assert done.returncode == 2 and done.stdout == ""
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("onnxvis: error: the graph after tensor 'c1' does not run on its changed copies (AblationCAM's): "
@@ -138,7 +138,7 @@ def test_a_tail_that_refuses_even_one_copy_is_one_line_of_words(tmp_path, pictur
     assert "choose another layer or tensor, or a method that changes nothing (eigen, fem, kpca)" in line
     assert not any(raw in line for raw in RAW), line
     # the same model with a method that changes nothing runs
-    done = run_onnxvis("cam", model, picture, "--method", "eigen", "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
+    done = call_onnxvis("cam", model, picture, "--method", "eigen", "--preset", "unit", "--resize", "16,16", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
 
 

@@ -284,18 +284,11 @@ def test_labels_and_top_k_helpers():
 
 
 @pytest.mark.full
-def test_report_of_an_exported_torchvision_model_has_top5(cli, tmp_path):
-    torch = pytest.importorskip("torch", reason="exporting needs torch (the full environment)")
+def test_report_of_an_exported_torchvision_model_has_top5(cli, tmp_path, seeded_resnet18):
+    pytest.importorskip("torch", reason="exporting needs torch (the full environment)")
     torchvision = pytest.importorskip("torchvision", reason="exporting needs torchvision")
-    try:
-        from exporters.torchvision_export import export_model
-    except ImportError as exc:
-        pytest.skip(f"the exporter is not importable: {exc}")
-    state = tmp_path / "resnet18-random.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), state)
-    result = export_model("resnet18", weights=str(state), output_dir=tmp_path / "models", log=lambda message: None)
-    done = cli("report", result.path, asset("images/skimage_coffee.png"), "-o", tmp_path / "r")
+    _, exported = seeded_resnet18  # `onnxvis export resnet18 --weights`, once per run (tests/conftest.py)
+    done = cli("report", exported, asset("images/skimage_coffee.png"), "-o", tmp_path / "r")
     assert done.returncode == 0, done.stderr
     text, page = parse(_written(done)[0])
     top = [r for r in page.rows if len(r) == 5 and r[0] in ("1", "2", "3", "4", "5")]

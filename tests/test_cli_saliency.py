@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from conftest import asset, run_onnxvis
+from conftest import asset, call_onnxvis
 from onnxvis.analysis import saliency
 from onnxvis.engine.inspector import Inspector
 
@@ -58,7 +58,7 @@ def _npy(done) -> np.ndarray:
 def test_every_method_writes_png_npy_and_tensorboard(tmp_path, photo, method):
     pytest.importorskip("tensorboard")
     model = _smooth_classifier(tmp_path / "small.onnx")
-    done = run_onnxvis("saliency", model, photo, "--method", method, "--format", "png,npy,tensorboard", *PRE, "-o", tmp_path / "out")
+    done = call_onnxvis("saliency", model, photo, "--method", method, "--format", "png,npy,tensorboard", *PRE, "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     written = done.stdout.split()
     assert sorted(p.rsplit("/", 1)[1] for p in written) == sorted(
@@ -131,7 +131,7 @@ def test_an_nhwc_model_keeps_its_layout(tmp_path):
     """MTCNN's P-Net (Keras, NHWC input, two outputs, a Softmax over the last axis)."""
     model = asset("models/mtcnn_pnet_keras2onnx.onnx")
     image = asset("images/matplotlib_grace_hopper.jpg")
-    done = run_onnxvis("saliency", model, image, "--target-output", "softmax", "--target", "1", "--resize", "48,48",
+    done = call_onnxvis("saliency", model, image, "--target-output", "softmax", "--target", "1", "--resize", "48,48",
                        "--format", "npy", "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     attribution = _npy(done)
@@ -151,7 +151,7 @@ def test_an_nhwc_model_keeps_its_layout(tmp_path):
 def test_mistakes_are_one_line_and_write_nothing(tmp_path, photo, args, message):
     model = _smooth_classifier(tmp_path / "small.onnx")
     out = tmp_path / "out"
-    done = run_onnxvis("saliency", model, photo, *args, *PRE, "-o", out)
+    done = call_onnxvis("saliency", model, photo, *args, *PRE, "-o", out)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not out.exists() or not any(p.suffix in (".png", ".npy") for p in out.rglob("*"))
@@ -179,8 +179,8 @@ def test_control_flow_is_refused_naming_the_node(tmp_path, photo):
     model.ir_version = 8
     path = tmp_path / "if.onnx"
     onnx.save(model, str(path))
-    done = run_onnxvis("saliency", path, photo, *PRE, "-o", tmp_path / "out")
+    done = call_onnxvis("saliency", path, photo, *PRE, "-o", tmp_path / "out")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "cannot differentiate through the If node 'choose'" in done.stderr
     # the forward methods still work on it
-    assert run_onnxvis("cam", path, photo, "--method", "eigen", *PRE, "-o", tmp_path / "cam").returncode == 0
+    assert call_onnxvis("cam", path, photo, "--method", "eigen", *PRE, "-o", tmp_path / "cam").returncode == 0

@@ -362,16 +362,16 @@ def test_float16_squeezenet_against_its_float32_conversion(cli, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def resnets(tmp_path_factory):
-    """A seeded ResNet-18 (base), the same fine-tuned (layer4 perturbed, a 10-class head), both exported."""
+def resnets(tmp_path_factory, seeded_resnet18):
+    """A seeded ResNet-18 (base: the one exported once per run, tests/conftest.py), the same fine-tuned
+    (layer4 perturbed, a 10-class head), both exported."""
     torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
     pytest.importorskip("onnxscript")
     from exporters.torchvision_export import export_model
 
     work = tmp_path_factory.mktemp("resnets")
-    torch.manual_seed(0)
-    base = torchvision.models.resnet18(weights=None).eval().state_dict()
+    model, base_onnx = seeded_resnet18
+    base = model.state_dict()
     tuned = {k: v.clone() for k, v in base.items()}
     generator = torch.Generator().manual_seed(1)
     for key, value in tuned.items():
@@ -379,11 +379,8 @@ def resnets(tmp_path_factory):
             tuned[key] = value + 0.05 * value.std() * torch.randn(value.shape, generator=generator)
     tuned["fc.weight"] = torch.randn((10, 512), generator=generator) * 0.01
     tuned["fc.bias"] = torch.zeros(10)
-    torch.save(base, work / "base.pth")
     torch.save(tuned, work / "tuned.pth")
-    quiet = lambda message: None  # noqa: E731
-    base_onnx = export_model("resnet18", str(work / "base.pth"), work / "base.onnx", log=quiet).path
-    tuned_onnx = export_model("resnet18", str(work / "tuned.pth"), work / "tuned.onnx", log=quiet).path
+    tuned_onnx = export_model("resnet18", str(work / "tuned.pth"), work / "tuned.onnx", log=lambda message: None).path
     return work, Path(base_onnx), Path(tuned_onnx)
 
 

@@ -9,10 +9,12 @@ The arithmetic alone (onnxvis.analysis.cam.gradmaths) is compared with grad-cam'
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
-from conftest import asset, export_seeded_resnet18, run_onnxvis
+from conftest import asset, call_onnxvis
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -47,11 +49,12 @@ def _block_output_name(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, seeded_resnet18):
     from onnxvis.engine.inspector import Inspector
 
     folder = tmp_path_factory.mktemp("gradcam_parity")
-    model, onnx_path = export_seeded_resnet18(folder)
+    shared_model, onnx_path = seeded_resnet18  # exported once per run (tests/conftest.py)
+    model = copy.deepcopy(shared_model)
     image = asset("images/skimage_chelsea.png")
     with Inspector(onnx_path) as insp:
         array = insp.prepare(image).array
@@ -81,7 +84,7 @@ def _compare(mine: np.ndarray, ref: np.ndarray, what: str) -> None:
 def test_gradient_cam_equals_grad_cam(setup, method):
     model, onnx_path, image, x, target, block, folder = setup
     out = folder / f"out_{method}"
-    done = run_onnxvis(
+    done = call_onnxvis(
         "cam", onnx_path, image, "--method", method, "--layers", CONV, "--tensor", block,
         "--target", str(target), "--format", "png,npy", "-o", out,
     )
@@ -97,7 +100,7 @@ def test_gradient_cam_equals_grad_cam(setup, method):
 
 def test_fullgrad_equals_grad_cam(setup):
     model, onnx_path, image, x, target, block, folder = setup
-    done = run_onnxvis("cam", onnx_path, image, "--method", "fullgrad", "--format", "npy", "-o", folder / "out_fullgrad")
+    done = call_onnxvis("cam", onnx_path, image, "--method", "fullgrad", "--format", "npy", "-o", folder / "out_fullgrad")
     assert done.returncode == 0, done.stderr
     (npy,) = done.stdout.split()
     assert npy.endswith("cam_fullgrad_skimage_chelsea_bias_layers.npy")
@@ -106,7 +109,7 @@ def test_fullgrad_equals_grad_cam(setup):
 
 def test_default_target_is_the_predicted_class(setup):
     model, onnx_path, image, x, target, block, folder = setup
-    done = run_onnxvis("cam", onnx_path, image, "--method", "grad", "--tensor", block, "--format", "npy", "-o", folder / "out_default")
+    done = call_onnxvis("cam", onnx_path, image, "--method", "grad", "--tensor", block, "--format", "npy", "-o", folder / "out_default")
     assert done.returncode == 0, done.stderr
     _compare(np.load(done.stdout.split()[0]), _oracle(model, "grad", [model.layer4[-1]], x, target), "grad, default target")
 

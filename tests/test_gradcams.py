@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from conftest import asset, run_onnxvis
+from conftest import asset, call_onnxvis
 from onnxvis.analysis.cam import maths
 from onnxvis.analysis.cam.gradcams import bias_layers, gradient_cams
 from onnxvis.analysis.cam.gradmaths import GRADIENT_METHODS, gradient_raw_map
@@ -87,7 +87,7 @@ def test_grad_cam_with_a_linear_tail_is_known_exactly(tmp_path, photo):
 @pytest.mark.parametrize("method", list(GRADIENT_METHODS))
 def test_every_gradient_method_writes_its_maps(tmp_path, photo, method):
     path, _ = _classifier(tmp_path / "net.onnx", batch_norm=True)
-    done = run_onnxvis("cam", path, photo, "--method", method, "--tensor", "block", "--layers", "0", "--format", "png,npy",
+    done = call_onnxvis("cam", path, photo, "--method", method, "--tensor", "block", "--layers", "0", "--format", "png,npy",
                        *PRE, "-o", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     written = done.stdout.split()
@@ -114,7 +114,7 @@ def test_fullgrad_takes_every_conv_bias_and_batch_norm(tmp_path):
 
 def test_a_place_after_the_scores_or_beside_them_is_refused(tmp_path, photo):
     path, _ = _classifier(tmp_path / "net.onnx")
-    done = run_onnxvis("cam", path, photo, "--method", "grad", "--tensor", "logits", *PRE, "-o", tmp_path / "out")
+    done = call_onnxvis("cam", path, photo, "--method", "grad", "--tensor", "logits", *PRE, "-o", tmp_path / "out")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "tensor 'logits'" in done.stderr
 
@@ -148,7 +148,7 @@ def test_grad_cam_and_input_gradient_on_every_real_model(tmp_path, name):
     image = asset("images/skimage_chelsea.png")
     extra = COVERAGE[name]
     for command in (["cam", "--method", "grad"], ["saliency"]):
-        done = run_onnxvis(*command, model, image, *extra, "--format", "npy", "-o", tmp_path / command[0])
+        done = call_onnxvis(*command, model, image, *extra, "--format", "npy", "-o", tmp_path / command[0])
         assert done.returncode == 0, (name, command, done.stderr)
         (npy,) = done.stdout.split()
         values = np.load(npy)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, asset, run_onnxvis
+from conftest import ROOT, asset, call_onnxvis, run_onnxvis
 from onnxvis.engine.classes import ClassNames, guess_class_names, imagenet_classes, load_labels
 from onnxvis.engine.inspector import Inspector
 from onnxvis.errors import OnnxvisError
@@ -274,7 +274,8 @@ def test_a_bad_labels_file_is_one_clear_line(tmp_path, photo, command, kind):
     out = tmp_path / "out"
     where = {"predict": [photo], "cam": [photo, "-o", out], "saliency": [photo, "-o", out], "report": [photo, "-o", out],
              "serve": ["--port", "0"], "compare": [model, photo, "-o", out]}
-    done = run_onnxvis(command, model, *where[command], "--labels", path, *SMALL)
+    run = run_onnxvis if command == "serve" else call_onnxvis  # a serve that took the file would not return
+    done = run(command, model, *where[command], "--labels", path, *SMALL)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"onnxvis: error: {message}"), lines
@@ -287,7 +288,7 @@ def test_a_bad_labels_file_is_one_clear_line(tmp_path, photo, command, kind):
 
 def _cam(tmp_path: Path, model: Path, photo: Path, name: str, *args: str) -> tuple[np.ndarray, str]:
     out = tmp_path / name
-    done = run_onnxvis("cam", model, photo, "--format", "npy", *SMALL, "-o", out, *args)
+    done = call_onnxvis("cam", model, photo, "--format", "npy", *SMALL, "-o", out, *args)
     assert done.returncode == 0, done.stderr
     (written,) = done.stdout.split()
     return np.load(written), done.stderr
@@ -302,7 +303,7 @@ def test_cam_target_by_a_name_from_the_labels_file(tmp_path, photo):
     np.testing.assert_array_equal(by_name, by_index)
     assert not np.array_equal(by_name, other)  # the name chose its class, not the predicted one
     assert "labels:" not in stderr
-    unknown = run_onnxvis("cam", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
+    unknown = call_onnxvis("cam", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
     assert unknown.returncode == 2 and "no class is labelled 'espresso machine'" in unknown.stderr
     assert len(unknown.stderr.splitlines()) == 1 and not (tmp_path / "x").exists()  # refused before the folder is made
 
@@ -312,7 +313,7 @@ def test_saliency_target_by_a_name_from_the_labels_file(tmp_path, photo):
     labels = names_file(tmp_path / "five.txt", FIVE)
 
     def attribution(name: str, *args: str) -> np.ndarray:
-        done = run_onnxvis("saliency", model, photo, "--format", "npy", *SMALL, "-o", tmp_path / name, *args)
+        done = call_onnxvis("saliency", model, photo, "--format", "npy", *SMALL, "-o", tmp_path / name, *args)
         assert done.returncode == 0, done.stderr
         assert "labels:" not in done.stderr
         (written,) = done.stdout.split()
@@ -321,7 +322,7 @@ def test_saliency_target_by_a_name_from_the_labels_file(tmp_path, photo):
     by_name = attribution("name", "--labels", labels, "--target", "Bird of Prey")
     np.testing.assert_array_equal(by_name, attribution("index", "--target", "2"))
     assert not np.array_equal(by_name, attribution("other", "--target", "3"))
-    unknown = run_onnxvis("saliency", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
+    unknown = call_onnxvis("saliency", model, photo, "--labels", labels, "--target", "espresso machine", *SMALL, "-o", tmp_path / "x")
     assert unknown.returncode == 2 and "no class is labelled 'espresso machine'" in unknown.stderr
     assert len(unknown.stderr.splitlines()) == 1 and not (tmp_path / "x").exists()
 
@@ -375,15 +376,15 @@ def test_report_with_a_labels_file_and_with_guessed_names(cli, tmp_path, photo):
 
 
 def test_info_says_where_the_names_come_from(tmp_path):
-    done = run_onnxvis("info", scores_model(tmp_path / "thousand.onnx", 1000, 3))
+    done = call_onnxvis("info", scores_model(tmp_path / "thousand.onnx", 1000, 3))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     at = lines.index("classes   1000, named: ImageNet-1k (guessed from 1000 outputs)")
     assert lines[at + 1] == "          give --labels FILE if these are not ImageNet's classes"
-    done = run_onnxvis("info", scores_model(tmp_path / "slim.onnx", 1001, 3))
+    done = call_onnxvis("info", scores_model(tmp_path / "slim.onnx", 1001, 3))
     assert "classes   1001, named: ImageNet-1k after a background class (guessed from 1001 outputs, as TF-slim models have)" in done.stdout
     stored = scores_model(tmp_path / "named.onnx", 1000, 3, {"onnxvis.labels": json.dumps([str(i) for i in range(1000)])})
-    done = run_onnxvis("info", stored)
+    done = call_onnxvis("info", stored)
     assert "classes   1000, named in the model's onnxvis.labels metadata" in done.stdout
     assert "ImageNet-1k" not in done.stdout and "--labels" not in done.stdout  # the model's names: no guess
 

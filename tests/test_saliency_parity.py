@@ -9,10 +9,12 @@ pass in onnxruntime.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
-from conftest import asset, export_seeded_resnet18, run_onnxvis
+from conftest import asset, call_onnxvis
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -20,11 +22,12 @@ pytest.importorskip("captum")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, seeded_resnet18):
     from onnxvis.engine.inspector import Inspector
 
     folder = tmp_path_factory.mktemp("saliency_parity")
-    model, onnx_path = export_seeded_resnet18(folder)
+    shared_model, onnx_path = seeded_resnet18  # exported once per run (tests/conftest.py)
+    model = copy.deepcopy(shared_model)
     image = asset("images/skimage_chelsea.png")
     with Inspector(onnx_path) as insp:
         array = insp.prepare(image).array  # the same input for both: onnxvis's preprocessing is torchvision's
@@ -56,7 +59,7 @@ def test_saliency_equals_captum(setup, method):
     args = ["saliency", onnx_path, image, "--method", method, "--format", "png,npy", "-o", out]
     if method != "gradient":  # the default target (the predicted class) is the gradient's
         args += ["--target", str(target)]
-    done = run_onnxvis(*args)
+    done = call_onnxvis(*args)
     assert done.returncode == 0, done.stderr
     written = done.stdout.split()
     (npy,) = [p for p in written if p.endswith(".npy")]
