@@ -63,6 +63,7 @@ def _brute_force(insp, layers, images):
     return {name: np.stack(v) for name, v in maps.items()}  # (N, C, H, W)
 
 
+@pytest.mark.slow
 def test_top_k_of_every_channel_matches_a_brute_force_loop(squeeze_local):
     insp, layers, images, state = squeeze_local
     brute = _brute_force(insp, layers, images)
@@ -337,6 +338,7 @@ _PEAK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
     photos = sorted(p for p in asset(PHOTOS).iterdir() if p.suffix == ".JPEG")[:20]

@@ -537,6 +537,7 @@ def _client_session(url: str, coffee: bytes, layer: int) -> dict:
         return {"statuses": statuses, "top": top.json()["top"], "fmaps": fmaps.content}
 
 
+@pytest.mark.slow
 def test_sixteen_concurrent_clients(server):
     coffee = asset(COFFEE).read_bytes()
     with ThreadPoolExecutor(16) as pool:
