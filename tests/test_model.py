@@ -491,13 +491,13 @@ def test_valid_protobuf_without_graph_or_nodes(tmp_path):
 def test_huge_claimed_length_costs_nothing(tmp_path):
     # ModelProto.graph (field 7, length-delimited) claiming 2**62 bytes; then GraphProto.initializer claiming 2**40.
     path = tmp_path / "huge.onnx"
-    path.write_bytes(b"\x08\x07\x3a" + _protoscan._encode_varint(2**62) + b"\x2a\x02")
+    path.write_bytes(b"\x08\x07\x3a" + _protoscan.encode_varint(2**62) + b"\x2a\x02")
     tracemalloc.start()
     try:
         with pytest.raises(OnnxvisError, match="not a readable ONNX model"):
             Model.open(path)
-        inner = b"\x2a" + _protoscan._encode_varint(2**40) + b"\x00" * 8
-        path.write_bytes(b"\x08\x07\x3a" + _protoscan._encode_varint(len(inner)) + inner)
+        inner = b"\x2a" + _protoscan.encode_varint(2**40) + b"\x00" * 8
+        path.write_bytes(b"\x08\x07\x3a" + _protoscan.encode_varint(len(inner)) + inner)
         with pytest.raises(OnnxvisError, match="past the end"):
             Model.open(path)
         peak = tracemalloc.get_traced_memory()[1]

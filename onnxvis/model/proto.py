@@ -33,13 +33,13 @@ import numpy as np
 __all__ = [
     "WireFormatError", "Message", "ModelProto", "GraphProto", "NodeProto", "AttributeProto", "TensorProto",
     "ValueInfoProto", "TypeProto", "parse_model", "attribute_value", "np_dtype_of", "dtype_name_of",
-    "uses_external_data", "to_array", "encode_field", "encode_varint", "EXTERNAL", "DEFAULT",
+    "uses_external_data", "to_array", "encode_field", "encode_varint", "read_varint", "EXTERNAL", "DEFAULT",
     "ATTRIBUTE_TYPES", "as_onnx", "value_info", "tensor_from_array", "tensor_dtype_of",
 ]
 
 
 class WireFormatError(ValueError):
-    """The bytes are not valid protobuf wire data."""
+    """The bytes are not valid protobuf wire data (or not in the shape of an ONNX model)."""
 
 
 class NotUtf8(ValueError):
@@ -135,7 +135,8 @@ def encode_field(number: int, payload: bytes) -> bytes:
     return encode_varint(number << 3 | 2) + encode_varint(len(payload)) + payload
 
 
-def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (unsigned 64-bit; protobuf's wire rules)."""
     result = 0
     shift = 0
     while True:
@@ -155,7 +156,7 @@ def _skip_group(buf, pos: int, end: int, field: int, depth: int) -> int:
     if depth > 64:
         raise WireFormatError("groups nested too deeply")
     while True:
-        key, pos = _read_varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         inner, wire = key >> 3, key & 7
         if wire == 4:
             if inner != field:
@@ -166,13 +167,13 @@ def _skip_group(buf, pos: int, end: int, field: int, depth: int) -> int:
 
 def _skip(buf, pos: int, end: int, field: int, wire: int, depth: int = 0) -> int:
     if wire == 0:
-        return _read_varint(buf, pos, end)[1]
+        return read_varint(buf, pos, end)[1]
     if wire == 1:
         new = pos + 8
     elif wire == 5:
         new = pos + 4
     elif wire == 2:
-        length, pos = _read_varint(buf, pos, end)
+        length, pos = read_varint(buf, pos, end)
         new = pos + length
     elif wire == 3:
         return _skip_group(buf, pos, end, field, depth)
@@ -287,7 +288,7 @@ class Message:
         fields = type(self)._FIELDS
         d = self.__dict__
         while pos < end:
-            key, pos = _read_varint(buf, pos, end)
+            key, pos = read_varint(buf, pos, end)
             number, wire = key >> 3, key & 7
             if number == 0:
                 raise WireFormatError(f"invalid field number 0 at byte {pos}")
@@ -297,7 +298,7 @@ class Message:
                 continue
             name, kind, repeated, cls = spec
             if wire == 2:
-                length, start = _read_varint(buf, pos, end)
+                length, start = read_varint(buf, pos, end)
                 stop = start + length
                 if stop > end:
                     raise WireFormatError(f"field {name} claims {length} bytes, past the end of its message")
@@ -342,7 +343,7 @@ class Message:
                     continue
             elif kind in _SCALAR_WIRE and wire == _SCALAR_WIRE[kind]:
                 if wire == 0:
-                    raw_value, pos = _read_varint(buf, pos, end)
+                    raw_value, pos = read_varint(buf, pos, end)
                     value = _decode_scalar(kind, raw_value)
                 elif wire == 5:
                     if pos + 4 > end:
@@ -417,7 +418,7 @@ def _unpack(buf, start: int, stop: int, kind: int) -> list:
     out = []
     pos = start
     while pos < stop:
-        v, pos = _read_varint(buf, pos, stop)
+        v, pos = read_varint(buf, pos, stop)
         out.append(_decode_scalar(kind, v))
     return out
 

@@ -37,6 +37,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from onnxvis.model.proto import WireFormatError, encode_varint, read_varint
+
 MODEL_GRAPH = 7
 GRAPH_INITIALIZER = 5
 TENSOR_RAW_DATA = 9
@@ -56,10 +58,6 @@ DATA_FIELDS = frozenset([TENSOR_RAW_DATA, *_TYPED_DATA_WIRE_TYPES])
 
 _MAX_GROUP_DEPTH = 64
 _MAX_FIELD_NUMBER = (1 << 29) - 1
-
-
-class WireFormatError(ValueError):
-    """The bytes are not valid protobuf wire data (or not in the shape of an ONNX model)."""
 
 
 @dataclass(frozen=True)
@@ -85,36 +83,8 @@ class ScanResult:
     graph_count: int  # number of ModelProto.graph records seen (protobuf merges several into one)
 
 
-def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end:
-            raise WireFormatError(f"truncated varint at byte {pos}")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, pos
-        shift += 7
-        if shift >= 70:
-            raise WireFormatError(f"varint longer than 10 bytes at byte {pos}")
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _read_tag(buf, pos: int, end: int) -> tuple[int, int, int]:
-    key, pos = _read_varint(buf, pos, end)
+    key, pos = read_varint(buf, pos, end)
     field, wire_type = key >> 3, key & 7
     if field == 0 or field > _MAX_FIELD_NUMBER:
         raise WireFormatError(f"invalid field number {field} at byte {pos}")
@@ -126,13 +96,13 @@ def _read_tag(buf, pos: int, end: int) -> tuple[int, int, int]:
 def _skip_value(buf, pos: int, end: int, field: int, wire_type: int, depth: int = 0) -> int:
     """Return the position after the value of a field whose tag ended at ``pos``."""
     if wire_type == 0:
-        return _read_varint(buf, pos, end)[1]
+        return read_varint(buf, pos, end)[1]
     if wire_type == 1:
         new = pos + 8
     elif wire_type == 5:
         new = pos + 4
     elif wire_type == 2:
-        length, pos = _read_varint(buf, pos, end)
+        length, pos = read_varint(buf, pos, end)
         new = pos + length
     elif wire_type == 3:  # start group (deprecated, but valid protobuf): skip to the matching end
         if depth >= _MAX_GROUP_DEPTH:
@@ -162,7 +132,7 @@ def _fields(buf, start: int, end: int):
         field, wire_type, pos = _read_tag(buf, pos, end)
         tag_end = pos
         if wire_type == 2:
-            length, value_start = _read_varint(buf, pos, end)
+            length, value_start = read_varint(buf, pos, end)
             nxt = value_start + length
             if nxt > end:
                 raise WireFormatError(
@@ -188,7 +158,7 @@ class _Rewriter:
         if tag_start > self.copy_from:
             self.pieces.append(self.buf[self.copy_from : tag_start])
         self.pieces.append(self.buf[tag_start:tag_end])
-        self.pieces.append(_encode_varint(len(payload)))
+        self.pieces.append(encode_varint(len(payload)))
         self.pieces.append(payload)
         self.copy_from = nxt
 
