@@ -81,3 +81,16 @@ def test_the_check_sees_an_import(tmp_path):
     """The child's list is not always empty: a model whose weight onnx must fold loads onnx (and says so)."""
     loaded = _loaded(["kernels", str(asset("models/light_squeezenet_constantofshape.onnx")), "-o", str(tmp_path / "k")], tmp_path)
     assert "onnx" in loaded
+
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("2", "2")])
+def test_the_command_gives_openblas_one_thread_unless_the_user_chose(given, expected):
+    """Set before numpy loads (numpy reads it once): a command's process has it, the user's own value wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    code = "import sys, os, onnxvis.cli; assert 'numpy' not in sys.modules; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
