@@ -15,10 +15,10 @@ from onnxvis.cli.common import (
     floats,
     guess_note,
     image_paths,
-    labels_note,
     open_inspector,
     output_dir,
     print_paths,
+    target_labels_note,
 )
 
 
@@ -165,7 +165,6 @@ def run(args: argparse.Namespace) -> None:
             files = "the file" if len(written) == 1 else f"the {len(written)} files"
             raise OnnxvisError(f"{exc} ({files} written before it: listed on stdout)", setting=exc.setting) from None
     notes = [f"note: {note}" for note in inspector.gradient_notes()] if gradients else []
-    by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
-    for note in notes + guess_note(inspector) + (labels_note(inspector) if by_name else []):  # names matter only for a target by name
+    for note in notes + guess_note(inspector) + target_labels_note(inspector, args.target):
         print(note, file=sys.stderr)
     print_paths(written)

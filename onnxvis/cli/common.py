@@ -349,6 +349,13 @@ def labels_note(inspector) -> list[str]:
     return [f"labels: {names.origin} ({names.reason}; {LABELS_GUESS_HINT})"]
 
 
+def target_labels_note(inspector, target: str | None) -> list[str]:
+    """:func:`labels_note` for a command whose class comes from ``--target``: the names matter only when
+    a target (or one of several, comma-separated) is a name, not an index."""
+    by_name = target is not None and any(not t.strip().lstrip("-").isdigit() for t in target.split(","))
+    return labels_note(inspector) if by_name else []
+
+
 def image_paths(args: argparse.Namespace) -> list[Path]:
     from onnxvis.image import preprocess as pp
 

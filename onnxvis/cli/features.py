@@ -12,10 +12,10 @@ from onnxvis.cli.common import (
     add_preprocess_options,
     apply_labels,
     guess_note,
-    labels_note,
     open_inspector,
     output_dir,
     print_paths,
+    target_labels_note,
 )
 
 
@@ -119,7 +119,6 @@ def run(args: argparse.Namespace) -> None:
                 bar.write(f"{image.place.label} {name}: {args.objective} objective {image.value:.4g} at the last step")
             written.extend(write_features(images, out, formats))
     notes = [f"note: {note}" for note in inspector.gradient_notes()]
-    by_name = args.target is not None and any(not t.strip().lstrip("-").isdigit() for t in args.target.split(","))
-    for note in notes + guess_note(inspector) + (labels_note(inspector) if by_name else []):
+    for note in notes + guess_note(inspector) + target_labels_note(inspector, args.target):
         print(note, file=sys.stderr)
     print_paths(written)

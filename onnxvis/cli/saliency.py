@@ -13,10 +13,10 @@ from onnxvis.cli.common import (
     check_target_first,
     guess_note,
     image_paths,
-    labels_note,
     open_inspector,
     output_dir,
     print_paths,
+    target_labels_note,
 )
 from onnxvis.errors import OnnxvisError
 
@@ -118,7 +118,6 @@ def run(args: argparse.Namespace) -> None:
             samples=args.samples, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
         )
         written = write_saliency(results, out, formats, each)
-    by_name = args.target is not None and not args.target.strip().lstrip("-").isdigit()
-    for note in [*(f"note: {n}" for n in notes), *guess_note(inspector), *(labels_note(inspector) if by_name else [])]:
+    for note in [*(f"note: {n}" for n in notes), *guess_note(inspector), *target_labels_note(inspector, args.target)]:
         print(note, file=sys.stderr)
     print_paths(written)

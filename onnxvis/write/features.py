@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxvis.draw.grids import make_grid, to_uint8
-from onnxvis.errors import OnnxvisError
 from onnxvis.write.cam import npy_bytes
+from onnxvis.write.formats import parse_format_list
 
 if TYPE_CHECKING:
     from onnxvis.analysis.features.run import FeatureImage
@@ -24,15 +24,7 @@ FEATURE_FORMATS = ("png", "npy", "tensorboard")
 
 def parse_feature_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     """``"png,npy"`` -> ``("png", "npy")``, checked."""
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    chosen = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
-    unknown = [i for i in chosen if i not in FEATURE_FORMATS]
-    if unknown or not chosen:
-        raise OnnxvisError(
-            f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(FEATURE_FORMATS)}, e.g. png,npy",
-            setting="formats",
-        )
-    return chosen
+    return parse_format_list(formats, FEATURE_FORMATS, "png,npy")
 
 
 def feature_stem(image: "FeatureImage", diversity: bool = False) -> str:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onnxvis.errors import OnnxvisError, printable
+from onnxvis.errors import printable
+from onnxvis.write.formats import parse_format_list
 from onnxvis.write.nodedata import (
     SEQUENTIAL_BLUE,
     SEQUENTIAL_BLUE_REVERSED,
@@ -98,15 +99,7 @@ _ACTIVATION_METRICS = METRICS[6:]
 
 def parse_stats_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     """``"text,jsonl"`` -> ``("text", "jsonl")``, checked."""
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    chosen = tuple(dict.fromkeys(i.strip().lower() for i in items if i.strip()))
-    unknown = [i for i in chosen if i not in STATS_FORMATS]
-    if unknown or not chosen:
-        raise OnnxvisError(
-            f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(STATS_FORMATS)}, e.g. text,model-explorer",
-            setting="formats",
-        )
-    return chosen
+    return parse_format_list(formats, STATS_FORMATS, "text,model-explorer")
 
 
 def metric_values(stats: Sequence["NodeStats"], metric: Metric) -> dict:
